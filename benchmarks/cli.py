@@ -1,0 +1,246 @@
+"""`litbench list | run | leaderboard | show | fit` — the command-line contract of DESIGN.md.
+
+Exit status: 0 when every run succeeded, 1 when any run failed (the others are still recorded),
+2 for bad usage (unknown benchmark/method/profile, malformed spec, missing data dir, corrupt record),
+always with a one-line message on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from benchmarks.spec import PROFILES, SpecError, load_all_specs, load_all_suites
+from leaderboard.records import CorruptRecordError, RecordStore
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input from the user; printed as one line, exit code 2."""
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + exits 2; keep it to one line
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _ArgumentParser(prog="litbench", description="PyTorch Lightning benchmark suite of ten papers.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
+
+    commands.add_parser("list", help="benchmarks, methods (role), profiles and datasets")
+
+    run = commands.add_parser("run", help="run benchmarks and write one record per run")
+    run.add_argument("benchmarks", nargs="*", help="benchmark names (default: every benchmark, or the suite's)")
+    selection = run.add_mutually_exclusive_group()
+    selection.add_argument("--suite", help="a named selection from benchmarks/suites/ (smoke, cpu, full)")
+    selection.add_argument("--profile", choices=PROFILES, help="profile to run (default: cpu)")
+    run.add_argument("--methods", type=_csv, help="comma-separated methods (default: all)")
+    run.add_argument("--datasets", type=_csv, help="comma-separated datasets (default: the profile's)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override any key of the resolved config, e.g. trainer.max_epochs=5 (repeatable)")
+    run.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (default: the profile's)")
+    run.add_argument("--data-dir", help="data root laid out like ../shared/data (default: $LITBENCH_DATA)")
+    run.add_argument("--cache-dir", help="processed data and stage cache (default: $LITBENCH_CACHE or RESULTS/cache)")
+    run.add_argument("--results", default="results", help="records folder (default: results/)")
+    run.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+    run.add_argument("--wandb-project", default=None, help="wandb project (default: the suite name, or litbench)")
+    run.add_argument("--accelerator", choices=("cpu", "gpu", "auto"), default=None)
+    run.add_argument("--devices", default=None, help="devices per node (an integer or auto)")
+    run.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"), default=None)
+    run.add_argument("--num-nodes", type=int, default=None)
+    run.add_argument("--precision", default=None, help="Lightning precision, e.g. 32-true or bf16-mixed")
+    run.add_argument("--launcher", choices=("local", "slurm"), default="local")
+    run.add_argument("--workers", type=int, default=1, help="independent runs in parallel processes")
+    run.add_argument("--slurm-partition", default=None)
+    run.add_argument("--slurm-account", default=None)
+    run.add_argument("--slurm-time-min", type=int, default=None, help="SLURM time limit per run in minutes")
+    run.add_argument("--force", action="store_true", help="rerun even when an identical ok record exists")
+
+    board = commands.add_parser("leaderboard", help="build LEADERBOARD.md, results.csv, claims.csv, index.html")
+    board.add_argument("--results", default="results")
+    board.add_argument("--out", default="leaderboard")
+    board.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
+    board.add_argument("--wandb-project", default="litbench")
+
+    show = commands.add_parser("show", help="print one record")
+    show.add_argument("run_id", help="e.g. dcagc/Cora/dcagc/cpu/seed-0 (a unique suffix is enough)")
+    show.add_argument("--results", default="results")
+    show.add_argument("--json", action="store_true", help="print the raw JSON")
+
+    fit = commands.add_parser("fit", help="one run through LightningCLI from a resolved config")
+    fit.add_argument("--config", required=True, help="a resolved config (YAML/JSON), e.g. a record's config")
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace, console: Console) -> int:
+    specs = load_all_specs()
+    table = Table(title="litbench benchmarks")
+    for column in ("benchmark", "task", "methods (role)", "profiles", "datasets"):
+        table.add_column(column)
+    for name, spec in specs.items():
+        methods = "\n".join(f"{m} ({s.role})" for m, s in spec.methods.items())
+        table.add_row(name, spec.task, methods, ", ".join(spec.profiles), ", ".join(spec.data.datasets))
+    console.print(table)
+    suites = load_all_suites()
+    console.print("suites: " + ", ".join(f"{s.name} ({s.profile}: {', '.join(s.benchmarks)})" for s in suites.values()))
+    return EXIT_OK
+
+
+def _selection(args: argparse.Namespace, specs: dict) -> tuple[list[str], str, dict[str, dict[str, list[str]]], int | None, str]:
+    """(benchmarks, profile, per-benchmark method/dataset selection, seeds, wandb project)."""
+    if args.suite:
+        suites = load_all_suites()
+        if args.suite not in suites:
+            raise UsageError(f"unknown suite {args.suite!r} (known: {', '.join(sorted(suites))})")
+        suite = suites[args.suite]
+        names = args.benchmarks or list(suite.benchmarks)
+        return names, suite.profile, suite.benchmarks, args.seeds or suite.seeds, suite.name
+    return args.benchmarks or list(specs), args.profile or "cpu", {}, args.seeds, "litbench"
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from benchmarks.launch import Launcher, LaunchOptions, plan_runs
+
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    data_dir = args.data_dir or os.environ.get("LITBENCH_DATA")
+    if data_dir and not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir!r} is not a folder; point it at a data root like ../shared/data")
+    results_dir = Path(args.results).resolve()
+    cache_dir = Path(args.cache_dir or os.environ.get("LITBENCH_CACHE") or results_dir / "cache").resolve()
+    specs = load_all_specs()
+    names, profile, suite_selection, seeds, project = _selection(args, specs)
+    hardware = {"accelerator": args.accelerator, "devices": _devices(args.devices), "strategy": args.strategy,
+                "num_nodes": args.num_nodes, "precision": args.precision}
+    plans = []
+    for name in names:
+        chosen = suite_selection.get(name, {})
+        plans += plan_runs(specs, benchmarks=[name] if name in specs else [name], profile=profile,
+                           methods=args.methods or chosen.get("methods") or None,
+                           datasets=args.datasets or chosen.get("datasets") or None, seeds=seeds, sets=args.sets,
+                           hardware=hardware, data_dir=str(Path(data_dir).resolve()) if data_dir else None,
+                           cache_dir=str(cache_dir))
+    options = LaunchOptions(results_dir=results_dir, cache_dir=cache_dir, launcher=args.launcher, workers=args.workers,
+                            force=args.force, wandb_mode=args.wandb, wandb_project=args.wandb_project or project,
+                            slurm={"partition": args.slurm_partition, "account": args.slurm_account,
+                                   "time_min": args.slurm_time_min})
+    launcher = Launcher(specs, options)
+    todo, skipped = launcher.pending(plans)
+    console.print(f"litbench: {len(plans)} runs planned ({profile} profile), {len(todo)} to run, "
+                  f"{len(skipped)} skipped (an ok record with the same config exists; --force reruns)")
+    failed = 0
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("running", total=len(todo))
+        done = 0
+
+        def report(plan: Any, record: Any, seconds: float) -> None:
+            nonlocal done, failed
+            done += 1
+            progress.advance(task)
+            if record.ok:
+                metric_text = "  ".join(f"{k}={v:.4f}" for k, v in list(record.metrics.items())[:4] if isinstance(v, float))
+                console.print(f"[green]ok[/]     [{done}/{len(todo)}] {plan.run_id}  {metric_text}  ({seconds:.1f}s)")
+            else:
+                failed += 1
+                error = record.error or {}
+                console.print(f"[red]failed[/] [{done}/{len(todo)}] {plan.run_id}  {error.get('type')}: "
+                              f"{error.get('message')}  ({seconds:.1f}s)")
+            progress.update(task, description=f"running ({done}/{len(todo)} done)")
+
+        launcher.run(todo, report)
+    console.print(f"litbench: {len(todo) - failed} ok, {failed} failed, {len(skipped)} skipped; records in {results_dir}")
+    return EXIT_FAILED_RUNS if failed else EXIT_OK
+
+
+def _devices(text: str | None) -> Any:
+    if text is None or text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise UsageError(f"--devices {text!r}: expected a positive integer or auto")
+    return int(text)
+
+
+def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
+    from leaderboard.build import build_leaderboard
+
+    if not Path(args.results).is_dir():
+        raise UsageError(f"no results folder {args.results!r}; run `litbench run` first or pass --results DIR")
+    snapshots = {name: spec.snapshot() for name, spec in load_all_specs().items()}
+    written = build_leaderboard(args.results, args.out, specs=snapshots, wandb_mode=args.wandb,
+                                wandb_project=args.wandb_project)
+    for kind, path in written.items():
+        console.print(f"{kind}: {path}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace, console: Console) -> int:
+    try:
+        record = RecordStore(args.results).find(args.run_id)
+    except KeyError as exc:
+        raise UsageError(str(exc.args[0])) from None
+    if args.json:
+        print(json.dumps(record.to_dict(), indent=2, default=str))
+        return EXIT_OK
+    table = Table(title=f"{record.run_id}  [{record.status}]", show_header=False)
+    table.add_column("field")
+    table.add_column("value")
+    for key in ("benchmark", "dataset", "method", "role", "profile", "seed", "config_hash", "started_at", "finished_at"):
+        table.add_row(key, str(getattr(record, key)))
+    for section in ("metrics", "cost", "hardware", "software", "stages"):
+        for key, value in (getattr(record, section) or {}).items():
+            table.add_row(f"{section}.{key}", f"{value:.6g}" if isinstance(value, float) else str(value))
+    if record.error:
+        table.add_row("error", f"{record.error.get('type')}: {record.error.get('message')}")
+    console.print(table)
+    if record.error and record.error.get("traceback_tail"):
+        console.print(record.error["traceback_tail"], markup=False, highlight=False)
+    return EXIT_OK
+
+
+def cmd_fit(args: argparse.Namespace, console: Console) -> int:
+    from benchmarks.fit import fit_from_config
+
+    metrics = fit_from_config(args.config)
+    console.print_json(json.dumps(metrics))
+    return EXIT_OK
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "show": cmd_show, "fit": cmd_fit}
+
+
+def main(argv: list[str] | None = None) -> int:
+    console = Console(stderr=False, highlight=False)
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args, console)
+    except (UsageError, SpecError, CorruptRecordError, FileNotFoundError) as exc:
+        message = str(exc.args[0]) if exc.args else str(exc)
+        print(f"litbench: error: {message.splitlines()[0] if message else type(exc).__name__}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("litbench: interrupted; finished runs are recorded, rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

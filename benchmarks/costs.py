@@ -1,0 +1,115 @@
+"""Cost measurement for one run: wall time, throughput, peak memory, parameters and FLOPs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import psutil
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_samples(batch: Any) -> int:
+    """Number of samples in a batch: a graph counts its nodes, a tensor its first dimension."""
+    num_nodes = getattr(batch, "num_nodes", None)
+    if isinstance(num_nodes, int):
+        return num_nodes
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (list, tuple)) and batch:
+        return count_samples(batch[0])
+    return 0
+
+
+class PeakRSSSampler:
+    """Peak resident memory of this process and its children, sampled in a background thread.
+
+    ``ru_maxrss`` would be the peak over the whole process lifetime, which is wrong when several
+    runs share one process; sampling gives the peak of this run alone.
+    """
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._process = psutil.Process()
+
+    def _rss(self) -> int:
+        total = self._process.memory_info().rss
+        for child in self._process.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._rss())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakRSSSampler":
+        self.peak_bytes = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._rss())
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+
+class CostMeter(pl.Callback):
+    """Counts training samples and step time, and the FLOPs of the first training step.
+
+    Throughput is samples (all ranks) per second of training-step time (forward, backward,
+    optimiser), without data loading or validation, and without the FLOP-counted first step.
+    """
+
+    def __init__(self) -> None:
+        self.train_samples = 0
+        self.train_seconds = 0.0
+        self.flops_per_step: int | None = None
+        self._batch_started = 0.0
+        self._flop_counter: FlopCounterMode | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.flops_per_step is None and self._flop_counter is None:
+            self._flop_counter = FlopCounterMode(display=False)
+            self._flop_counter.__enter__()
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._flop_counter is not None:
+            # The counted step runs slower under the counter, so it is left out of the throughput.
+            self._flop_counter.__exit__(None, None, None)
+            self.flops_per_step = int(self._flop_counter.get_total_flops())
+            self._flop_counter = None
+            return
+        self.train_seconds += time.perf_counter() - self._batch_started
+        self.train_samples += count_samples(batch) * trainer.world_size
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._flop_counter is not None:  # a step that raised or was skipped
+            self._flop_counter.__exit__(None, None, None)
+            self._flop_counter = None
+
+    @property
+    def samples_per_s(self) -> float | None:
+        if not self.train_samples or self.train_seconds <= 0:
+            return None
+        return self.train_samples / self.train_seconds
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))

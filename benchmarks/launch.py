@@ -1,0 +1,223 @@
+"""Plan and schedule many runs: in-process, a local pool of worker processes, or SLURM (submitit).
+
+Every run is skipped when its record exists with the same config hash and status ok (``force``
+reruns). Runs that need their own process — DDP (Lightning re-executes the current command once per
+rank), ``--workers N`` and SLURM — are executed as ``python -m benchmarks.runner JOB.json``; a
+worker that dies without writing a record (killed, out of memory, segfault) is recorded as failed
+with the tail of its log, and the suite carries on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.resolve import RunPlan, resolve_run
+from benchmarks.spec import BenchmarkSpec, SpecError
+from leaderboard.records import STATUS_FAILED, CorruptRecordError, RecordStore, RunRecord, failed_path, read_record
+
+
+@dataclass
+class LaunchOptions:
+    results_dir: Path
+    cache_dir: Path
+    launcher: str = "local"
+    workers: int = 1
+    force: bool = False
+    wandb_mode: str = "offline"
+    wandb_project: str = "litbench"
+    slurm: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SuiteOutcome:
+    total: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    records: list[RunRecord] = field(default_factory=list)
+
+
+def _check_importable(class_path: str, where: str) -> None:
+    module_name, _, attribute = class_path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SpecError(f"{where}: cannot import {module_name!r} for class_path {class_path!r} ({exc})") from None
+    if not hasattr(module, attribute):
+        raise SpecError(f"{where}: {module_name!r} has no {attribute!r} (class_path {class_path!r})")
+
+
+def plan_runs(specs: dict[str, BenchmarkSpec], *, benchmarks: list[str], profile: str, methods: list[str] | None = None,
+              datasets: list[str] | None = None, seeds: int | None = None, sets: list[str] | tuple[str, ...] = (),
+              hardware: dict[str, Any] | None = None, data_dir: str | None = None,
+              cache_dir: str | None = None) -> list[RunPlan]:
+    """Every (benchmark, dataset, method, seed) selected, resolved and validated, before anything runs."""
+    unknown = [name for name in benchmarks if name not in specs]
+    if unknown:
+        raise SpecError(f"unknown benchmark {unknown[0]!r} (known: {', '.join(sorted(specs)) or 'none'}); "
+                        "`litbench list` shows them")
+    plans: list[RunPlan] = []
+    for name in benchmarks:
+        spec = specs[name]
+        if profile not in spec.profiles:
+            raise SpecError(f"benchmark {name!r} has no profile {profile!r} (it has: {', '.join(spec.profiles)})")
+        chosen_methods = methods or list(spec.methods)
+        missing = [m for m in chosen_methods if m not in spec.methods]
+        if missing:
+            if len(benchmarks) > 1:
+                chosen_methods = [m for m in chosen_methods if m in spec.methods]  # --methods may span benchmarks
+            else:
+                raise SpecError(f"benchmark {name!r} has no method {missing[0]!r} (it has: {', '.join(spec.methods)})")
+        _check_importable(spec.data.class_path, f"{spec.path}: data")
+        for method in chosen_methods:
+            _check_importable(spec.methods[method].class_path, f"{spec.path}: methods.{method}")
+            for stage in spec.methods[method].stages:
+                _check_importable(stage.class_path, f"{spec.path}: methods.{method}.stages.{stage.name}")
+        seed_count = seeds or spec.profiles[profile].seeds
+        for dataset in datasets or spec.datasets_for(profile):
+            for method in chosen_methods:
+                for seed in range(seed_count):
+                    plans.append(resolve_run(spec, method=method, dataset=dataset, profile=profile, seed=seed,
+                                             hardware=hardware, sets=sets, data_dir=data_dir, cache_dir=cache_dir))
+    return plans
+
+
+def needs_own_process(plan: RunPlan) -> bool:
+    trainer = plan.config["trainer"]
+    return (str(trainer.get("devices", 1)) not in ("1", "auto") or int(trainer.get("num_nodes", 1)) > 1
+            or str(trainer.get("strategy", "auto")).startswith("ddp"))
+
+
+def _worker_env(workers: int) -> dict[str, str]:
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    return {**os.environ, "LITBENCH_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+
+
+class Launcher:
+    """Runs plans and reports each outcome through ``on_result(plan, record | None, seconds)``."""
+
+    def __init__(self, specs: dict[str, BenchmarkSpec], options: LaunchOptions) -> None:
+        self.specs = specs
+        self.options = options
+        self.store = RecordStore(options.results_dir)
+
+    # -- one run ------------------------------------------------------------------------------
+    def _job_file(self, plan: RunPlan) -> Path:
+        from benchmarks.runner import write_job
+
+        return write_job(self.options.cache_dir / "jobs" / f"{plan.run_id.replace('/', '__')}.json", config=plan.config,
+                         results_dir=self.options.results_dir, cache_dir=self.options.cache_dir,
+                         wandb_mode=self.options.wandb_mode, wandb_project=self.options.wandb_project,
+                         spec_snapshot=self.specs[plan.benchmark].snapshot())
+
+    def _record_written_since(self, plan: RunPlan, started_at: str) -> RunRecord | None:
+        path = self.store.path_for(plan.run_id)
+        for candidate in (path, failed_path(path)):
+            try:
+                record = read_record(candidate)
+            except (FileNotFoundError, CorruptRecordError):
+                continue
+            if record.config_hash == plan.config_hash and record.started_at >= started_at:
+                return record
+        return None
+
+    def _record_crash(self, plan: RunPlan, reason: str, log_tail: str) -> RunRecord:
+        record = RunRecord(benchmark=plan.benchmark, method=plan.method, role=plan.config["litbench"]["role"],
+                           dataset=plan.dataset, profile=plan.profile, seed=plan.seed, status=STATUS_FAILED,
+                           config=plan.config, config_hash=plan.config_hash,
+                           spec=self.specs[plan.benchmark].snapshot(),
+                           error={"type": "WorkerCrashed", "message": reason, "traceback_tail": log_tail},
+                           finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        self.store.write(record)
+        return record
+
+    def _run_in_process(self, plan: RunPlan) -> RunRecord:
+        from benchmarks.runner import execute_run
+
+        return execute_run(plan.config, results_dir=self.options.results_dir, cache_dir=self.options.cache_dir,
+                           wandb_mode=self.options.wandb_mode, wandb_project=self.options.wandb_project,
+                           spec_snapshot=self.specs[plan.benchmark].snapshot())
+
+    def _run_subprocess(self, plan: RunPlan) -> RunRecord:
+        job = self._job_file(plan)
+        log_path = self.options.results_dir / "logs" / f"{plan.run_id.replace('/', '__')}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        with open(log_path, "w") as log:
+            process = subprocess.run([sys.executable, "-m", "benchmarks.runner", str(job)], stdout=log,
+                                     stderr=subprocess.STDOUT, env=_worker_env(self.options.workers))
+        record = self._record_written_since(plan, started_at)
+        if record is not None:
+            return record
+        tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
+        return self._record_crash(plan, f"worker exited with code {process.returncode} without a record; log: {log_path}", tail)
+
+    def _run_slurm(self, plans: list[RunPlan], report: Callable[[RunPlan, RunRecord, float], None]) -> None:
+        import submitit
+
+        from benchmarks.runner import run_job_file
+
+        slurm = self.options.slurm
+        executor = submitit.AutoExecutor(folder=str(self.options.results_dir / "slurm" / "%j"),
+                                         cluster=slurm.get("cluster") or os.environ.get("LITBENCH_SLURM_CLUSTER"))
+        for plan in plans:
+            trainer = plan.config["trainer"]
+            devices = trainer.get("devices", 1)
+            tasks = int(devices) if str(devices).isdigit() else 1
+            parameters: dict[str, Any] = {"nodes": int(trainer.get("num_nodes", 1)), "tasks_per_node": tasks,
+                                          "timeout_min": int(slurm.get("time_min") or 60), "name": plan.run_id}
+            if trainer.get("accelerator") == "gpu":
+                parameters["gpus_per_node"] = tasks
+            if slurm.get("partition"):
+                parameters["slurm_partition"] = slurm["partition"]
+            if slurm.get("account"):
+                parameters["slurm_account"] = slurm["account"]
+            executor.update_parameters(**parameters)
+            started = time.perf_counter()
+            started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            job = executor.submit(run_job_file, str(self._job_file(plan)))
+            try:
+                job.result()
+            except Exception as exc:  # noqa: BLE001 - a lost job is a failed run, not a failed suite
+                record = self._record_written_since(plan, started_at) or self._record_crash(plan, f"SLURM job {job.job_id}: {exc}", "")
+            else:
+                record = self._record_written_since(plan, started_at) or self._record_crash(plan, f"SLURM job {job.job_id} wrote no record", "")
+            report(plan, record, time.perf_counter() - started)
+
+    # -- many runs ----------------------------------------------------------------------------
+    def pending(self, plans: list[RunPlan]) -> tuple[list[RunPlan], list[RunPlan]]:
+        """Split plans into (to run, skipped because an ok record with the same hash exists)."""
+        if self.options.force:
+            return list(plans), []
+        todo, skipped = [], []
+        for plan in plans:
+            (skipped if self.store.is_done(plan.run_id, plan.config_hash) else todo).append(plan)
+        return todo, skipped
+
+    def run(self, plans: list[RunPlan], report: Callable[[RunPlan, RunRecord, float], None]) -> None:
+        if self.options.launcher == "slurm":
+            self._run_slurm(plans, report)
+            return
+
+        def one(plan: RunPlan) -> tuple[RunPlan, RunRecord, float]:
+            started = time.perf_counter()
+            own_process = self.options.workers > 1 or needs_own_process(plan)
+            record = self._run_subprocess(plan) if own_process else self._run_in_process(plan)
+            return plan, record, time.perf_counter() - started
+
+        if self.options.workers <= 1:
+            for plan in plans:
+                report(*one(plan))
+            return
+        with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
+            for future in as_completed([pool.submit(one, plan) for plan in plans]):
+                report(*future.result())

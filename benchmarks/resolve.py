@@ -1,0 +1,165 @@
+"""Resolve one (benchmark, method, dataset, profile, seed) into a full LightningCLI-style config.
+
+Precedence, later wins: trainer defaults < spec ``trainer`` < method < method.datasets[D] <
+profile < profile.methods[M] < profile.methods[M].datasets[D] < hardware flags < ``--set``.
+
+The resolved config has the keys LightningCLI reads (``seed_everything``, ``trainer``, ``model``,
+``data``) plus a ``litbench`` section naming the run and its stages. The config hash covers all of
+it except where the data live (``data.init_args.data_dir`` / ``cache_dir``): moving a dataset does
+not change a result, but changing any hyper-parameter, dataset name, profile or device does.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from benchmarks.spec import BenchmarkSpec, Override, SpecError
+from leaderboard.records import config_hash, make_run_id
+
+# Trainer arguments every run gets unless a spec or flag says otherwise.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "accelerator": "cpu",
+    "devices": 1,
+    "strategy": "auto",
+    "num_nodes": 1,
+    "precision": "32-true",
+    "max_epochs": 1,
+    "deterministic": False,
+}
+LOCATION_KEYS = ("data_dir", "cache_dir")
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``override`` into a copy of ``base`` (mappings merge, everything else replaces)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_set(assignment: str) -> tuple[list[str], Any]:
+    """``trainer.max_epochs=5`` -> (["trainer", "max_epochs"], 5); the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise SpecError(f"--set {assignment!r}: expected key.path=value, e.g. --set trainer.max_epochs=5")
+    key, _, text = assignment.partition("=")
+    parts = [part for part in key.strip().split(".") if part]
+    if not parts:
+        raise SpecError(f"--set {assignment!r}: empty key path")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return parts, value
+
+
+def apply_set(config: dict[str, Any], assignment: str) -> None:
+    parts, value = parse_set(assignment)
+    if parts[0] not in ("trainer", "model", "data", "seed_everything"):
+        raise SpecError(f"--set {assignment!r}: the key must start with trainer., model., data. or seed_everything")
+    node = config
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {assignment!r}: {part!r} is not a mapping in the resolved config")
+        node = child
+    node[parts[-1]] = value
+
+
+@dataclass
+class RunPlan:
+    """One planned run: its id, resolved config and hash."""
+
+    run_id: str
+    config: dict[str, Any]
+    config_hash: str
+    benchmark: str
+    method: str
+    dataset: str
+    profile: str
+    seed: int
+
+
+def _layer(override: Override | None, dataset: str) -> list[Override]:
+    if override is None:
+        return []
+    return [override] + ([override.datasets[dataset]] if dataset in override.datasets else [])
+
+
+def identity_of(config: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that defines the result (locations stripped)."""
+    identity = copy.deepcopy(config)
+    data_args = identity.get("data", {}).get("init_args", {})
+    for key in LOCATION_KEYS:
+        data_args.pop(key, None)
+    return identity
+
+
+def resolve_run(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str, seed: int,
+                hardware: dict[str, Any] | None = None, sets: list[str] | tuple[str, ...] = (),
+                data_dir: str | None = None, cache_dir: str | None = None) -> RunPlan:
+    if method not in spec.methods:
+        raise SpecError(f"benchmark {spec.name!r} has no method {method!r} (it has: {', '.join(spec.methods)})")
+    if profile not in spec.profiles:
+        raise SpecError(f"benchmark {spec.name!r} has no profile {profile!r} (it has: {', '.join(spec.profiles)})")
+    method_spec = spec.methods[method]
+    profile_spec = spec.profiles[profile]
+    profile_method = profile_spec.methods.get(method)
+    method_as_override = Override(init_args=method_spec.init_args, trainer=method_spec.trainer,
+                                  datasets=method_spec.datasets)
+    layers = _layer(method_as_override, dataset) + [Override(trainer=profile_spec.trainer)] + _layer(profile_method, dataset)
+
+    trainer = deep_merge(TRAINER_DEFAULTS, spec.trainer)
+    init_args: dict[str, Any] = {}
+    for layer in layers:
+        trainer = deep_merge(trainer, layer.trainer)
+        init_args = deep_merge(init_args, layer.init_args)
+    trainer = deep_merge(trainer, {k: v for k, v in (hardware or {}).items() if v is not None})
+
+    data_args = deep_merge(spec.data.init_args, profile_spec.data_init_args)
+    data_args["dataset"] = dataset
+    if data_dir is not None:
+        data_args["data_dir"] = str(data_dir)
+    if cache_dir is not None:
+        data_args["cache_dir"] = str(cache_dir)
+
+    stages = []
+    for stage in method_spec.stages:
+        stage_trainer = deep_merge(deep_merge(deep_merge(TRAINER_DEFAULTS, spec.trainer), profile_spec.trainer), stage.trainer)
+        stage_args = copy.deepcopy(stage.init_args)
+        if profile_method is not None and stage.name in profile_method.stages:
+            stage_trainer = deep_merge(stage_trainer, profile_method.stages[stage.name].trainer)
+            stage_args = deep_merge(stage_args, profile_method.stages[stage.name].init_args)
+        stage_trainer = deep_merge(stage_trainer, {k: v for k, v in (hardware or {}).items() if v is not None})
+        stage_seed = stage.seed if stage.seed is not None else (seed if stage.per_seed else 0)
+        stages.append({"name": stage.name, "pass_as": stage.pass_as, "seed": stage_seed,
+                       "model": {"class_path": stage.class_path, "init_args": stage_args},
+                       "trainer": stage_trainer})
+
+    config: dict[str, Any] = {
+        "seed_everything": seed,
+        "trainer": trainer,
+        "model": {"class_path": method_spec.class_path, "init_args": init_args},
+        "data": {"class_path": spec.data.class_path, "init_args": data_args},
+        "litbench": {"benchmark": spec.name, "method": method, "role": method_spec.role, "dataset": dataset,
+                     "profile": profile, "seed": seed, "stages": stages},
+    }
+    for assignment in sets:
+        apply_set(config, assignment)
+    return RunPlan(run_id=make_run_id(spec.name, dataset, method, profile, seed), config=config,
+                   config_hash=config_hash(identity_of(config)), benchmark=spec.name, method=method,
+                   dataset=dataset, profile=profile, seed=seed)
+
+
+def stage_config(run_config: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+    """The config a stage artifact depends on: the stage itself and the data it trains on."""
+    return {"name": stage["name"], "seed": stage["seed"], "model": stage["model"], "trainer": stage["trainer"],
+            "data": identity_of({"data": run_config["data"]})["data"]}

@@ -1,0 +1,246 @@
+"""Run ONE resolved config (benchmark, method, dataset, profile, seed) and return its RunRecord.
+
+``execute_run`` is called in-process for plain local runs. For DDP, parallel workers and SLURM the
+launcher writes a job file and runs ``python -m benchmarks.runner JOB.json`` instead, so that
+Lightning's DDP launcher (which re-executes the current command for every rank) re-runs exactly
+one run, never the whole suite. Only global rank 0 writes the record.
+
+Protocol: seed everything -> build cached stages -> instantiate datamodule and model from their
+class paths -> ``trainer.fit`` (skipped for modules with ``requires_fit = False``, e.g. k-means) ->
+``trainer.test``; the record's metrics are what the module logged under ``test/<name>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.cli import instantiate_class
+
+from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters
+from benchmarks.resolve import identity_of, stage_config
+from benchmarks.stages import StageCache
+from leaderboard.records import STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, config_hash
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LIGHTNING_SETUP_KEYS = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar",
+                        "enable_model_summary", "default_root_dir")
+
+
+def quiet_lightning() -> None:
+    """Keep the suite's own progress readable: Lightning's banners and known-benign warnings off."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for pattern in (".*does not have many workers.*", ".*`training_step` returned `None`.*",
+                    ".*You are using `torch.load` with `weights_only=False`.*", ".*No `training_step`.*",
+                    ".*configure_optimizers.*", ".*GPU available but not used.*", ".*smaller than the logging interval.*",
+                    ".*The number of training batches.*", ".*Trying to infer the `batch_size`.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+@functools.lru_cache(maxsize=1)
+def software_versions() -> dict[str, Any]:
+    import lightning
+    import torchmetrics
+
+    versions: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                                "lightning": lightning.__version__, "torchmetrics": torchmetrics.__version__}
+    for name in ("torch_geometric", "timm"):
+        try:
+            versions[name] = __import__(name).__version__
+        except ImportError:
+            versions[name] = None
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10)
+        versions["git_sha"] = sha.stdout.strip() or None
+        versions["git_dirty"] = bool(dirty.stdout.strip()) if sha.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        versions["git_sha"], versions["git_dirty"] = None, None
+    return versions
+
+
+def hardware_info(trainer_config: dict[str, Any], world_size: int | None) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {"cpu": cpu, "cores": os.cpu_count(), "accelerator": trainer_config.get("accelerator"),
+            "devices": trainer_config.get("devices"), "strategy": trainer_config.get("strategy"),
+            "num_nodes": trainer_config.get("num_nodes"), "world_size": world_size, "gpu_names": gpus}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _make_trainer(trainer_config: dict[str, Any], *, root_dir: Path, callbacks: list[pl.Callback],
+                  logger: Any = False) -> pl.Trainer:
+    kwargs = {k: v for k, v in trainer_config.items() if k not in LIGHTNING_SETUP_KEYS}
+    return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root_dir))
+
+
+def _build_stages(config: dict[str, Any], cache: StageCache, root_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Build (or fetch) each stage; returns the init args to inject and the record's stage info."""
+    injected: dict[str, Any] = {}
+    info: dict[str, Any] = {}
+    for stage in config["litbench"].get("stages", []):
+        def build(folder: Path, stage: dict[str, Any] = stage) -> Path:
+            pl.seed_everything(stage["seed"], workers=True, verbose=False)
+            datamodule = instantiate_class((), config["data"])
+            model = instantiate_class((), stage["model"])
+            trainer = _make_trainer(stage["trainer"], root_dir=root_dir, callbacks=[])
+            trainer.fit(model, datamodule=datamodule)
+            if hasattr(model, "save_stage_artifact"):
+                return Path(model.save_stage_artifact(folder))
+            checkpoint = folder / "model.ckpt"
+            trainer.save_checkpoint(checkpoint)
+            return checkpoint
+
+        def barrier() -> None:
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.barrier()
+
+        artifact = cache.get_or_build(stage["name"], stage_config(config, stage), build,
+                                      is_writer=rank_zero_only.rank == 0, barrier=barrier)
+        injected[stage["pass_as"]] = str(artifact.path)
+        info[stage["name"]] = artifact.as_record()
+    return injected, info
+
+
+def _wandb_logger(config: dict[str, Any], *, mode: str, project: str, save_dir: Path) -> Any:
+    if mode == "disabled":
+        return False
+    from lightning.pytorch.loggers import WandbLogger
+
+    meta = config["litbench"]
+    save_dir.mkdir(parents=True, exist_ok=True)
+    return WandbLogger(project=project, group=meta["benchmark"], name=f"{meta['method']}/{meta['dataset']}/seed-{meta['seed']}",
+                       save_dir=str(save_dir), offline=(mode == "offline"), config=config, job_type=meta["profile"],
+                       tags=[meta["benchmark"], meta["method"], meta["role"], meta["profile"], meta["dataset"]])
+
+
+def _test_metrics(results: list[dict[str, Any]]) -> dict[str, float | None]:
+    metrics: dict[str, float | None] = {}
+    for result in results:
+        for key, value in result.items():
+            if key.startswith("test/"):
+                number = float(value)
+                metrics[key.removeprefix("test/")] = number if number == number and abs(number) != float("inf") else None
+    return metrics
+
+
+def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: str | Path,
+                wandb_mode: str = "disabled", wandb_project: str = "litbench",
+                spec_snapshot: dict[str, Any] | None = None, write: bool = True) -> RunRecord:
+    """Run one resolved config; write its record (rank 0 only) and return it. Never raises for a
+    failing run: the failure is the record."""
+    quiet_lightning()
+    meta = config["litbench"]
+    results_dir, cache_dir = Path(results_dir), Path(cache_dir)
+    root_dir = cache_dir / "lightning"
+    record = RunRecord(benchmark=meta["benchmark"], method=meta["method"], role=meta["role"], dataset=meta["dataset"],
+                       profile=meta["profile"], seed=int(meta["seed"]), status=STATUS_FAILED, config=config,
+                       config_hash=config_hash(identity_of(config)), spec=spec_snapshot or {},
+                       software=software_versions(), started_at=_now())
+    if threads := os.environ.get("LITBENCH_NUM_THREADS"):
+        torch.set_num_threads(int(threads))
+    trainer: pl.Trainer | None = None
+    logger: Any = False
+    try:
+        injected, record.stages = _build_stages(config, StageCache(cache_dir), root_dir)
+        pl.seed_everything(int(config["seed_everything"]), workers=True, verbose=False)
+        datamodule = instantiate_class((), config["data"])
+        model_config = {"class_path": config["model"]["class_path"],
+                        "init_args": {**config["model"].get("init_args", {}), **injected}}
+        model = instantiate_class((), model_config)
+        meter = CostMeter()
+        logger = _wandb_logger(config, mode=wandb_mode, project=wandb_project, save_dir=results_dir)
+        trainer = _make_trainer(config["trainer"], root_dir=root_dir, callbacks=[meter], logger=logger)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        with PeakRSSSampler() as rss:
+            fit_started = time.perf_counter()
+            if getattr(model, "requires_fit", True):
+                trainer.fit(model, datamodule=datamodule)
+            fit_s = time.perf_counter() - fit_started
+            eval_started = time.perf_counter()
+            results = trainer.test(model, datamodule=datamodule, verbose=False)
+            eval_s = time.perf_counter() - eval_started
+        record.metrics = _test_metrics(results)
+        if not record.metrics:
+            raise RuntimeError(f"{config['model']['class_path']} logged no test/<metric> values in test_step")
+        record.cost = {"fit_s": round(fit_s, 4), "eval_s": round(eval_s, 4), "train_samples_per_s": meter.samples_per_s,
+                       "peak_rss_mb": round(rss.peak_mb, 1),
+                       "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
+                       "params": count_parameters(model), "flops": meter.flops_per_step}
+        record.status = STATUS_OK
+        if logger:
+            logger.experiment.summary.update({f"cost/{k}": v for k, v in record.cost.items() if v is not None})
+    except Exception as exc:  # a failing run is a result, recorded; the suite goes on
+        record.error = {"type": type(exc).__name__, "message": str(exc).splitlines()[0][:500] if str(exc) else "",
+                        "traceback_tail": "".join(traceback.format_exc().splitlines(keepends=True)[-25:])}
+    finally:
+        if logger:
+            try:
+                logger.experiment.finish(exit_code=0 if record.status == STATUS_OK else 1)
+            except Exception:  # noqa: BLE001 - wandb failing to close must not lose the record
+                pass
+    world_size = trainer.world_size if trainer is not None else None
+    record.hardware = hardware_info(config["trainer"], world_size)
+    record.finished_at = _now()
+    is_rank_zero = trainer.global_rank == 0 if trainer is not None else rank_zero_only.rank == 0
+    if write and is_rank_zero:
+        RecordStore(results_dir).write(record)
+    return record
+
+
+def write_job(path: Path, *, config: dict[str, Any], results_dir: Path, cache_dir: Path, wandb_mode: str,
+              wandb_project: str, spec_snapshot: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"config": config, "results_dir": str(results_dir), "cache_dir": str(cache_dir),
+                                "wandb_mode": wandb_mode, "wandb_project": wandb_project,
+                                "spec_snapshot": spec_snapshot}, default=str))
+    return path
+
+
+def run_job_file(path: str | Path) -> str:
+    """Execute a job file written by the launcher; returns the run's status (used by submitit too)."""
+    job = json.loads(Path(path).read_text())
+    record = execute_run(job["config"], results_dir=job["results_dir"], cache_dir=job["cache_dir"],
+                         wandb_mode=job["wandb_mode"], wandb_project=job["wandb_project"],
+                         spec_snapshot=job["spec_snapshot"])
+    return record.status
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m benchmarks.runner JOB.json", file=sys.stderr)
+        return 2
+    return 0 if run_job_file(argv[0]) == STATUS_OK else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,367 @@
+"""Benchmark specs and suites: YAML files loaded and validated into dataclasses.
+
+A spec (``benchmarks/specs/<paper>.yaml``) declares one benchmark::
+
+    name: dcagc
+    paper: {title: ..., venue: ..., code: owner/repo, arxiv: "2206.07897"}
+    task: attributed graph clustering
+    data: {class_path: datamodules.graphs.AttributedGraphDataModule, init_args: {}, datasets: [Cora]}
+    trainer: {max_epochs: 400}                    # base Trainer arguments (optional)
+    methods:
+      dcagc:
+        role: proposed                            # proposed | baseline | ablation
+        class_path: modules.dcagc.DCAGC
+        init_args: {hidden: 512}
+        trainer: {}                               # per-method Trainer arguments (optional)
+        datasets: {CiteSeer: {init_args: {hidden: 1024}, trainer: {max_epochs: 150}}}
+        stages: [{name: teacher, class_path: ..., init_args: {}, trainer: {}, pass_as: teacher_ckpt}]
+    metrics: {primary: acc, higher_is_better: {acc: true}}
+    claims: [{id: beats-kmeans, text: ..., metric: acc, method: dcagc, baseline: kmeans_features}]
+    paper_results: {Cora: {dcagc: {acc: 0.70}}}
+    profiles:
+      smoke: {seeds: 1, trainer: {max_epochs: 2}, data: {datasets: [sbm-synthetic]},
+              methods: {dcagc: {init_args: {hidden: 16}}}}
+
+Every mapping is checked against its allowed keys: an unknown key is an error naming the file and
+the key path (a typo in a spec must never be silently ignored).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# $LITBENCH_SPECS_DIR / $LITBENCH_SUITES_DIR point the harness at other spec folders (tests use a
+# toy benchmark this way; users can keep private benchmarks outside the package).
+SPECS_DIR = Path(__file__).parent / "specs"
+SUITES_DIR = Path(__file__).parent / "suites"
+ROLES = ("proposed", "baseline", "ablation")
+PROFILES = ("smoke", "cpu", "full")
+
+
+class SpecError(ValueError):
+    """A spec or suite file that is malformed; the message is one line naming file and key."""
+
+
+# --------------------------------------------------------------------------------------------
+# Dataclasses
+
+
+@dataclass
+class Override:
+    """Init-arg and Trainer overrides, optionally per dataset."""
+
+    init_args: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, "Override"] = field(default_factory=dict)
+    stages: dict[str, "Override"] = field(default_factory=dict)
+
+
+@dataclass
+class StageSpec:
+    """A cached prerequisite of a method (pretrain a teacher, distil a dataset, ...)."""
+
+    name: str
+    class_path: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    pass_as: str = ""
+    seed: int | None = None  # None: one artifact shared by every seed; an int fixes the stage seed
+    per_seed: bool = False  # True: one artifact per run seed
+
+
+@dataclass
+class MethodSpec:
+    name: str
+    role: str
+    class_path: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    datasets: dict[str, Override] = field(default_factory=dict)
+    stages: list[StageSpec] = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
+class DataSpec:
+    class_path: str
+    init_args: dict[str, Any] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClaimSpec:
+    id: str
+    text: str
+    metric: str
+    method: str
+    baseline: str
+    datasets: list[str] = field(default_factory=list)
+    margin: float = 0.0
+
+
+@dataclass
+class ProfileSpec:
+    name: str
+    seeds: int = 3
+    trainer: dict[str, Any] = field(default_factory=dict)
+    data_init_args: dict[str, Any] = field(default_factory=dict)
+    datasets: list[str] | None = None
+    methods: dict[str, Override] = field(default_factory=dict)
+
+
+@dataclass
+class BenchmarkSpec:
+    name: str
+    path: Path
+    paper: dict[str, Any]
+    task: str
+    data: DataSpec
+    methods: dict[str, MethodSpec]
+    primary_metric: str
+    higher_is_better: dict[str, bool]
+    claims: list[ClaimSpec]
+    paper_results: dict[str, Any]
+    profiles: dict[str, ProfileSpec]
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+    def datasets_for(self, profile: str) -> list[str]:
+        chosen = self.profiles[profile].datasets
+        return list(chosen) if chosen is not None else list(self.data.datasets)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the leaderboard needs to know about this benchmark, as plain data."""
+        return {
+            "paper": copy.deepcopy(self.paper),
+            "task": self.task,
+            "metrics": {"primary": self.primary_metric, "higher_is_better": dict(self.higher_is_better)},
+            "claims": [vars(claim).copy() for claim in self.claims],
+            "paper_results": copy.deepcopy(self.paper_results),
+            "roles": {name: method.role for name, method in self.methods.items()},
+        }
+
+
+@dataclass
+class SuiteSpec:
+    name: str
+    path: Path
+    profile: str
+    benchmarks: dict[str, dict[str, Any]]  # name -> {methods: [...], datasets: [...]} (empty: all)
+    seeds: int | None = None
+    description: str = ""
+
+
+# --------------------------------------------------------------------------------------------
+# Validation helpers
+
+
+def _mapping(value: Any, where: str, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise SpecError(f"{where}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})")
+    missing = sorted(required - set(value))
+    if missing:
+        raise SpecError(f"{where}: missing required key {missing[0]!r}")
+    return value
+
+
+def _free_mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SpecError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return dict(value)
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise SpecError(f"{where}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _string_list(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
+        raise SpecError(f"{where}: expected a list of strings, got {value!r}")
+    return list(value)
+
+
+def _class_path(value: Any, where: str) -> str:
+    text = _string(value, where)
+    if "." not in text:
+        raise SpecError(f"{where}: class_path {text!r} must be a dotted path like 'modules.dcagc.DCAGC'")
+    return text
+
+
+def _override(value: Any, where: str, *, nested: bool = True) -> Override:
+    allowed = {"init_args", "trainer"} | ({"datasets", "stages"} if nested else set())
+    raw = _mapping(value, where, allowed)
+    nested_blocks: dict[str, dict[str, Override]] = {"datasets": {}, "stages": {}}
+    for key, blocks in nested_blocks.items():
+        for name, block in _free_mapping(raw.get(key), f"{where}.{key}").items():
+            blocks[str(name)] = _override(block, f"{where}.{key}.{name}", nested=False)
+    return Override(init_args=_free_mapping(raw.get("init_args"), f"{where}.init_args"),
+                    trainer=_free_mapping(raw.get("trainer"), f"{where}.trainer"), **nested_blocks)
+
+
+def _stage(value: Any, where: str) -> StageSpec:
+    raw = _mapping(value, where, {"name", "class_path", "init_args", "trainer", "pass_as", "seed", "per_seed"},
+                   {"name", "class_path", "pass_as"})
+    seed = raw.get("seed")
+    if seed is not None and not isinstance(seed, int):
+        raise SpecError(f"{where}.seed: expected an integer, got {seed!r}")
+    return StageSpec(name=_string(raw["name"], f"{where}.name"), class_path=_class_path(raw["class_path"], f"{where}.class_path"),
+                     init_args=_free_mapping(raw.get("init_args"), f"{where}.init_args"),
+                     trainer=_free_mapping(raw.get("trainer"), f"{where}.trainer"),
+                     pass_as=_string(raw["pass_as"], f"{where}.pass_as"), seed=seed,
+                     per_seed=bool(raw.get("per_seed", False)))
+
+
+def _method(name: str, value: Any, where: str) -> MethodSpec:
+    raw = _mapping(value, where, {"role", "class_path", "init_args", "trainer", "datasets", "stages", "description"},
+                   {"role", "class_path"})
+    role = raw["role"]
+    if role not in ROLES:
+        raise SpecError(f"{where}.role: {role!r} is not one of {', '.join(ROLES)}")
+    override = _override({k: raw[k] for k in ("init_args", "trainer", "datasets") if k in raw}, where)
+    stages_raw = raw.get("stages") or []
+    if not isinstance(stages_raw, list):
+        raise SpecError(f"{where}.stages: expected a list of stages")
+    stages = [_stage(stage, f"{where}.stages[{index}]") for index, stage in enumerate(stages_raw)]
+    return MethodSpec(name=name, role=role, class_path=_class_path(raw["class_path"], f"{where}.class_path"),
+                      init_args=override.init_args, trainer=override.trainer, datasets=override.datasets,
+                      stages=stages, description=str(raw.get("description", "")))
+
+
+def _profile(name: str, value: Any, where: str, method_names: set[str]) -> ProfileSpec:
+    raw = _mapping(value, where, {"seeds", "trainer", "data", "methods"})
+    seeds = raw.get("seeds", 3)
+    if not isinstance(seeds, int) or seeds < 1:
+        raise SpecError(f"{where}.seeds: expected a positive integer, got {seeds!r}")
+    data = _mapping(raw.get("data"), f"{where}.data", {"datasets", "init_args"})
+    methods = {}
+    for method, block in _free_mapping(raw.get("methods"), f"{where}.methods").items():
+        if method not in method_names:
+            raise SpecError(f"{where}.methods: unknown method {method!r} (spec has: {', '.join(sorted(method_names))})")
+        methods[method] = _override(block, f"{where}.methods.{method}")
+    return ProfileSpec(name=name, seeds=seeds, trainer=_free_mapping(raw.get("trainer"), f"{where}.trainer"),
+                       data_init_args=_free_mapping(data.get("init_args"), f"{where}.data.init_args"),
+                       datasets=_string_list(data["datasets"], f"{where}.data.datasets") if "datasets" in data else None,
+                       methods=methods)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        position = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}: malformed YAML{position}: {problem}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Public loaders
+
+
+def load_spec(path: str | Path) -> BenchmarkSpec:
+    path = Path(path)
+    raw = _mapping(_read_yaml(path), str(path),
+                   {"name", "paper", "task", "data", "trainer", "methods", "metrics", "claims", "paper_results", "profiles"},
+                   {"name", "data", "methods", "metrics", "profiles"})
+    where = str(path)
+    name = _string(raw["name"], f"{where}: name")
+    data_raw = _mapping(raw["data"], f"{where}: data", {"class_path", "init_args", "datasets"}, {"class_path", "datasets"})
+    data = DataSpec(class_path=_class_path(data_raw["class_path"], f"{where}: data.class_path"),
+                    init_args=_free_mapping(data_raw.get("init_args"), f"{where}: data.init_args"),
+                    datasets=_string_list(data_raw["datasets"], f"{where}: data.datasets"))
+    methods_raw = _free_mapping(raw["methods"], f"{where}: methods")
+    if not methods_raw:
+        raise SpecError(f"{where}: methods: at least one method is required")
+    methods = {str(m): _method(str(m), block, f"{where}: methods.{m}") for m, block in methods_raw.items()}
+    metrics = _mapping(raw["metrics"], f"{where}: metrics", {"primary", "higher_is_better"}, {"primary", "higher_is_better"})
+    directions = _free_mapping(metrics["higher_is_better"], f"{where}: metrics.higher_is_better")
+    if not all(isinstance(v, bool) for v in directions.values()):
+        raise SpecError(f"{where}: metrics.higher_is_better: every value must be true or false")
+    primary = _string(metrics["primary"], f"{where}: metrics.primary")
+    if primary not in directions:
+        raise SpecError(f"{where}: metrics.primary {primary!r} has no entry in metrics.higher_is_better")
+    claims = []
+    for index, claim_raw in enumerate(raw.get("claims") or []):
+        at = f"{where}: claims[{index}]"
+        claim = _mapping(claim_raw, at, {"id", "text", "metric", "method", "baseline", "datasets", "margin"},
+                         {"id", "metric", "method", "baseline"})
+        for key in ("method", "baseline"):
+            if claim[key] not in methods:
+                raise SpecError(f"{at}.{key}: unknown method {claim[key]!r}")
+        if claim["metric"] not in directions:
+            raise SpecError(f"{at}.metric: {claim['metric']!r} has no entry in metrics.higher_is_better")
+        margin = claim.get("margin", 0.0)
+        if not isinstance(margin, (int, float)):
+            raise SpecError(f"{at}.margin: expected a number, got {margin!r}")
+        claims.append(ClaimSpec(id=_string(claim["id"], f"{at}.id"), text=str(claim.get("text", "")),
+                                metric=claim["metric"], method=claim["method"], baseline=claim["baseline"],
+                                datasets=_string_list(claim.get("datasets"), f"{at}.datasets"), margin=float(margin)))
+    profiles_raw = _free_mapping(raw["profiles"], f"{where}: profiles")
+    profiles = {}
+    for profile_name, block in profiles_raw.items():
+        if profile_name not in PROFILES:
+            raise SpecError(f"{where}: profiles: unknown profile {profile_name!r} (allowed: {', '.join(PROFILES)})")
+        profiles[profile_name] = _profile(profile_name, block, f"{where}: profiles.{profile_name}", set(methods))
+    return BenchmarkSpec(name=name, path=path, paper=_free_mapping(raw.get("paper"), f"{where}: paper"),
+                         task=str(raw.get("task", "")), data=data, methods=methods, primary_metric=primary,
+                         higher_is_better=directions, claims=claims,
+                         paper_results=_free_mapping(raw.get("paper_results"), f"{where}: paper_results"),
+                         profiles=profiles, trainer=_free_mapping(raw.get("trainer"), f"{where}: trainer"))
+
+
+def load_suite(path: str | Path) -> SuiteSpec:
+    path = Path(path)
+    where = str(path)
+    raw = _mapping(_read_yaml(path), where, {"name", "description", "profile", "seeds", "benchmarks"},
+                   {"name", "profile", "benchmarks"})
+    if raw["profile"] not in PROFILES:
+        raise SpecError(f"{where}: profile {raw['profile']!r} is not one of {', '.join(PROFILES)}")
+    benchmarks_raw = raw["benchmarks"]
+    if isinstance(benchmarks_raw, list):
+        benchmarks_raw = {str(name): {} for name in benchmarks_raw}
+    benchmarks = {}
+    for bench, block in _free_mapping(benchmarks_raw, f"{where}: benchmarks").items():
+        selection = _mapping(block, f"{where}: benchmarks.{bench}", {"methods", "datasets"})
+        benchmarks[str(bench)] = {key: _string_list(selection.get(key), f"{where}: benchmarks.{bench}.{key}")
+                                  for key in ("methods", "datasets")}
+    seeds = raw.get("seeds")
+    if seeds is not None and (not isinstance(seeds, int) or seeds < 1):
+        raise SpecError(f"{where}: seeds: expected a positive integer, got {seeds!r}")
+    return SuiteSpec(name=_string(raw["name"], f"{where}: name"), path=path, profile=raw["profile"],
+                     benchmarks=benchmarks, seeds=seeds, description=str(raw.get("description", "")))
+
+
+def load_all_specs(specs_dir: str | Path | None = None) -> dict[str, BenchmarkSpec]:
+    specs_dir = specs_dir or os.environ.get("LITBENCH_SPECS_DIR") or SPECS_DIR
+    specs = {}
+    for path in sorted(Path(specs_dir).glob("*.yaml")):
+        spec = load_spec(path)
+        if spec.name in specs:
+            raise SpecError(f"{path}: benchmark name {spec.name!r} is also used by {specs[spec.name].path}")
+        specs[spec.name] = spec
+    return specs
+
+
+def load_all_suites(suites_dir: str | Path | None = None) -> dict[str, SuiteSpec]:
+    suites_dir = suites_dir or os.environ.get("LITBENCH_SUITES_DIR") or SUITES_DIR
+    return {suite.name: suite for suite in (load_suite(p) for p in sorted(Path(suites_dir).glob("*.yaml")))}

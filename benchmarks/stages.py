@@ -1,0 +1,83 @@
+"""Stage artifacts (a pretrained teacher, a distilled dataset, ...) cached by config hash.
+
+A stage's artifact lives in ``<cache>/stages/<name>-<key>/`` where ``key`` hashes the stage's
+resolved config (its model, trainer, seed and data). Every method and seed that asks for the same
+stage config gets the same folder, so the stage is trained once. A folder only appears under its
+final name once complete (it is built under a ``.partial`` name and renamed), so a run killed while
+building a stage leaves nothing that a later run would mistake for a finished artifact.
+
+``artifact.json`` in the folder names the file to hand to the consuming method (``path``, relative
+to the folder) and the stage config it was built from.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from leaderboard.records import config_hash, write_json_atomic
+
+MANIFEST = "artifact.json"
+
+
+@dataclass
+class StageArtifact:
+    name: str
+    key: str
+    path: Path  # the file or folder passed to the consuming method
+    cache_hit: bool
+
+    def as_record(self) -> dict[str, Any]:
+        return {"key": self.key, "cache_hit": self.cache_hit, "artifact": str(self.path)}
+
+
+class StageCache:
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root) / "stages"
+
+    def folder(self, name: str, key: str) -> Path:
+        return self.root / f"{name}-{key}"
+
+    def lookup(self, name: str, config: dict[str, Any]) -> StageArtifact | None:
+        key = config_hash(config)
+        manifest = self.folder(name, key) / MANIFEST
+        if not manifest.exists():
+            return None
+        try:
+            relative = json.loads(manifest.read_text())["path"]
+        except (OSError, ValueError, KeyError):
+            return None
+        return StageArtifact(name=name, key=key, path=self.folder(name, key) / relative, cache_hit=True)
+
+    def get_or_build(self, name: str, config: dict[str, Any], build: Callable[[Path], Path],
+                     *, is_writer: bool = True, barrier: Callable[[], None] = lambda: None) -> StageArtifact:
+        """Return the cached artifact for ``config`` or build it with ``build(partial_folder) -> file``.
+
+        ``build`` writes into the folder it is given and returns the path of the artifact to pass on.
+        In a distributed run every rank calls this; only ``is_writer`` (rank 0) publishes the folder,
+        and ``barrier`` makes the other ranks wait until it has.
+        """
+        cached = self.lookup(name, config)
+        if cached is not None:
+            return cached
+        key = config_hash(config)
+        final = self.folder(name, key)
+        partial = final.with_name(final.name + ".partial")
+        if is_writer and partial.exists():
+            shutil.rmtree(partial)  # left by a killed run
+        partial.mkdir(parents=True, exist_ok=True)
+        barrier()
+        artifact = Path(build(partial))
+        barrier()
+        if is_writer:
+            relative = artifact.relative_to(partial)
+            write_json_atomic(partial / MANIFEST, {"name": name, "key": key, "path": str(relative), "config": config})
+            if final.exists():  # another process finished the same stage first; keep theirs
+                shutil.rmtree(partial)
+            else:
+                partial.rename(final)
+        barrier()
+        return StageArtifact(name=name, key=key, path=final / artifact.relative_to(partial), cache_hit=False)

@@ -1,0 +1,220 @@
+"""Run records: the one contract between the harness (writer) and the leaderboard (reader).
+
+A record is one JSON file per (benchmark, dataset, method, profile, seed), stored at
+``<results>/<benchmark>/<dataset>/<method>/<profile>/seed-<k>.json``. DESIGN.md's path has no
+dataset level; a benchmark runs on several datasets, so without it two datasets would overwrite
+each other's records.
+
+Records are written atomically (a temp file in the same folder, fsync, ``os.replace``), so a run
+killed at any point leaves either the old record or the new one, never a partial file. A failed run
+never replaces an ``ok`` record: its failure is written beside it as ``seed-<k>.failed.json``.
+
+Fields (schema ``litbench.run-record/1``)::
+
+    schema, run_id, benchmark, method, role, dataset, profile, seed, status (ok|failed),
+    error {type, message, traceback_tail} | null, metrics {name: value},
+    cost {fit_s, eval_s, train_samples_per_s, peak_rss_mb, peak_gpu_mb, params, flops},
+    hardware {cpu, cores, accelerator, devices, strategy, num_nodes, world_size, gpu_names},
+    software {python, torch, lightning, torchmetrics, torch_geometric, timm, git_sha, git_dirty},
+    config (fully resolved, LightningCLI form plus a ``litbench`` section), config_hash,
+    stages {name: {key, cache_hit, artifact}}, spec {metrics, claims, paper_results, paper},
+    started_at, finished_at
+
+``cost.flops`` is the FLOP count of one training step (forward + backward + optimiser) as counted by
+``torch.utils.flop_counter``; ``null`` where nothing was trained. ``spec`` is a snapshot of the
+benchmark's metric directions, claims and paper numbers at run time, so records stay readable
+without the spec files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = "litbench.run-record/1"
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+COST_KEYS = ("fit_s", "eval_s", "train_samples_per_s", "peak_rss_mb", "peak_gpu_mb", "params", "flops")
+
+
+class CorruptRecordError(ValueError):
+    """A record file that cannot be read as a run record."""
+
+
+@dataclass
+class RunRecord:
+    benchmark: str
+    method: str
+    role: str
+    dataset: str
+    profile: str
+    seed: int
+    status: str
+    config: dict[str, Any]
+    config_hash: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    cost: dict[str, Any] = field(default_factory=dict)
+    hardware: dict[str, Any] = field(default_factory=dict)
+    software: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    stages: dict[str, Any] = field(default_factory=dict)
+    spec: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
+    run_id: str = ""
+    schema: str = SCHEMA
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            self.run_id = make_run_id(self.benchmark, self.dataset, self.method, self.profile, self.seed)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: Any, *, source: str = "<record>") -> "RunRecord":
+        if not isinstance(payload, dict):
+            raise CorruptRecordError(f"{source}: a run record must be a JSON object")
+        schema = payload.get("schema")
+        if schema != SCHEMA:
+            raise CorruptRecordError(
+                f"{source}: schema {schema!r} is not {SCHEMA!r}; re-run it with `litbench run --force` "
+                "or upgrade litbench")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(payload) - names)
+        if unknown:
+            raise CorruptRecordError(f"{source}: unknown record fields {unknown}")
+        required = {"benchmark", "method", "role", "dataset", "profile", "seed", "status", "config", "config_hash"}
+        missing = sorted(required - set(payload))
+        if missing:
+            raise CorruptRecordError(f"{source}: missing record fields {missing}")
+        if payload["status"] not in (STATUS_OK, STATUS_FAILED):
+            raise CorruptRecordError(f"{source}: status must be 'ok' or 'failed', got {payload['status']!r}")
+        if not isinstance(payload["metrics"] if "metrics" in payload else {}, dict):
+            raise CorruptRecordError(f"{source}: metrics must be an object")
+        return cls(**payload)
+
+
+def make_run_id(benchmark: str, dataset: str, method: str, profile: str, seed: int) -> str:
+    """Human-readable id, unique within a results folder: ``dcagc/Cora/dcagc/cpu/seed-0``."""
+    return f"{benchmark}/{dataset}/{method}/{profile}/seed-{seed}"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """Stable hash of a resolved config: sha256 of canonical JSON, first 16 hex digits."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def record_path(results_dir: str | Path, run_id: str) -> Path:
+    return Path(results_dir) / f"{run_id}.json"
+
+
+def failed_path(path: Path) -> Path:
+    return path.with_name(path.stem + ".failed.json")
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so that readers see either the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_record(path: str | Path) -> RunRecord:
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptRecordError(f"{path}: not valid JSON ({exc.__class__.__name__}: {exc}); "
+                                 "delete it or re-run with --force") from None
+    return RunRecord.from_dict(payload, source=str(path))
+
+
+class RecordStore:
+    """The records under one results folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path_for(self, run_id: str) -> Path:
+        return record_path(self.root, run_id)
+
+    def load(self, run_id: str) -> RunRecord | None:
+        path = self.path_for(run_id)
+        if not path.exists():
+            return None
+        return read_record(path)
+
+    def is_done(self, run_id: str, config_hash_: str) -> bool:
+        """True when an ok record with this config hash exists (a corrupt one counts as not done)."""
+        try:
+            record = self.load(run_id)
+        except CorruptRecordError:
+            return False
+        return record is not None and record.ok and record.config_hash == config_hash_
+
+    def write(self, record: RunRecord) -> Path:
+        """Write a record; a failure never replaces an existing ok record (it goes beside it)."""
+        path = self.path_for(record.run_id)
+        if not record.ok and path.exists():
+            try:
+                existing_ok = read_record(path).ok
+            except CorruptRecordError:
+                existing_ok = False
+            if existing_ok:
+                path = failed_path(path)
+        write_json_atomic(path, record.to_dict())
+        if record.ok:
+            failed_path(path).unlink(missing_ok=True)
+        return path
+
+    def paths(self) -> list[Path]:
+        if not self.root.exists():
+            return []
+        return sorted(p for p in self.root.rglob("seed-*.json") if not p.name.endswith(".failed.json")
+                      and "wandb" not in p.parts)
+
+    def iter_records(self) -> Iterator[RunRecord | CorruptRecordError]:
+        """Yield every record; corrupt files are yielded as errors so callers can report them."""
+        for path in self.paths():
+            try:
+                yield read_record(path)
+            except CorruptRecordError as exc:
+                yield exc
+
+    def find(self, run_id: str) -> RunRecord:
+        """Look a record up by run id, or by a unique suffix/prefix of it."""
+        run_id = run_id.removesuffix(".json")
+        direct = self.path_for(run_id)
+        if direct.exists():
+            return read_record(direct)
+        matches = [p for p in self.paths() if str(p.relative_to(self.root)).removesuffix(".json").endswith(run_id)]
+        if len(matches) == 1:
+            return read_record(matches[0])
+        if not matches:
+            raise KeyError(f"no record {run_id!r} under {self.root}; `litbench leaderboard` lists what exists")
+        raise KeyError(f"{run_id!r} matches {len(matches)} records; give the full id, e.g. "
+                       f"{str(matches[0].relative_to(self.root)).removesuffix('.json')}")

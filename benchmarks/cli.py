@@ -145,6 +145,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                                    "time_min": args.slurm_time_min})
     launcher = Launcher(specs, options)
     todo, skipped = launcher.pending(plans)
+    launcher.preflight(todo)
     console.print(f"litbench: {len(plans)} runs planned ({profile} profile), {len(todo)} to run, "
                   f"{len(skipped)} skipped (an ok record with the same config exists; --force reruns)")
     failed = 0
@@ -221,7 +222,7 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     from benchmarks.fit import fit_from_config
 
     metrics = fit_from_config(args.config)
-    console.print_json(json.dumps(metrics))
+    print(json.dumps(metrics, sort_keys=True))  # last line of stdout: machine-readable
     return EXIT_OK
 
 

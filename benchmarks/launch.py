@@ -25,6 +25,10 @@ from benchmarks.spec import BenchmarkSpec, SpecError
 from leaderboard.records import STATUS_FAILED, CorruptRecordError, RecordStore, RunRecord, failed_path, read_record
 
 
+class DataError(SpecError):
+    """A planned dataset that is missing or unreadable (reported before any run starts)."""
+
+
 @dataclass
 class LaunchOptions:
     results_dir: Path
@@ -194,6 +198,28 @@ class Launcher:
             report(plan, record, time.perf_counter() - started)
 
     # -- many runs ----------------------------------------------------------------------------
+    def preflight(self, plans: list[RunPlan]) -> None:
+        """Check that each planned dataset can be read before any run starts.
+
+        A missing or unreadable dataset is bad input (exit 2, one line), not N failed runs.
+        ``prepare_data`` is where datamodules look for (or download) their files.
+        """
+        from lightning.pytorch.cli import instantiate_class
+
+        from leaderboard.records import config_hash
+
+        seen: set[str] = set()
+        for plan in plans:
+            key = config_hash(plan.config["data"])
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                instantiate_class((), plan.config["data"]).prepare_data()
+            except (FileNotFoundError, ValueError) as exc:
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise DataError(f"{plan.benchmark}/{plan.dataset}: {message}") from None
+
     def pending(self, plans: list[RunPlan]) -> tuple[list[RunPlan], list[RunPlan]]:
         """Split plans into (to run, skipped because an ok record with the same hash exists)."""
         if self.options.force:

@@ -140,7 +140,8 @@ class BenchmarkSpec:
             "paper": copy.deepcopy(self.paper),
             "task": self.task,
             "metrics": {"primary": self.primary_metric, "higher_is_better": dict(self.higher_is_better)},
-            "claims": [vars(claim).copy() for claim in self.claims],
+            # An empty datasets list means "every dataset", so it is left out rather than sent as [].
+            "claims": [{k: v for k, v in vars(claim).items() if k != "datasets" or v} for claim in self.claims],
             "paper_results": copy.deepcopy(self.paper_results),
             "roles": {name: method.role for name, method in self.methods.items()},
         }

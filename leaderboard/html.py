@@ -1,0 +1,242 @@
+"""index.html: one self-contained static page (inline CSS, JS and SVG; no URL of any kind).
+
+It opens from disk with no server and no network: nothing is fetched, every text is escaped with
+``html.escape``, tables sort by clicking a header (numbers by their mean via ``data-sort``), and the
+metric-vs-cost plots are SVG drawn here in Python.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+
+from leaderboard.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from leaderboard.formatting import MISSING, format_number, format_seconds, format_signed
+from leaderboard.markdown import CLAIM_HEADER, VERDICT_RULE, format_interval, paper_line
+from leaderboard.report import BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
+
+STYLE = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
+h1, h2, h3 { line-height: 1.2; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2.5rem; }
+table { border-collapse: collapse; margin: .5rem 0 1rem; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: .25rem .5rem; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; }
+table.sortable th { cursor: pointer; user-select: none; }
+table.sortable th[aria-sort=ascending]::after { content: " \\25B2"; }
+table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
+.paper { color: #777; } .muted { color: #777; } .failed { color: #b00020; }
+.verdict-reproduced { color: #1b7f3b; font-weight: 600; }
+.verdict-not-reproduced { color: #b00020; font-weight: 600; }
+.verdict-inconclusive { color: #a36b00; font-weight: 600; }
+.group { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
+svg text { font: 11px system-ui, sans-serif; }
+"""
+
+# Click a header: sort that column; numbers (data-sort) numerically, empty cells always last.
+SCRIPT = """
+(function () {
+  function key(cell) {
+    var raw = cell.getAttribute("data-sort");
+    if (raw === null || raw === "") { return null; }
+    var number = Number(raw);
+    return isNaN(number) ? raw.toLowerCase() : number;
+  }
+  function sortBy(table, index, header) {
+    var ascending = header.getAttribute("aria-sort") !== "ascending";
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) { th.removeAttribute("aria-sort"); });
+    header.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    rows.sort(function (a, b) {
+      var x = key(a.cells[index]), y = key(b.cells[index]);
+      if (x === null && y === null) { return 0; }
+      if (x === null) { return 1; }
+      if (y === null) { return -1; }
+      if (typeof x !== typeof y) { x = String(x); y = String(y); }
+      var order = x < y ? -1 : (x > y ? 1 : 0);
+      return ascending ? order : -order;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+  }
+  document.querySelectorAll("table.sortable").forEach(function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (header, index) {
+      header.addEventListener("click", function () { sortBy(table, index, header); });
+    });
+  });
+})();
+"""
+
+ROLE_COLOURS = {"proposed": "#d62728", "baseline": "#1f77b4"}
+OTHER_COLOUR = "#7f7f7f"
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-") or "x"
+
+
+def sort_attribute(value: float | str | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f' data-sort="{esc(value)}"'
+
+
+def render_cell(cell: Cell) -> str:
+    text = esc(cell.text)
+    if cell.bold and cell.text != MISSING:
+        text = f"<strong>{text}</strong>"
+    if cell.note:
+        text += f' <span class="paper">· {esc(cell.note)}</span>'
+    return f"<td{sort_attribute(cell.sort_key)}>{text}</td>"
+
+
+def render_table(header: list[str], rows: list[str], *, sortable: bool = True) -> str:
+    head = "".join(f"<th>{esc(column)}</th>" for column in header)
+    css = ' class="sortable"' if sortable else ""
+    return f"<table{css}><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def render_group(benchmark: str, table: GroupTable) -> str:
+    rows = ["<tr>" + "".join(render_cell(cell) for cell in row) + "</tr>" for row in table.rows]
+    plot = scatter_svg(table.points, metric=table.primary or "",
+                       title=f"{benchmark} · {table.dataset} · {table.profile}")
+    return (f'<h3 id="{esc(slug(f"{benchmark}-{table.dataset}-{table.profile}"))}">{esc(table.dataset)} · '
+            f'profile <code>{esc(table.profile)}</code></h3><div class="group"><div>{render_table(table.columns, rows)}'
+            f"</div>{plot}</div>")
+
+
+def render_claims(benchmark: BenchmarkReport) -> str:
+    if benchmark.claims.empty:
+        return '<p class="muted">No claims could be judged (none in the spec, or no records of their methods).</p>'
+    rows = []
+    for claim in benchmark.claims.itertuples(index=False):
+        label = f"{claim.claim}: {claim.text}" if claim.text else str(claim.claim)
+        metric = claim.metric + (f" (margin {format_number(claim.margin)})" if claim.margin else "")
+        cells = [
+            f"<td{sort_attribute(str(claim.claim))}>{esc(label)}</td>",
+            f"<td{sort_attribute(str(claim.dataset))}>{esc(claim.dataset)}</td>",
+            f"<td{sort_attribute(str(claim.profile))}>{esc(claim.profile)}</td>",
+            f"<td>{esc(f'{claim.method} vs {claim.baseline}')}</td>",
+            f"<td>{esc(metric)}</td>",
+            f"<td{sort_attribute(float(claim.n))}>{claim.n}</td>",
+            f"<td{sort_attribute(float(claim.diff_mean))}>{esc(format_signed(claim.diff_mean))}</td>",
+            f"<td{sort_attribute(float(claim.ci_low))}>"
+            f"{esc(format_interval(claim.ci_low, claim.ci_high, reference=claim.diff_mean))}</td>",
+            f'<td{sort_attribute(claim.verdict)} class="verdict-{slug(claim.verdict)}">{esc(claim.verdict)}</td>',
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return render_table(CLAIM_HEADER, rows)
+
+
+def render_benchmark(benchmark: BenchmarkReport) -> str:
+    parts = [f'<section class="benchmark" id="bench-{esc(slug(benchmark.name))}">',
+             f"<h2>{esc(benchmark.name)}</h2>"]
+    if paper_line(benchmark):
+        parts.append(f'<p class="muted">{esc(paper_line(benchmark))}</p>')
+    parts.append(f"<p>{benchmark.runs_ok} ok runs, {benchmark.runs_failed} failed. Mean ± sample std over seeds "
+                 "(n ok runs); best per metric in <strong>bold</strong> (↑ higher / ↓ lower is better); "
+                 '<span class="paper">paper</span> is the number the paper reports. Click a header to sort. '
+                 "The plot shows the primary metric against mean fit time, one point per method.</p>")
+    parts += [render_group(benchmark.name, table) for table in benchmark.tables]
+    parts += ["<h3>Claims</h3>", render_claims(benchmark), "</section>"]
+    return "\n".join(parts)
+
+
+def render_summary(report: LeaderboardReport) -> str:
+    rows = []
+    for benchmark in report.benchmarks:
+        counts = benchmark.verdict_counts()
+        reproduced = counts.get(REPRODUCED, 0)
+        anchor = f'<a href="#bench-{esc(slug(benchmark.name))}">{esc(benchmark.name)}</a>'
+        cells = [
+            f'<td data-sort="{esc(benchmark.name)}">{anchor}</td>',
+            f"<td>{esc(paper_line(benchmark) or MISSING)}</td>",
+            f'<td data-sort="{reproduced}">{reproduced} / {len(benchmark.claims)}</td>',
+            f'<td data-sort="{counts.get(NOT_REPRODUCED, 0)}">{counts.get(NOT_REPRODUCED, 0)}</td>',
+            f'<td data-sort="{counts.get(INCONCLUSIVE, 0)}">{counts.get(INCONCLUSIVE, 0)}</td>',
+            f'<td data-sort="{benchmark.runs_ok}">{benchmark.runs_ok}</td>',
+            f'<td data-sort="{benchmark.runs_failed}">{benchmark.runs_failed}</td>',
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    header = ["benchmark", "paper", "claims reproduced / judged", "not reproduced", "inconclusive",
+              "ok runs", "failed runs"]
+    setups = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.hardware)
+    versions = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.software)
+    return (f'<section id="summary"><h2>Summary</h2>{render_table(header, rows)}'
+            f"<p>Claims are judged per (dataset, profile). {esc(VERDICT_RULE)}</p>"
+            f"<h3>Hardware</h3><ul>{setups}</ul><h3>Software</h3><ul>{versions}</ul></section>")
+
+
+def render_html(report: LeaderboardReport) -> str:
+    problems = ""
+    if report.problems:
+        items = "".join(f"<li>{esc(problem)}</li>" for problem in report.problems)
+        problems = f'<section id="problems"><h2>Problems</h2><ul class="failed">{items}</ul></section>'
+    empty = "" if report.benchmarks else "<p>No run records found. Run <code>litbench run</code> first.</p>"
+    body = "\n".join(render_benchmark(benchmark) for benchmark in report.benchmarks)
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>litbench leaderboard</title><style>{STYLE}</style></head><body>\n"
+        f"<h1>litbench leaderboard</h1><p class=\"muted\">Generated {esc(report.generated_at)} from "
+        f"<code>{esc(report.results_dir)}</code>: {report.runs_ok} ok runs, {report.runs_failed} failed.</p>\n"
+        f"{empty}{render_summary(report)}\n{problems}\n{body}\n<script>{SCRIPT}</script></body></html>\n")
+
+
+def _ticks(low: float, high: float, *, count: int = 5) -> list[float]:
+    return [low + (high - low) * index / (count - 1) for index in range(count)]
+
+
+def scatter_svg(points: list[ScatterPoint], *, metric: str, title: str,
+                width: int = 420, height: int = 280) -> str:
+    """Primary metric (y) against mean fit seconds (x, log scale when it spans > 20x), one dot per method."""
+    if not points:
+        return ""
+    left, right, top, bottom = 56, 110, 16, 40
+    xs = [point.fit_s_mean for point in points]
+    ys = [point.metric_mean for point in points]
+    log_x = min(xs) > 0 and max(xs) / min(xs) > 20
+    to_x = (lambda value: math.log10(value)) if log_x else (lambda value: value)
+    x_low, x_high = to_x(min(xs)), to_x(max(xs))
+    y_low, y_high = min(ys), max(ys)
+    # A single point (or a flat axis) still needs a range to be placed in.
+    x_pad = (x_high - x_low) * 0.08 or max(abs(x_high) * 0.1, 0.5)
+    y_pad = (y_high - y_low) * 0.08 or max(abs(y_high) * 0.1, 0.01)
+    x_low, x_high, y_low, y_high = x_low - x_pad, x_high + x_pad, y_low - y_pad, y_high + y_pad
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def px(value: float) -> float:
+        return left + (to_x(value) - x_low) / (x_high - x_low) * plot_w
+
+    def py(value: float) -> float:
+        return top + (y_high - value) / (y_high - y_low) * plot_h
+
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{esc(f"{metric} vs fit seconds: {title}")}">',
+             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>']
+    for tick in _ticks(x_low, x_high):
+        x = left + (tick - x_low) / (x_high - x_low) * plot_w
+        label = format_seconds(10 ** tick if log_x else tick)
+        parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#999"/>'
+                     f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{esc(label)}</text>')
+    for tick in _ticks(y_low, y_high):
+        y = py(tick)
+        parts.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#999"/>'
+                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(format_number(tick))}</text>')
+    x_label = "fit seconds (log scale)" if log_x else "fit seconds"
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">{esc(x_label)}</text>')
+    parts.append(f'<text transform="translate(12 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
+                 f"{esc(metric)}</text>")
+    for point in points:
+        colour = ROLE_COLOURS.get(point.role, OTHER_COLOUR)
+        x, y = px(point.fit_s_mean), py(point.metric_mean)
+        tooltip = f"{point.method} ({point.role}): {metric} {format_number(point.metric_mean)}, " \
+                  f"fit {format_seconds(point.fit_s_mean)} s"
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"><title>{esc(tooltip)}</title></circle>'
+                     f'<text x="{x + 8:.1f}" y="{y + 4:.1f}">{esc(point.method)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,281 @@
+"""The leaderboard's content, computed once and laid out by markdown.py, html.py and wandb_export.py.
+
+Aggregation is over ``ok`` runs only: mean, sample std (ddof=1) and count per (benchmark, dataset,
+profile, method). Failed runs are counted per method with their error types. The best mean per
+metric (by the spec's direction; metrics without a direction are not ranked) is marked bold, the
+delta of the primary metric is ``method mean - best baseline mean`` in raw metric units, and the
+paper's reported number is attached to the cell when the spec's ``paper_results`` has one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from leaderboard.formatting import (MISSING, decimals_for, format_count, format_flops, format_megabytes,
+                                    format_mean_std, format_number, format_rate, format_seconds, format_signed,
+                                    is_missing)
+from leaderboard.frame import cost_column, metric_column
+from leaderboard.records import STATUS_FAILED, STATUS_OK, RunRecord
+
+GROUP_KEYS = ["benchmark", "dataset", "profile", "method"]
+BASELINE_ROLE = "baseline"
+
+# (cost key, column header, formatter); peak GPU memory only appears where some run measured it.
+COST_DISPLAY = (
+    ("params", "params", format_count),
+    ("flops", "FLOPs", format_flops),
+    ("fit_s", "fit s", format_seconds),
+    ("train_samples_per_s", "train samples/s", format_rate),
+    ("peak_rss_mb", "peak RSS MB", format_megabytes),
+    ("peak_gpu_mb", "peak GPU MB", format_megabytes),
+)
+OPTIONAL_COSTS = {"peak_gpu_mb"}
+
+
+@dataclass
+class Cell:
+    """One table cell as plain text; renderers add the markup (bold, paper note)."""
+    text: str
+    sort_key: float | str | None = None
+    bold: bool = False
+    note: str = ""
+
+
+@dataclass
+class ScatterPoint:
+    method: str
+    role: str
+    metric_mean: float
+    fit_s_mean: float
+
+
+@dataclass
+class GroupTable:
+    """Methods x metrics for one (dataset, profile) of a benchmark."""
+    dataset: str
+    profile: str
+    primary: str | None
+    best_baseline: str | None
+    columns: list[str]
+    rows: list[list[Cell]]
+    points: list[ScatterPoint]
+    failed_runs: int
+
+
+@dataclass
+class BenchmarkReport:
+    name: str
+    spec: dict[str, Any]
+    tables: list[GroupTable]
+    claims: pd.DataFrame
+    aggregates: pd.DataFrame
+    runs_ok: int
+    runs_failed: int
+
+    @property
+    def paper(self) -> dict[str, Any]:
+        return dict(self.spec.get("paper") or {})
+
+    def verdict_counts(self) -> Counter:
+        return Counter(self.claims["verdict"])
+
+
+@dataclass
+class LeaderboardReport:
+    results_dir: str
+    generated_at: str
+    benchmarks: list[BenchmarkReport]
+    hardware: list[tuple[str, int]]
+    software: list[tuple[str, int]]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def runs_ok(self) -> int:
+        return sum(benchmark.runs_ok for benchmark in self.benchmarks)
+
+    @property
+    def runs_failed(self) -> int:
+        return sum(benchmark.runs_failed for benchmark in self.benchmarks)
+
+
+def resolve_specs(records: list[RunRecord], specs: dict[str, dict] | None) -> dict[str, dict[str, Any]]:
+    """Given specs win; otherwise the ``spec`` snapshot of the benchmark's newest record that has one."""
+    resolved: dict[str, dict[str, Any]] = {}
+    newest: dict[str, tuple[str, dict[str, Any]]] = {}
+    for record in records:
+        if not isinstance(record.spec, dict) or not record.spec:
+            continue
+        stamp = str(record.finished_at or record.started_at or "")
+        if record.benchmark not in newest or stamp >= newest[record.benchmark][0]:
+            newest[record.benchmark] = (stamp, record.spec)
+    for benchmark, (_, snapshot) in newest.items():
+        resolved[benchmark] = snapshot
+    resolved.update(specs or {})
+    return resolved
+
+
+def aggregate_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (benchmark, dataset, profile, method): role, runs_ok, runs_failed, failures, and
+    ``<column>/mean``, ``<column>/std``, ``<column>/n`` for every metric/ and cost/ column (ok runs)."""
+    value_columns = [column for column in frame.columns if column.startswith(("metric/", "cost/"))]
+    everything = frame.groupby(GROUP_KEYS, sort=True)
+    aggregates = pd.DataFrame(index=everything.size().index)
+    aggregates["role"] = everything["role"].first()
+    aggregates["runs_ok"] = everything["status"].agg(lambda status: int((status == STATUS_OK).sum()))
+    aggregates["runs_failed"] = everything["status"].agg(lambda status: int((status == STATUS_FAILED).sum()))
+    failed = frame[frame["status"] == STATUS_FAILED]
+    aggregates["failures"] = failed.groupby(GROUP_KEYS)["error_type"].agg(_describe_failures)
+    aggregates["failures"] = aggregates["failures"].fillna("")
+    ok = frame[frame["status"] == STATUS_OK]
+    if value_columns and not ok.empty:
+        stats = ok.groupby(GROUP_KEYS)[value_columns].agg(["mean", "std", "count"])
+        stats.columns = [f"{column}/{'n' if stat == 'count' else stat}" for column, stat in stats.columns]
+        aggregates = aggregates.join(stats)
+    for column in value_columns:
+        for stat in ("mean", "std", "n"):
+            if f"{column}/{stat}" not in aggregates:
+                aggregates[f"{column}/{stat}"] = math.nan
+        aggregates[f"{column}/n"] = aggregates[f"{column}/n"].fillna(0).astype(int)
+    return aggregates.reset_index()
+
+
+def _describe_failures(error_types: pd.Series) -> str:
+    counts = Counter(error_types)
+    return ", ".join(f"{name} ×{count}" for name, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claims: pd.DataFrame,
+                 problems: list[str], results_dir: str, generated_at: str) -> LeaderboardReport:
+    aggregates = aggregate_runs(frame)
+    benchmarks = []
+    for name in sorted(frame["benchmark"].unique()):
+        spec = dict(specs.get(name) or {})
+        runs = frame[frame["benchmark"] == name]
+        bench_aggregates = aggregates[aggregates["benchmark"] == name]
+        tables = [group_table(group, spec=spec, dataset=dataset, profile=profile)
+                  for (dataset, profile), group in bench_aggregates.groupby(["dataset", "profile"], sort=True)]
+        benchmarks.append(BenchmarkReport(
+            name=name, spec=spec, tables=tables,
+            claims=claims[claims["benchmark"] == name].reset_index(drop=True),
+            aggregates=bench_aggregates.reset_index(drop=True),
+            runs_ok=int((runs["status"] == STATUS_OK).sum()),
+            runs_failed=int((runs["status"] == STATUS_FAILED).sum())))
+    return LeaderboardReport(
+        results_dir=results_dir, generated_at=generated_at, benchmarks=benchmarks, problems=problems,
+        hardware=_run_counts(frame, columns=["accelerator", "devices", "world_size", "num_nodes", "gpu_names", "cpu"]),
+        software=_run_counts(frame, columns=["python_version", "torch_version", "lightning_version",
+                                             "torchmetrics_version", "git_sha", "git_dirty"]))
+
+
+def _run_counts(frame: pd.DataFrame, *, columns: list[str]) -> list[tuple[str, int]]:
+    """Distinct hardware/software setups of the runs, as 'name value, ...' with a run count each."""
+    counts: Counter = Counter()
+    for _, row in frame[columns].iterrows():
+        parts = [f"{column.removesuffix('_version')} {row[column]}" for column in columns
+                 if not is_missing(row[column]) and row[column] != ""]
+        counts["; ".join(parts) or "unknown"] += 1
+    return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def metric_order(aggregates: pd.DataFrame, *, primary: str | None, higher_is_better: dict[str, bool]) -> list[str]:
+    """Metrics with at least one ok value: primary first, then the spec's order, then the rest."""
+    present = [name for name in metric_names_from_aggregates(aggregates)
+               if aggregates[f"{metric_column(name)}/n"].sum() > 0]
+    ordered = [name for name in [primary, *higher_is_better] if name in present]
+    return list(dict.fromkeys([*ordered, *sorted(present)]))
+
+
+def metric_names_from_aggregates(aggregates: pd.DataFrame) -> list[str]:
+    return [column.removeprefix("metric/").removesuffix("/mean") for column in aggregates.columns
+            if column.startswith("metric/") and column.endswith("/mean")]
+
+
+def best_index(means: pd.Series, *, higher_is_better: bool) -> list[Any]:
+    """Index labels of the best mean (all of them on a tie); empty when no mean is known."""
+    known = means.dropna()
+    if known.empty:
+        return []
+    best = known.max() if higher_is_better else known.min()
+    return [label for label, value in known.items() if math.isclose(value, best, rel_tol=1e-12, abs_tol=1e-15)]
+
+
+def group_table(aggregates: pd.DataFrame, *, spec: dict[str, Any], dataset: str, profile: str) -> GroupTable:
+    metrics_spec = dict(spec.get("metrics") or {})
+    higher_is_better = {str(k): bool(v) for k, v in dict(metrics_spec.get("higher_is_better") or {}).items()}
+    metrics = metric_order(aggregates, primary=metrics_spec.get("primary"), higher_is_better=higher_is_better)
+    primary = metrics_spec.get("primary") if metrics_spec.get("primary") in metrics else None
+    paper_numbers = dict(dict(spec.get("paper_results") or {}).get(dataset) or {})
+
+    rows = aggregates.set_index("method")
+    if primary is not None and primary in higher_is_better:
+        primary_means = rows[f"{metric_column(primary)}/mean"]
+        # Leaderboard order: best primary mean first, methods without one last.
+        ordered = primary_means.sort_values(ascending=not higher_is_better[primary], na_position="last", kind="stable")
+        rows = rows.loc[ordered.index]
+        baseline_means = rows.loc[rows["role"] == BASELINE_ROLE, f"{metric_column(primary)}/mean"]
+        best_baselines = best_index(baseline_means, higher_is_better=higher_is_better[primary])
+        best_baseline = best_baselines[0] if best_baselines else None
+    else:
+        best_baseline = None
+
+    bold = {name: set(best_index(rows[f"{metric_column(name)}/mean"], higher_is_better=higher_is_better[name]))
+            for name in metrics if name in higher_is_better}
+    costs = [(key, header, formatter) for key, header, formatter in COST_DISPLAY
+             if key not in OPTIONAL_COSTS or rows[f"{cost_column(key)}/n"].sum() > 0]
+
+    columns = ["method", "role"]
+    columns += [name + {True: " ↑", False: " ↓"}.get(higher_is_better.get(name), "") for name in metrics]
+    if best_baseline is not None:
+        columns.append(f"Δ {primary} vs {best_baseline}")
+    columns += [header for _, header, _ in costs] + ["runs", "failed"]
+
+    table_rows: list[list[Cell]] = []
+    points: list[ScatterPoint] = []
+    for method, row in rows.iterrows():
+        cells = [Cell(text=str(method), sort_key=str(method)),
+                 Cell(text=str(row["role"]), sort_key=str(row["role"]))]
+        for name in metrics:
+            cells.append(_metric_cell(row, metric=name, bold=method in bold.get(name, set()),
+                                      paper_value=dict(paper_numbers.get(method) or {}).get(name)))
+        if best_baseline is not None:
+            cells.append(_delta_cell(rows, method=method, primary=primary, best_baseline=best_baseline))
+        for key, _, formatter in costs:
+            value = row[f"{cost_column(key)}/mean"]
+            cells.append(Cell(text=formatter(value), sort_key=None if is_missing(value) else float(value)))
+        cells.append(Cell(text=str(int(row["runs_ok"])), sort_key=int(row["runs_ok"])))
+        failures = int(row["runs_failed"])
+        cells.append(Cell(text=f"{failures} ({row['failures']})" if failures else "", sort_key=failures))
+        table_rows.append(cells)
+        if primary is not None:
+            metric_mean, fit_mean = row[f"{metric_column(primary)}/mean"], row[f"{cost_column('fit_s')}/mean"]
+            if not is_missing(metric_mean) and not is_missing(fit_mean):
+                points.append(ScatterPoint(method=str(method), role=str(row["role"]),
+                                           metric_mean=float(metric_mean), fit_s_mean=float(fit_mean)))
+    return GroupTable(dataset=dataset, profile=profile, primary=primary, best_baseline=best_baseline,
+                      columns=columns, rows=table_rows, points=points, failed_runs=int(rows["runs_failed"].sum()))
+
+
+def _metric_cell(row: pd.Series, *, metric: str, bold: bool, paper_value: Any) -> Cell:
+    """``mean ± std (n)``, sorted by the mean, with the paper's number as a note when it has one."""
+    column = metric_column(metric)
+    mean, std, n = row[f"{column}/mean"], row[f"{column}/std"], int(row[f"{column}/n"])
+    note = ""
+    if isinstance(paper_value, (int, float)) and not isinstance(paper_value, bool):
+        # Same precision as our number so the two read side by side.
+        note = f"paper {format_number(float(paper_value), decimals=None if is_missing(mean) else decimals_for(mean))}"
+    return Cell(text=format_mean_std(mean, std, n), sort_key=None if n == 0 else float(mean), bold=bold, note=note)
+
+
+def _delta_cell(rows: pd.DataFrame, *, method: str, primary: str, best_baseline: str) -> Cell:
+    if method == best_baseline:
+        return Cell(text="ref", sort_key=0.0)
+    column = f"{metric_column(primary)}/mean"
+    delta = rows.at[method, column] - rows.at[best_baseline, column]
+    if is_missing(delta):
+        return Cell(text=MISSING)
+    return Cell(text=format_signed(delta, decimals=decimals_for(rows.at[best_baseline, column])), sort_key=float(delta))

@@ -1,0 +1,79 @@
+"""Log the leaderboard to Weights & Biases as one run named "leaderboard".
+
+The run carries one ``wandb.Table`` per benchmark (key = benchmark name; one row per method,
+dataset and profile with the aggregates of the ok runs) and a ``claims`` table. In offline mode the
+tables land as ``<dir>/wandb/offline-run-*/files/media/table/<key>_<step>_<hash>.table.json``;
+``wandb sync`` uploads them later. wandb is imported only here, so a ``disabled`` build never
+pays for it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from leaderboard.claims import CLAIM_COLUMNS, REPRODUCED
+from leaderboard.report import LeaderboardReport
+
+WANDB_MODES = ("online", "offline", "disabled")
+CLAIMS_KEY = "claims"
+
+
+def _json_value(value: Any) -> Any:
+    """Tables are JSON: NaN is not valid JSON, numpy scalars are not serialisable."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def table_payload(frame: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    columns = [str(column) for column in frame.columns]
+    rows = [[_json_value(value) for value in row] for row in frame.itertuples(index=False, name=None)]
+    return columns, rows
+
+
+def aggregate_table_frame(aggregates: pd.DataFrame) -> pd.DataFrame:
+    """Per-benchmark aggregates without the constant benchmark column and without empty metrics."""
+    frame = aggregates.drop(columns=["benchmark"])
+    empty = [column for column in frame.columns if column.endswith("/mean") and frame[column].isna().all()]
+    stems = {column.removesuffix("/mean") for column in empty}
+    return frame.drop(columns=[column for column in frame.columns if column.rsplit("/", 1)[0] in stems])
+
+
+def log_leaderboard(report: LeaderboardReport, *, mode: str, project: str, save_dir: Path) -> Path | None:
+    """Log one "leaderboard" run; returns its local run folder (None when mode is disabled)."""
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {mode!r}")
+    if mode == "disabled":
+        return None
+    import wandb
+
+    save_dir.mkdir(parents=True, exist_ok=True)
+    run = wandb.init(
+        project=project, name="leaderboard", job_type="leaderboard", dir=str(save_dir), mode=mode,
+        config={"results_dir": report.results_dir, "benchmarks": [b.name for b in report.benchmarks]})
+    try:
+        payload: dict[str, Any] = {}
+        for benchmark in report.benchmarks:
+            columns, rows = table_payload(aggregate_table_frame(benchmark.aggregates))
+            payload[benchmark.name] = wandb.Table(columns=columns, data=rows)
+        claims = pd.concat([benchmark.claims for benchmark in report.benchmarks], ignore_index=True) \
+            if report.benchmarks else pd.DataFrame(columns=list(CLAIM_COLUMNS))
+        columns, rows = table_payload(claims)
+        payload[CLAIMS_KEY] = wandb.Table(columns=columns, data=rows)
+        run.log(payload)
+        run.summary["runs_ok"] = report.runs_ok
+        run.summary["runs_failed"] = report.runs_failed
+        run.summary["claims_judged"] = int(len(claims))
+        run.summary["claims_reproduced"] = int((claims["verdict"] == REPRODUCED).sum()) if len(claims) else 0
+        run_dir = Path(run.dir).parent
+    finally:
+        run.finish()
+    return run_dir

@@ -1,0 +1,159 @@
+"""The CLI contract end to end on the toy benchmark: records, resume, exit codes, stages, DDP, kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from leaderboard.records import RecordStore, read_record
+
+FAST = ["--wandb", "disabled", "--profile", "smoke"]
+
+
+def records(results: Path) -> dict[str, dict]:
+    return {str(p.relative_to(results)): json.loads(p.read_text()) for p in RecordStore(results).paths()}
+
+
+def test_run_records_every_run_and_a_rerun_skips_them(toy_env, tmp_path: Path, capsys, monkeypatch) -> None:
+    stage_log = tmp_path / "stage.log"
+    monkeypatch.setenv("TOY_STAGE_LOG", str(stage_log))
+    results = tmp_path / "results"
+    assert main(["run", "toy", "--methods", "linear,mean,finetuned", "--results", str(results), *FAST]) == 0
+    first = records(results)
+    assert sorted(first) == sorted(f"toy/linear/{m}/smoke/seed-{s}.json" for m in ("linear", "mean", "finetuned") for s in (0, 1))
+    record = first["toy/linear/linear/smoke/seed-0.json"]
+    assert record["status"] == "ok" and record["metrics"]["mse"] > 0
+    assert record["cost"]["params"] == 9 and record["cost"]["flops"] > 0 and record["cost"]["fit_s"] > 0
+    assert record["config"]["trainer"]["max_epochs"] == 2 and record["software"]["torch"]
+    assert first["toy/linear/mean/smoke/seed-0.json"]["cost"]["flops"] is None  # nothing trained
+    # The two-stage method trained its first stage once and reused it for the second seed.
+    assert stage_log.read_text() == "pretrain\n"
+    stages = [first[f"toy/linear/finetuned/smoke/seed-{s}.json"]["stages"]["pretrain"] for s in (0, 1)]
+    assert [s["cache_hit"] for s in stages] == [False, True] and stages[0]["key"] == stages[1]["key"]
+
+    capsys.readouterr()
+    assert main(["run", "toy", "--methods", "linear,mean,finetuned", "--results", str(results), *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "0 to run, 6 skipped" in out
+    assert records(results) == first  # untouched
+    assert stage_log.read_text() == "pretrain\n"
+
+    # A changed hyper-parameter is a different config: only those runs run again.
+    assert main(["run", "toy", "--methods", "linear", "--set", "trainer.max_epochs=3", "--results", str(results), *FAST]) == 0
+    assert "2 to run, 0 skipped" in capsys.readouterr().out
+
+
+def test_failed_run_is_recorded_and_the_suite_goes_on(toy_env, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    assert main(["run", "toy", "--methods", "broken,linear", "--seeds", "1", "--results", str(results), *FAST]) == 1
+    broken = read_record(results / "toy/linear/broken/smoke/seed-0.json")
+    assert broken.status == "failed" and broken.error["type"] == "ValueError"
+    assert "toy failure on purpose" in broken.error["message"]
+    assert "training_step" in broken.error["traceback_tail"]
+    assert read_record(results / "toy/linear/linear/smoke/seed-0.json").ok
+    assert "1 ok, 1 failed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "nosuch"], "unknown benchmark 'nosuch'"),
+    (["run", "toy", "--methods", "nosuch"], "has no method 'nosuch'"),
+    (["run", "toy", "--datasets", "from-file"], "toy/from-file: toy dataset 'from-file' needs"),
+    (["run", "toy", "--suite", "nosuch"], "unknown suite 'nosuch'"),
+    (["run", "toy", "--data-dir", "/no/such/dir"], "--data-dir '/no/such/dir' is not a folder"),
+    (["run", "toy", "--profile", "huge"], "invalid choice: 'huge'"),
+    (["show", "toy/linear/linear/smoke/seed-9"], "no record 'toy/linear/linear/smoke/seed-9'"),
+])
+def test_bad_input_is_one_line_and_exit_2_and_keeps_records(toy_env, tmp_path: Path, capsys, argv, message) -> None:
+    results = tmp_path / "results"
+    assert main(["run", "toy", "--methods", "mean", "--seeds", "1", "--results", str(results), *FAST]) == 0
+    before = records(results)
+    capsys.readouterr()
+    assert main([*argv, "--results", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("litbench: error:") and message in err and "\n" not in err
+    assert records(results) == before
+
+
+def test_malformed_spec_file_is_exit_2(toy_env, tmp_path: Path, monkeypatch, capsys) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "bad.yaml").write_text("name: bad\nmethods: [unclosed\n")
+    monkeypatch.setenv("LITBENCH_SPECS_DIR", str(specs))
+    assert main(["run", "bad"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "bad.yaml: malformed YAML at line 3" in err and "\n" not in err
+
+
+def test_suite_show_and_fit(toy_env, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    assert main(["run", "--suite", "smoke", "--results", str(results), "--wandb", "disabled"]) == 0
+    assert sorted(records(results)) == sorted(f"toy/linear/{m}/smoke/seed-{s}.json" for m in ("linear", "mean") for s in (0, 1))
+    capsys.readouterr()
+    assert main(["show", "linear/smoke/seed-1", "--results", str(results), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run_id"] == "toy/linear/linear/smoke/seed-1"
+    # A record's config is a LightningCLI config: `fit` reproduces the run's metric exactly.
+    assert main(["fit", "--config", str(results / "toy/linear/linear/smoke/seed-1.json")]) == 0
+    fitted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert fitted["test/mse"] == pytest.approx(shown["metrics"]["mse"], rel=1e-5)
+
+
+def test_workers_give_the_same_records_as_sequential(toy_env, tmp_path: Path) -> None:
+    sequential, parallel = tmp_path / "seq", tmp_path / "par"
+    assert main(["run", "toy", "--methods", "linear,mean", "--results", str(sequential), *FAST]) == 0
+    assert main(["run", "toy", "--methods", "linear,mean", "--results", str(parallel), "--workers", "2", *FAST]) == 0
+    for name, record in records(sequential).items():
+        assert records(parallel)[name]["metrics"]["mse"] == pytest.approx(record["metrics"]["mse"], rel=1e-6)
+
+
+def test_ddp_on_cpu_runs_two_processes(toy_env, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", "toy", "--methods", "linear", "--seeds", "1",
+                           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--results", str(results), *FAST],
+                          env=toy_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = read_record(results / "toy/linear/linear/smoke/seed-0.json")
+    assert record.hardware["world_size"] == 2 and record.config["trainer"]["strategy"] == "ddp"
+    assert record.metrics["mse"] > 0
+
+
+def test_sigkill_mid_suite_loses_no_finished_record(toy_env, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    argv = [sys.executable, "-m", "benchmarks", "run", "toy", "--methods", "linear", "--seeds", "6",
+            "--set", "trainer.max_epochs=150", "--results", str(results), *FAST]
+    process = subprocess.Popen(argv, env=toy_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(RecordStore(results).paths()) < 2:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = records(results)
+    assert 2 <= len(finished) < 6, "the suite should have been killed part-way"
+    assert all(r["status"] == "ok" for r in finished.values())  # every file readable, none partial
+    done = subprocess.run(argv, env=toy_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"{6 - len(finished)} to run, {len(finished)} skipped" in done.stdout.replace("\n", " ")
+    after = records(results)
+    assert len(after) == 6
+    assert all(after[name] == record for name, record in finished.items())
+
+
+def test_leaderboard_command_writes_the_four_files_with_a_verdict(toy_env, tmp_path: Path, capsys) -> None:
+    results, out = tmp_path / "results", tmp_path / "board"
+    assert main(["run", "toy", "--methods", "linear,mean", "--results", str(results), *FAST]) == 0
+    assert main(["leaderboard", "--results", str(results), "--out", str(out), "--wandb", "disabled"]) == 0
+    assert {p.name for p in out.iterdir()} >= {"LEADERBOARD.md", "index.html", "results.csv", "claims.csv"}
+    claims = (out / "claims.csv").read_text().splitlines()
+    assert claims[0].startswith("benchmark,dataset,profile,claim,metric,method,baseline,n,diff_mean,ci_low,ci_high,verdict")
+    row = dict(zip(claims[0].split(","), claims[1].split(",")))
+    assert (row["claim"], row["n"], row["verdict"]) == ("beats-mean", "2", "reproduced")
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 4

@@ -1,0 +1,68 @@
+"""Spec loading: valid specs become dataclasses; every malformed input is a one-line SpecError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks.spec import SpecError, load_all_specs, load_spec, load_suite
+
+TOY_SPEC = Path(__file__).resolve().parents[1] / "toy" / "specs" / "toy.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_toy_spec_loads_into_dataclasses() -> None:
+    spec = load_spec(TOY_SPEC)
+    assert spec.name == "toy"
+    assert spec.methods["mean"].role == "baseline"
+    assert spec.methods["finetuned"].stages[0].pass_as == "pretrained"
+    assert spec.higher_is_better == {"mse": False}
+    assert spec.profiles["smoke"].seeds == 2
+    assert spec.claims[0].baseline == "mean"
+    assert spec.snapshot()["roles"]["linear"] == "proposed"
+
+
+def test_shipped_specs_and_suites_are_valid() -> None:
+    specs = load_all_specs(Path(__file__).resolve().parents[2] / "benchmarks" / "specs")
+    assert "dcagc" in specs
+    assert {"smoke", "cpu", "full"} <= set(specs["dcagc"].profiles)
+
+
+@pytest.mark.parametrize("mutation, message", [
+    (("task: linear regression", "task: linear regression\nmethodz: {}"), "unknown key 'methodz'"),
+    (("role: proposed", "role: champion"), "'champion' is not one of proposed, baseline, ablation"),
+    (("baseline: mean}", "baseline: nosuch}"), "claims[0].baseline: unknown method 'nosuch'"),
+    (("smoke: {seeds: 2,", "smoke: {seeds: 0,"), "profiles.smoke.seeds: expected a positive integer"),
+    (("smoke: {seeds: 2,", "fast: {seeds: 2,"), "unknown profile 'fast'"),
+    (("primary: mse", "primary: acc"), "metrics.primary 'acc' has no entry"),
+    (("class_path: toy_modules.ToyMeanBaseline", "class_path: ToyMeanBaseline"), "must be a dotted path"),
+])
+def test_malformed_spec_is_one_line_error(tmp_path: Path, mutation: tuple[str, str], message: str) -> None:
+    old, new = mutation
+    text = TOY_SPEC.read_text()
+    assert old in text
+    with pytest.raises(SpecError) as error:
+        load_spec(write(tmp_path, text.replace(old, new, 1)))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\nmethods: {a: [1, 2}\n")
+    with pytest.raises(SpecError, match=r"spec.yaml: malformed YAML at line 2"):
+        load_spec(path)
+
+
+def test_suite_accepts_list_or_selection(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nprofile: smoke\nbenchmarks: [a, b]\n")
+    assert load_suite(path).benchmarks == {"a": {"methods": [], "datasets": []}, "b": {"methods": [], "datasets": []}}
+    path.write_text("name: s\nprofile: tiny\nbenchmarks: [a]\n")
+    with pytest.raises(SpecError, match="profile 'tiny' is not one of"):
+        load_suite(path)

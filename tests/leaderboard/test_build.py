@@ -1,0 +1,245 @@
+"""The leaderboard built from hand-made records: tables, files, claims, HTML and wandb offline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from leaderboard.build import build_leaderboard, load_frame
+
+ALPHA_SPEC = {
+    "metrics": {"primary": "acc", "higher_is_better": {"acc": True, "loss": False}},
+    "claims": [
+        {"id": "beats-linear", "text": "ours beats a linear probe", "metric": "acc", "method": "ours",
+         "baseline": "linear"},
+        {"id": "lower-loss", "text": "ours has lower loss than k-means", "metric": "loss", "method": "ours",
+         "baseline": "kmeans"},
+    ],
+    "paper_results": {"Cora": {"ours": {"acc": 0.7}}},
+    "paper": {"title": "Alpha Networks", "venue": "NeurIPS 2099", "arxiv": "9901.00001", "code": "alpha/alpha"},
+}
+# beta's spec is not passed to build_leaderboard: it comes from the newest record's snapshot.
+BETA_SPEC = {
+    "metrics": {"primary": "fid", "higher_is_better": {"fid": False}},
+    "claims": [{"id": "gen-beats-base", "text": "gen has lower FID", "metric": "fid", "method": "gen",
+                "baseline": "base"}],
+    "paper": {"title": "Beta GAN", "venue": "ICML 2098"},
+}
+STALE_BETA_SPEC = {"metrics": {"primary": "fid", "higher_is_better": {"fid": True}}, "claims": []}
+
+ALPHA_COST = {"params": 1_234_567, "flops": 3.4e9, "fit_s": 12.0, "train_samples_per_s": 1500.0,
+              "peak_rss_mb": 512.0, "eval_s": 1.0, "peak_gpu_mb": None}
+ALPHA_RUNS = {  # method: (role, acc per seed, loss per seed, fit seconds)
+    "ours": ("proposed", [0.60, 0.62, 0.64], [0.30, 0.32, 0.34], 12.0),
+    "kmeans": ("baseline", [0.50, 0.52, 0.54], [0.20, 0.20, 0.20], 0.5),
+    "linear": ("baseline", [0.55, 0.56, 0.57], [0.40, 0.41, 0.42], 3.0),
+}
+
+
+@pytest.fixture
+def populated(write_run, results_dir: Path) -> Path:
+    for method, (role, accs, losses, fit_s) in ALPHA_RUNS.items():
+        for seed, (acc, loss) in enumerate(zip(accs, losses)):
+            write_run(benchmark="alpha", method=method, role=role, seed=seed, metrics={"acc": acc, "loss": loss},
+                      cost={**ALPHA_COST, "fit_s": fit_s})
+    write_run(benchmark="alpha", method="linear", role="baseline", seed=3, error_type="RuntimeError")
+    write_run(benchmark="beta", method="gen", role="proposed", dataset="synthetic", profile="smoke", seed=0,
+              metrics={"fid": 20.0}, cost={"fit_s": 2.0}, spec=BETA_SPEC, finished_at="2026-02-01T00:00:00+00:00")
+    write_run(benchmark="beta", method="base", role="baseline", dataset="synthetic", profile="smoke", seed=0,
+              metrics={"fid": 35.5}, cost={"fit_s": 1.0}, spec=STALE_BETA_SPEC,
+              finished_at="2026-01-01T00:00:00+00:00")
+    for seed in (0, 1):
+        write_run(benchmark="beta", method="broken", role="baseline", dataset="synthetic", profile="smoke",
+                  seed=seed, error_type="ValueError", spec=STALE_BETA_SPEC)
+    (results_dir / "alpha" / "Cora" / "ghost" / "cpu").mkdir(parents=True)
+    (results_dir / "alpha" / "Cora" / "ghost" / "cpu" / "seed-0.json").write_text("{not json")
+    (results_dir / "alpha" / "Cora" / "ghost" / "cpu" / "seed-1.json").write_text(json.dumps({"schema": "old/0"}))
+    return results_dir
+
+
+def _table_row(markdown: str, method: str, *, after: str) -> list[str]:
+    """Cells of ``method``'s row in the first table after the heading ``after``."""
+    section = markdown[markdown.index(after):]
+    for line in section.splitlines():
+        if line.startswith(f"| {method} |"):
+            return [cell.strip() for cell in line.strip("|").split(" | ")]
+    raise AssertionError(f"no row for {method} after {after!r}")
+
+
+def _header(markdown: str, *, after: str) -> list[str]:
+    section = markdown[markdown.index(after):]
+    line = next(line for line in section.splitlines() if line.startswith("| method |"))
+    return [cell.strip() for cell in line.strip("|").split(" | ")]
+
+
+def test_load_frame_is_tidy_and_reports_corrupt_records(populated: Path) -> None:
+    frame, problems = load_frame(populated)
+    assert len(frame) == 9 + 1 + 2 + 2  # alpha ok + alpha failed + beta ok + beta failed
+    assert list(frame.columns[:7]) == ["benchmark", "method", "role", "dataset", "profile", "seed", "status"]
+    assert {"metric/acc", "metric/loss", "metric/fid", "cost/params", "cost/fit_s", "run_id", "error_type",
+            "torch_version", "accelerator", "world_size", "git_sha", "finished_at"} <= set(frame.columns)
+    failed = frame[frame["status"] == "failed"]
+    assert sorted(failed["error_type"]) == ["RuntimeError", "ValueError", "ValueError"]
+    assert frame.loc[frame["run_id"] == "alpha/Cora/ours/cpu/seed-1", "metric/acc"].item() == pytest.approx(0.62)
+    assert len(problems) == 2
+    assert any("ghost/cpu/seed-0.json" in line and "not valid JSON" in line for line in problems)
+    assert any("ghost/cpu/seed-1.json" in line and "schema" in line for line in problems)
+    assert all("\n" not in line for line in problems)
+
+
+def test_markdown_tables(populated: Path, tmp_path: Path) -> None:
+    paths = build_leaderboard(populated, tmp_path / "out", specs={"alpha": ALPHA_SPEC})
+    markdown = paths["markdown"].read_text()
+    alpha = "### Cora · profile `cpu`"
+    header = _header(markdown, after=alpha)
+    assert header[:5] == ["method", "role", "acc ↑", "loss ↓", "Δ acc vs linear"]
+    assert header[5:10] == ["params", "FLOPs", "fit s", "train samples/s", "peak RSS MB"]
+    assert "peak GPU MB" not in header  # no run measured it
+
+    ours = dict(zip(header, _table_row(markdown, "ours", after=alpha)))
+    assert ours["acc ↑"] == "**0.620 ± 0.020 (3)** · paper 0.700"  # best acc, paper number beside ours
+    assert ours["loss ↓"] == "0.320 ± 0.020 (3)"
+    assert ours["Δ acc vs linear"] == "+0.060"
+    assert (ours["params"], ours["FLOPs"], ours["fit s"], ours["train samples/s"], ours["peak RSS MB"]) == \
+        ("1.2M", "3.4 GFLOP", "12.0", "1,500", "512")
+    kmeans = dict(zip(header, _table_row(markdown, "kmeans", after=alpha)))
+    assert kmeans["loss ↓"] == "**0.200 ± 0.000 (3)**"  # lowest loss is the best loss
+    assert kmeans["acc ↑"] == "0.520 ± 0.020 (3)"
+    assert kmeans["Δ acc vs linear"] == "-0.040"
+    linear = dict(zip(header, _table_row(markdown, "linear", after=alpha)))
+    assert linear["Δ acc vs linear"] == "ref"
+    assert (linear["runs"], linear["failed"]) == ("3", "1 (RuntimeError ×1)")
+    # leaderboard order: best primary metric first
+    rows = [line.split(" | ")[0] for line in markdown[markdown.index(alpha):].split("### Claims")[0].splitlines()
+            if line.startswith("| ") and not line.startswith("| method")]
+    assert rows == ["| ours", "| linear", "| kmeans"]
+
+    beta = "### synthetic · profile `smoke`"
+    beta_header = _header(markdown, after=beta)
+    assert beta_header[2:4] == ["fid ↓", "Δ fid vs base"]  # direction from the newest snapshot, not the stale one
+    gen = dict(zip(beta_header, _table_row(markdown, "gen", after=beta)))
+    assert gen["fid ↓"] == "**20.00 (1)**"  # one run: no ±
+    assert gen["Δ fid vs base"] == "-15.50"
+    broken = dict(zip(beta_header, _table_row(markdown, "broken", after=beta)))
+    assert (broken["fid ↓"], broken["runs"], broken["failed"]) == ("—", "0", "2 (ValueError ×2)")
+
+    summary = markdown[markdown.index("## Summary"):markdown.index("## Problems")]
+    assert "| alpha | Alpha Networks · NeurIPS 2099 · arXiv 9901.00001 · code alpha/alpha | 1 / 2 | 1 | 0 | 9 | 1 |" \
+        in summary
+    assert "| beta | Beta GAN · ICML 2098 | 0 / 1 | 0 | 1 | 2 | 2 |" in summary
+    assert "accelerator cpu; devices 1; world_size 1; num_nodes 1; cpu Test CPU (14 runs)" in summary
+    assert "torch 2.14.1" in summary and "git_sha abc1234" in summary
+    assert "ghost/cpu/seed-0.json" in markdown[markdown.index("## Problems"):]
+
+
+def test_csv_files(populated: Path, tmp_path: Path) -> None:
+    paths = build_leaderboard(populated, tmp_path / "out", specs={"alpha": ALPHA_SPEC})
+    with paths["results"].open() as handle:
+        results = list(csv.DictReader(handle))
+    columns = list(results[0])
+    assert columns[:7] == ["benchmark", "method", "role", "dataset", "profile", "seed", "status"]
+    assert columns[7:10] == ["metric/acc", "metric/fid", "metric/loss"]
+    assert columns[10:17] == ["cost/fit_s", "cost/eval_s", "cost/train_samples_per_s", "cost/peak_rss_mb",
+                              "cost/peak_gpu_mb", "cost/params", "cost/flops"]
+    assert len(results) == 14
+    assert sum(row["status"] == "failed" for row in results) == 3
+
+    with paths["claims"].open() as handle:
+        claims = {row["claim"]: row for row in csv.DictReader(handle)}
+    assert list(next(iter(claims.values()))) == [
+        "benchmark", "dataset", "profile", "claim", "metric", "method", "baseline", "n", "diff_mean", "ci_low",
+        "ci_high", "verdict", "margin"]
+    # ours - linear on acc: diffs 0.05, 0.06, 0.07 -> 0.06, interval [0.0352, 0.0848]
+    assert claims["beats-linear"]["verdict"] == "reproduced"
+    assert claims["beats-linear"]["n"] == "3"
+    assert float(claims["beats-linear"]["diff_mean"]) == pytest.approx(0.06)
+    assert float(claims["beats-linear"]["ci_low"]) == pytest.approx(0.035159, abs=1e-6)
+    # loss (lower is better): ours 0.32 vs k-means 0.20 -> improvement -0.12
+    assert claims["lower-loss"]["verdict"] == "not reproduced"
+    assert float(claims["lower-loss"]["diff_mean"]) == pytest.approx(-0.12)
+    # beta: one seed each, judged with the snapshot's lower-is-better direction
+    assert claims["gen-beats-base"]["verdict"] == "inconclusive"
+    assert float(claims["gen-beats-base"]["diff_mean"]) == pytest.approx(15.5)
+    assert claims["gen-beats-base"]["ci_low"] == ""
+
+
+def test_index_html_is_self_contained(populated: Path, tmp_path: Path) -> None:
+    paths = build_leaderboard(populated, tmp_path / "out", specs={"alpha": ALPHA_SPEC})
+    page = paths["html"].read_text()
+    assert "http://" not in page and "https://" not in page
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!#)""", page)  # only in-page anchors
+    assert page.count('<section class="benchmark"') == 2
+    assert 'id="bench-alpha"' in page and 'id="bench-beta"' in page
+    assert page.count('<table class="sortable">') >= 5  # summary, 2 result tables, 2 claims tables
+    assert "<script>" in page and "addEventListener" in page
+    assert '<td data-sort="0.62"><strong>0.620 ± 0.020 (3)</strong> <span class="paper">· paper 0.700</span></td>' in page
+    assert page.count("<svg") == 2 and page.count("<circle") == 3 + 2  # one point per method with a fit time
+    assert 'class="verdict-reproduced">reproduced<' in page
+
+
+def test_html_escapes_record_text(write_run, results_dir: Path, tmp_path: Path) -> None:
+    write_run(benchmark="esc", method="<b>m</b>", role="proposed", seed=0, metrics={"acc": 0.5}, cost={"fit_s": 1.0})
+    paths = build_leaderboard(results_dir, tmp_path / "out",
+                              specs={"esc": {"metrics": {"primary": "acc", "higher_is_better": {"acc": True}}}})
+    page = paths["html"].read_text()
+    assert "<b>m</b>" not in page and "&lt;b&gt;m&lt;/b&gt;" in page
+
+
+def test_empty_results_folder(tmp_path: Path) -> None:
+    paths = build_leaderboard(tmp_path / "nothing", tmp_path / "out")
+    assert "No run records found" in paths["markdown"].read_text()
+    assert paths["results"].read_text().startswith("benchmark,method,role,dataset,profile,seed,status")
+    assert "no such results folder" in paths["html"].read_text()
+
+
+def test_wandb_offline_tables(populated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "HF_HUB_OFFLINE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / name.lower()))
+    paths = build_leaderboard(populated, tmp_path / "out", specs={"alpha": ALPHA_SPEC}, wandb_mode="offline",
+                              wandb_project="litbench-test")
+    run_dir = paths["wandb"]
+    assert run_dir.parent == tmp_path / "out" / "wandb" and run_dir.name.startswith("offline-run-")
+
+    def table(key: str) -> dict:
+        files = sorted((run_dir / "files" / "media" / "table").glob(f"{key}_0_*.table.json"))
+        assert len(files) == 1, files
+        return json.loads(files[0].read_text())
+
+    alpha = table("alpha")
+    rows = [dict(zip(alpha["columns"], row)) for row in alpha["data"]]
+    by_method = {row["method"]: row for row in rows}
+    assert set(by_method) == {"ours", "kmeans", "linear"}
+    assert by_method["ours"]["metric/acc/mean"] == pytest.approx(0.62)
+    assert by_method["ours"]["metric/acc/std"] == pytest.approx(0.02)
+    assert by_method["ours"]["metric/acc/n"] == 3
+    assert (by_method["linear"]["runs_ok"], by_method["linear"]["runs_failed"]) == (3, 1)
+    assert "metric/fid/mean" not in alpha["columns"]  # beta's metric does not leak into alpha's table
+    beta = table("beta")
+    assert {row[beta["columns"].index("method")] for row in beta["data"]} == {"gen", "base", "broken"}
+    claims = table("claims")
+    verdicts = {row[claims["columns"].index("claim")]: row[claims["columns"].index("verdict")] for row in claims["data"]}
+    assert verdicts == {"beats-linear": "reproduced", "lower-loss": "not reproduced", "gen-beats-base": "inconclusive"}
+
+
+def test_leaderboard_reads_records_only() -> None:
+    """DESIGN.md: leaderboard imports nothing of benchmarks, modules or datamodules."""
+    import ast
+
+    import leaderboard
+
+    package = Path(leaderboard.__file__).parent
+    for source in package.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Import):
+                roots = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                roots = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert not roots & {"benchmarks", "modules", "datamodules"}, f"{source.name} imports {roots}"

@@ -157,3 +157,19 @@ def test_leaderboard_command_writes_the_four_files_with_a_verdict(toy_env, tmp_p
     row = dict(zip(claims[0].split(","), claims[1].split(",")))
     assert (row["claim"], row["n"], row["verdict"]) == ("beats-mean", "2", "reproduced")
     assert len((out / "results.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_wandb_offline_run_carries_name_config_tags_and_metrics(toy_env, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    assert main(["run", "toy", "--methods", "linear", "--seeds", "1", "--profile", "smoke", "--wandb", "offline",
+                 "--results", str(results)]) == 0
+    (run_dir,) = (results / "wandb").glob("offline-run-*")
+    inspected = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
+                               capture_output=True, text=True, timeout=120)
+    summary = json.loads(inspected.stdout)
+    record = read_record(results / "toy/linear/linear/smoke/seed-0.json")
+    assert summary["name"] == "linear/linear/seed-0" and summary["project"] == "litbench"
+    assert set(summary["tags"]) == {"toy", "linear", "proposed", "smoke"}
+    assert summary["config"]["litbench"]["benchmark"] == "toy"
+    assert summary["summary"]["test/mse"] == pytest.approx(record.metrics["mse"])
+    assert summary["summary"]["cost/params"] == 9

@@ -96,9 +96,16 @@ def plan_runs(specs: dict[str, BenchmarkSpec], *, benchmarks: list[str], profile
 
 
 def needs_own_process(plan: RunPlan) -> bool:
+    """DDP re-executes the current command per rank, so a multi-process run must not be the suite."""
     trainer = plan.config["trainer"]
-    return (str(trainer.get("devices", 1)) not in ("1", "auto") or int(trainer.get("num_nodes", 1)) > 1
-            or str(trainer.get("strategy", "auto")).startswith("ddp"))
+    devices = str(trainer.get("devices", 1))
+    if devices == "auto":  # Lightning's "auto" takes every visible GPU
+        import torch
+
+        multi_device = trainer.get("accelerator") != "cpu" and torch.cuda.device_count() > 1
+    else:
+        multi_device = devices not in ("1", "[0]")
+    return multi_device or int(trainer.get("num_nodes", 1)) > 1 or str(trainer.get("strategy", "auto")).startswith("ddp")
 
 
 def _worker_env(workers: int) -> dict[str, str]:

@@ -48,7 +48,8 @@ def quiet_lightning() -> None:
     for pattern in (".*does not have many workers.*", ".*`training_step` returned `None`.*",
                     ".*You are using `torch.load` with `weights_only=False`.*", ".*No `training_step`.*",
                     ".*configure_optimizers.*", ".*GPU available but not used.*", ".*smaller than the logging interval.*",
-                    ".*The number of training batches.*", ".*Trying to infer the `batch_size`.*"):
+                    ".*The number of training batches.*", ".*Trying to infer the `batch_size`.*",
+                    ".*but have no `validation_step`.*", r".*it is recommended to use `Trainer\(devices=1, num_nodes=1\)`.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

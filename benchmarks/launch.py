@@ -173,13 +173,20 @@ class Launcher:
         return self._record_crash(plan, f"worker exited with code {process.returncode} without a record; log: {log_path}", tail)
 
     def _run_slurm(self, plans: list[RunPlan], report: Callable[[RunPlan, RunRecord, float], None]) -> None:
+        """Submit every run as its own SLURM job (submitit), then collect them as they finish.
+
+        ``--devices`` maps to tasks per node and ``--num-nodes`` to nodes, which is what Lightning's
+        SLURMEnvironment reads for multi-node DDP. ``$LITBENCH_SLURM_CLUSTER=local`` runs the jobs
+        through submitit's local executor (tests, or a machine without SLURM).
+        """
         import submitit
 
         from benchmarks.runner import run_job_file
 
         slurm = self.options.slurm
-        executor = submitit.AutoExecutor(folder=str(self.options.results_dir / "slurm" / "%j"),
+        executor = submitit.AutoExecutor(folder=str(self.options.results_dir / "slurm"),
                                          cluster=slurm.get("cluster") or os.environ.get("LITBENCH_SLURM_CLUSTER"))
+        submitted = []
         for plan in plans:
             trainer = plan.config["trainer"]
             devices = trainer.get("devices", 1)
@@ -193,15 +200,16 @@ class Launcher:
             if slurm.get("account"):
                 parameters["slurm_account"] = slurm["account"]
             executor.update_parameters(**parameters)
-            started = time.perf_counter()
             started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             job = executor.submit(run_job_file, str(self._job_file(plan)))
+            submitted.append((plan, job, started_at, time.perf_counter()))
+        for plan, job, started_at, started in submitted:
             try:
                 job.result()
+                reason = f"SLURM job {job.job_id} wrote no record"
             except Exception as exc:  # noqa: BLE001 - a lost job is a failed run, not a failed suite
-                record = self._record_written_since(plan, started_at) or self._record_crash(plan, f"SLURM job {job.job_id}: {exc}", "")
-            else:
-                record = self._record_written_since(plan, started_at) or self._record_crash(plan, f"SLURM job {job.job_id} wrote no record", "")
+                reason = f"SLURM job {job.job_id}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            record = self._record_written_since(plan, started_at) or self._record_crash(plan, reason, "")
             report(plan, record, time.perf_counter() - started)
 
     # -- many runs ----------------------------------------------------------------------------

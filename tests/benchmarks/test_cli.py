@@ -173,3 +173,13 @@ def test_wandb_offline_run_carries_name_config_tags_and_metrics(toy_env, tmp_pat
     assert summary["config"]["litbench"]["benchmark"] == "toy"
     assert summary["summary"]["test/mse"] == pytest.approx(record.metrics["mse"])
     assert summary["summary"]["cost/params"] == 9
+
+
+def test_slurm_launcher_through_submitit_local_executor(toy_env, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("LITBENCH_SLURM_CLUSTER", "local")
+    results = tmp_path / "results"
+    assert main(["run", "toy", "--methods", "linear,broken", "--seeds", "1", "--launcher", "slurm",
+                 "--results", str(results), *FAST]) == 1
+    assert read_record(results / "toy/linear/linear/smoke/seed-0.json").ok
+    assert read_record(results / "toy/linear/broken/smoke/seed-0.json").error["type"] == "ValueError"
+    assert len(list((results / "slurm").glob("*_submitted.pkl"))) == 2

@@ -74,7 +74,7 @@ def plan_runs(specs: dict[str, BenchmarkSpec], *, benchmarks: list[str], profile
         spec = specs[name]
         if profile not in spec.profiles:
             raise SpecError(f"benchmark {name!r} has no profile {profile!r} (it has: {', '.join(spec.profiles)})")
-        chosen_methods = methods or list(spec.methods)
+        chosen_methods = methods or spec.profiles[profile].include_methods or list(spec.methods)
         missing = [m for m in chosen_methods if m not in spec.methods]
         if missing:
             if len(benchmarks) > 1:

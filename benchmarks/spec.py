@@ -21,6 +21,7 @@ A spec (``benchmarks/specs/<paper>.yaml``) declares one benchmark::
     profiles:
       smoke: {seeds: 1, trainer: {max_epochs: 2}, data: {datasets: [sbm-synthetic]},
               methods: {dcagc: {init_args: {hidden: 16}}}}
+      cpu: {include_methods: [dcagc, kmeans_features]}   # a profile may run a subset of the methods
 
 Every mapping is checked against its allowed keys: an unknown key is an error naming the file and
 the key path (a typo in a spec must never be silently ignored).
@@ -113,6 +114,7 @@ class ProfileSpec:
     data_init_args: dict[str, Any] = field(default_factory=dict)
     datasets: list[str] | None = None
     methods: dict[str, Override] = field(default_factory=dict)
+    include_methods: list[str] | None = None  # the methods this profile runs (None: all); --methods wins
 
 
 @dataclass
@@ -245,7 +247,7 @@ def _method(name: str, value: Any, where: str) -> MethodSpec:
 
 
 def _profile(name: str, value: Any, where: str, method_names: set[str]) -> ProfileSpec:
-    raw = _mapping(value, where, {"seeds", "trainer", "data", "methods"})
+    raw = _mapping(value, where, {"seeds", "trainer", "data", "methods", "include_methods"})
     seeds = raw.get("seeds", 3)
     if not isinstance(seeds, int) or seeds < 1:
         raise SpecError(f"{where}.seeds: expected a positive integer, got {seeds!r}")
@@ -255,7 +257,14 @@ def _profile(name: str, value: Any, where: str, method_names: set[str]) -> Profi
         if method not in method_names:
             raise SpecError(f"{where}.methods: unknown method {method!r} (spec has: {', '.join(sorted(method_names))})")
         methods[method] = _override(block, f"{where}.methods.{method}")
-    return ProfileSpec(name=name, seeds=seeds, trainer=_free_mapping(raw.get("trainer"), f"{where}.trainer"),
+    include = None
+    if "include_methods" in raw:
+        include = _string_list(raw["include_methods"], f"{where}.include_methods")
+        unknown = [m for m in include if m not in method_names]
+        if unknown or not include:
+            raise SpecError(f"{where}.include_methods: unknown method {unknown[0]!r}" if unknown
+                            else f"{where}.include_methods: name at least one method")
+    return ProfileSpec(include_methods=include, name=name, seeds=seeds, trainer=_free_mapping(raw.get("trainer"), f"{where}.trainer"),
                        data_init_args=_free_mapping(data.get("init_args"), f"{where}.data.init_args"),
                        datasets=_string_list(data["datasets"], f"{where}.data.datasets") if "datasets" in data else None,
                        methods=methods)

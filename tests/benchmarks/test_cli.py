@@ -183,3 +183,14 @@ def test_slurm_launcher_through_submitit_local_executor(toy_env, tmp_path: Path,
     assert read_record(results / "toy/linear/linear/smoke/seed-0.json").ok
     assert read_record(results / "toy/linear/broken/smoke/seed-0.json").error["type"] == "ValueError"
     assert len(list((results / "slurm").glob("*_submitted.pkl"))) == 2
+
+
+def test_profile_include_methods_selects_and_methods_flag_wins(toy_env) -> None:
+    from benchmarks.launch import plan_runs
+    from benchmarks.spec import load_all_specs
+
+    specs = load_all_specs()
+    planned = {plan.method for plan in plan_runs(specs, benchmarks=["toy"], profile="cpu")}
+    assert planned == {"linear", "mean"}
+    assert {p.method for p in plan_runs(specs, benchmarks=["toy"], profile="cpu", methods=["broken"])} == {"broken"}
+    assert {p.method for p in plan_runs(specs, benchmarks=["toy"], profile="smoke")} == {"linear", "finetuned", "mean", "broken"}

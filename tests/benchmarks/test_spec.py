@@ -41,6 +41,7 @@ def test_shipped_specs_and_suites_are_valid() -> None:
     (("smoke: {seeds: 2,", "smoke: {seeds: 0,"), "profiles.smoke.seeds: expected a positive integer"),
     (("smoke: {seeds: 2,", "fast: {seeds: 2,"), "unknown profile 'fast'"),
     (("primary: mse", "primary: acc"), "metrics.primary 'acc' has no entry"),
+    (("include_methods: [linear, mean]", "include_methods: [linear, nosuch]"), "include_methods: unknown method 'nosuch'"),
     (("class_path: toy_modules.ToyMeanBaseline", "class_path: ToyMeanBaseline"), "must be a dotted path"),
 ])
 def test_malformed_spec_is_one_line_error(tmp_path: Path, mutation: tuple[str, str], message: str) -> None:

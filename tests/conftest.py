@@ -10,22 +10,11 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOY_DIR = REPO_ROOT / "tests" / "toy"
-SHARED_DATA = Path(os.environ.get("LITBENCH_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-sys.path.insert(0, str(TOY_DIR))
-
-
-def shared_data(subpath: str) -> Path:
-    """A folder of ../shared/data; skipped with a reason when absent, a failure under CI=true."""
-    path = SHARED_DATA / subpath
-    if not path.exists():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI needs {path} (../shared/data beside the checkout)")
-        pytest.skip(f"{path} not present (set LITBENCH_TEST_DATA to the shared data root)")
-    return path
+sys.path[:0] = [str(TOY_DIR), str(REPO_ROOT / "tests")]  # toy_modules, tests_support
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -98,6 +99,37 @@ def test_missing_planetoid_files_raise_one_line_error(tmp_path):
         assert expected in message
 
 
+def test_download_goes_into_the_cache(shared_data_dir, tmp_path, monkeypatch):
+    from torch_geometric.datasets import Planetoid
+
+    def fake_download(dataset):  # stands in for PyG's fetch from the Planetoid GitHub release
+        for file_name in dataset.raw_file_names:
+            shutil.copy(shared_data_dir / "planetoid" / "Cora" / "raw" / file_name, dataset.raw_dir)
+
+    monkeypatch.setattr(Planetoid, "download", fake_download)
+    datamodule = AttributedGraphDataModule(dataset="Cora", data_dir=str(tmp_path / "empty"),
+                                           cache_dir=str(tmp_path / "cache"), download=True)
+    datamodule.setup()
+    cached_raw = tmp_path / "cache" / "planetoid" / "Cora" / "raw"
+    assert datamodule.num_nodes == 2708 and cached_raw.is_dir() and not cached_raw.is_symlink()
+    assert (cached_raw / "ind.cora.graph").is_file()
+
+
+def test_failed_download_is_a_one_line_error(tmp_path, monkeypatch):
+    from torch_geometric.datasets import Planetoid
+
+    def unreachable(dataset):
+        raise OSError("[Errno 101] Network is unreachable\n(offline)")
+
+    monkeypatch.setattr(Planetoid, "download", unreachable)
+    monkeypatch.delenv("LITBENCH_DATA", raising=False)
+    datamodule = AttributedGraphDataModule(dataset="PubMed", cache_dir=str(tmp_path / "cache"), download=True)
+    with pytest.raises(RuntimeError) as error:
+        datamodule.setup()
+    message = str(error.value)
+    assert "\n" not in message and "Network is unreachable" in message and "--data-dir" in message
+
+
 def test_missing_array_dataset_raises_one_line_error(tmp_path):
     datamodule = AttributedGraphDataModule(dataset="acm", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
     with pytest.raises(FileNotFoundError) as error:
@@ -153,11 +185,14 @@ def test_array_format_zip_with_one_hot_labels(tmp_path):
 
 
 def test_features_kept_raw_when_normalisation_is_off(tmp_path):
-    for part, array in _small_array_dataset().items():
+    arrays = _small_array_dataset()
+    arrays["label"] = arrays["label"].reshape(-1, 1)  # a column of ids is not one-hot
+    for part, array in arrays.items():
         np.save(tmp_path / f"toy_{part}.npy", array)
     datamodule = AttributedGraphDataModule(dataset="toy", data_dir=str(tmp_path), normalize_features=False)
     datamodule.setup()
     assert datamodule.graph.x[2].tolist() == [0.0, 0.0, 3.0]
+    assert datamodule.graph.y.tolist() == [0, 0, 1, 1]
 
 
 # -- synthetic SBM ---------------------------------------------------------------------------

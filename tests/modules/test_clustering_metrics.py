@@ -34,7 +34,8 @@ def test_worked_six_node_example():
     assert scores["acc"] == pytest.approx(5 / 6)
     # After matching: class 0 has P=2/2, R=2/3 (F1 0.8); class 1 has P=3/4, R=3/3 (F1 6/7).
     assert scores["f1"] == pytest.approx((0.8 + 6 / 7) / 2)
-    # ARI from the contingency [[1, 2], [3, 0]]: index 4, expected 3*... = 6*7/15, max (6+7)/2.
+    # ARI from the contingency [[1, 2], [3, 0]]: pair index sum C(n_ij, 2) = 1 + 3 = 4; class pairs
+    # C(3,2)+C(3,2) = 6, cluster pairs C(4,2)+C(2,2) = 7, all pairs C(6,2) = 15.
     expected_index = 6 * 7 / 15
     assert scores["ari"] == pytest.approx((4 - expected_index) / ((6 + 7) / 2 - expected_index))
     mutual_information = (1 / 6) * math.log(0.5) + (1 / 3) * math.log(2) + 0.5 * math.log(1.5)

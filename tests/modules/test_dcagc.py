@@ -165,6 +165,27 @@ def test_tiny_dcagc_learns_better_than_chance_and_reuses_last_clustering(tmp_pat
         assert results[f"test/{name}_label_selected"] >= results[f"test/{name}"] - 1e-6
 
 
+def test_test_step_clusters_when_no_validation_ran(tmp_path, monkeypatch):
+    pl.seed_everything(0, verbose=False)
+    datamodule = AttributedGraphDataModule(sbm_num_nodes=60, sbm_num_features=20)
+    model = DCAGC(hidden=8, lr=1e-2)
+    trainer = _trainer(max_epochs=3, tmp_path=tmp_path, check_val_every_n_epoch=100)
+    trainer.fit(model, datamodule=datamodule)
+    calls = []
+    original_cluster = model.cluster
+    monkeypatch.setattr(model, "cluster", lambda k: calls.append(k) or original_cluster(k))
+    (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    assert calls == [3]
+    # Only one clustering happened, so the label-selected values are the final ones.
+    for name in ("acc", "nmi", "ari"):
+        assert results[f"test/{name}_label_selected"] == pytest.approx(results[f"test/{name}"])
+    # The lazily built layers come back from a checkpoint, with the label-selected record.
+    trainer.save_checkpoint(tmp_path / "dcagc.ckpt")
+    restored = DCAGC.load_from_checkpoint(tmp_path / "dcagc.ckpt")
+    assert torch.equal(restored.coefficients, model.coefficients)
+    assert torch.equal(restored.label_selected_best, model.label_selected_best)
+
+
 def test_gae_kmeans_learns_better_than_chance(tmp_path):
     pl.seed_everything(0, verbose=False)
     datamodule = AttributedGraphDataModule()

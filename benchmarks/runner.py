@@ -133,6 +133,7 @@ def _build_stages(config: dict[str, Any], cache: StageCache, root_dir: Path) -> 
 def _wandb_logger(config: dict[str, Any], *, mode: str, project: str, save_dir: Path) -> Any:
     if mode == "disabled":
         return False
+    os.environ.setdefault("WANDB_SILENT", "true")  # wandb's banners would bury the suite's progress lines
     from lightning.pytorch.loggers import WandbLogger
 
     meta = config["litbench"]

@@ -9,6 +9,8 @@ pays for it.
 
 from __future__ import annotations
 
+import os
+
 import math
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,7 @@ def log_leaderboard(report: LeaderboardReport, *, mode: str, project: str, save_
     import wandb
 
     save_dir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_SILENT", "true")  # the CLI prints where the run went
     run = wandb.init(
         project=project, name="leaderboard", job_type="leaderboard", dir=str(save_dir), mode=mode,
         config={"results_dir": report.results_dir, "benchmarks": [b.name for b in report.benchmarks]})

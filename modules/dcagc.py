@@ -43,6 +43,22 @@ Deviations from the official code (each deliberate):
 
 The ablation "without neighbourhood contrast" is ``DCAGC(weight_neighbour=0)``; "without L_ins" is
 ``DCAGC(weight_instance=0)``.
+
+What the records say at the ``cpu`` scale (h=256, lr 1e-3, 80 epochs, seeds 0-2; see
+``leaderboard/LEADERBOARD.md``): Cora ACC 0.644 ± 0.088, NMI 0.492 ± 0.044 (k-means on features:
+0.340 / 0.146; GAE + k-means 0.639 / 0.478; smoothed k-means 0.599 / 0.459). CiteSeer ACC
+0.496 ± 0.059 (below smoothed k-means, 0.589). Why the claims are weaker than the paper's:
+
+* **Neighbourhood contrast has no measurable effect** (claim ``neighbour-contrast-helps`` not
+  reproduced: ACC 0.644 with L_nbr vs 0.648 without, paired diff −0.004 [−0.027, +0.018]). L_nbr
+  sits at ≈4.75 from the first epochs on (its floor for k=10 neighbours at τ_n=1 is close), so its
+  gradient is small next to that of the n×n C, whose evolution under Adam (every entry moves by
+  ≈lr per step; ‖C‖² rises then decays) is what drives the clustering.
+* **The result depends on width × epochs × lr on C**: h=128/60 epochs (the paper spec's CPU
+  suggestion) stops at ACC 0.51 on Cora; h=256/80 reaches 0.64; CiteSeer at the official h=1024 /
+  150 epochs was not affordable on 2 cores (~3 s/epoch already at h=256).
+* Seed variance is large (Cora ACC 0.54-0.70 over three seeds), so with n=3 the paired t-interval
+  of "beats k-means (ACC)" still reaches below zero (inconclusive) although the mean gain is +0.30.
 """
 
 from __future__ import annotations

@@ -134,11 +134,18 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     plans = []
     for name in names:
         chosen = suite_selection.get(name, {})
-        plans += plan_runs(specs, benchmarks=[name] if name in specs else [name], profile=profile,
-                           methods=args.methods or chosen.get("methods") or None,
+        methods = args.methods or chosen.get("methods") or None
+        if args.methods and len(names) > 1 and name in specs:
+            # One --methods list may span several benchmarks: each takes the names it has.
+            methods = [m for m in args.methods if m in specs[name].methods]
+            if not methods:
+                continue
+        plans += plan_runs(specs, benchmarks=[name], profile=profile, methods=methods,
                            datasets=args.datasets or chosen.get("datasets") or None, seeds=seeds, sets=args.sets,
                            hardware=hardware, data_dir=str(Path(data_dir).resolve()) if data_dir else None,
                            cache_dir=str(cache_dir))
+    if not plans:
+        raise UsageError(f"nothing to run: no selected benchmark has the methods {', '.join(args.methods or [])}")
     options = LaunchOptions(results_dir=results_dir, cache_dir=cache_dir, launcher=args.launcher, workers=args.workers,
                             force=args.force, wandb_mode=args.wandb, wandb_project=args.wandb_project or project,
                             slurm={"partition": args.slurm_partition, "account": args.slurm_account,

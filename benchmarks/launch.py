@@ -41,15 +41,6 @@ class LaunchOptions:
     slurm: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class SuiteOutcome:
-    total: int = 0
-    skipped: int = 0
-    ok: int = 0
-    failed: int = 0
-    records: list[RunRecord] = field(default_factory=list)
-
-
 def _check_importable(class_path: str, where: str) -> None:
     module_name, _, attribute = class_path.rpartition(".")
     try:
@@ -77,10 +68,7 @@ def plan_runs(specs: dict[str, BenchmarkSpec], *, benchmarks: list[str], profile
         chosen_methods = methods or spec.profiles[profile].include_methods or list(spec.methods)
         missing = [m for m in chosen_methods if m not in spec.methods]
         if missing:
-            if len(benchmarks) > 1:
-                chosen_methods = [m for m in chosen_methods if m in spec.methods]  # --methods may span benchmarks
-            else:
-                raise SpecError(f"benchmark {name!r} has no method {missing[0]!r} (it has: {', '.join(spec.methods)})")
+            raise SpecError(f"benchmark {name!r} has no method {missing[0]!r} (it has: {', '.join(spec.methods)})")
         _check_importable(spec.data.class_path, f"{spec.path}: data")
         for method in chosen_methods:
             _check_importable(spec.methods[method].class_path, f"{spec.path}: methods.{method}")

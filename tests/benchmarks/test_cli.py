@@ -194,3 +194,11 @@ def test_profile_include_methods_selects_and_methods_flag_wins(toy_env) -> None:
     assert planned == {"linear", "mean"}
     assert {p.method for p in plan_runs(specs, benchmarks=["toy"], profile="cpu", methods=["broken"])} == {"broken"}
     assert {p.method for p in plan_runs(specs, benchmarks=["toy"], profile="smoke")} == {"linear", "finetuned", "mean", "broken"}
+
+
+def test_methods_flag_spans_several_benchmarks(toy_env, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    assert main(["run", "toy", "toy2", "--methods", "mean", "--results", str(results), *FAST]) == 0
+    assert sorted(records(results)) == ["toy/linear/mean/smoke/seed-0.json", "toy/linear/mean/smoke/seed-1.json"]
+    assert main(["run", "toy", "toy2", "--methods", "nosuch", "--results", str(results), *FAST]) == 2
+    assert "nothing to run: no selected benchmark has the methods nosuch" in capsys.readouterr().err

@@ -229,7 +229,9 @@ class Launcher:
             return list(plans), []
         todo, skipped = [], []
         for plan in plans:
-            (skipped if self.store.is_done(plan.run_id, plan.config_hash) else todo).append(plan)
+            existing = self.store.load(plan.run_id)  # a corrupt record raises: never overwritten silently
+            done = existing is not None and existing.ok and existing.config_hash == plan.config_hash
+            (skipped if done else todo).append(plan)
         return todo, skipped
 
     def run(self, plans: list[RunPlan], report: Callable[[RunPlan, RunRecord, float], None]) -> None:

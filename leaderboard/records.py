@@ -168,14 +168,6 @@ class RecordStore:
             return None
         return read_record(path)
 
-    def is_done(self, run_id: str, config_hash_: str) -> bool:
-        """True when an ok record with this config hash exists (a corrupt one counts as not done)."""
-        try:
-            record = self.load(run_id)
-        except CorruptRecordError:
-            return False
-        return record is not None and record.ok and record.config_hash == config_hash_
-
     def write(self, record: RunRecord) -> Path:
         """Write a record; a failure never replaces an existing ok record (it goes beside it)."""
         path = self.path_for(record.run_id)

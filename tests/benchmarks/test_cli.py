@@ -202,3 +202,19 @@ def test_methods_flag_spans_several_benchmarks(toy_env, tmp_path: Path, capsys) 
     assert sorted(records(results)) == ["toy/linear/mean/smoke/seed-0.json", "toy/linear/mean/smoke/seed-1.json"]
     assert main(["run", "toy", "toy2", "--methods", "nosuch", "--results", str(results), *FAST]) == 2
     assert "nothing to run: no selected benchmark has the methods nosuch" in capsys.readouterr().err
+
+
+def test_corrupt_record_stops_the_run_and_is_kept(toy_env, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    assert main(["run", "toy", "--methods", "mean", "--seeds", "1", "--results", str(results), *FAST]) == 0
+    path = results / "toy/linear/mean/smoke/seed-0.json"
+    path.write_text('{"schema": "litbench.run-record/1", "trunc')
+    capsys.readouterr()
+    assert main(["run", "toy", "--methods", "mean", "--seeds", "1", "--results", str(results), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "seed-0.json: not valid JSON" in err and "--force" in err and "\n" not in err
+    assert path.read_text() == '{"schema": "litbench.run-record/1", "trunc'
+    assert main(["show", "toy/linear/mean/smoke/seed-0", "--results", str(results)]) == 2
+    # --force is the documented way out: the run is redone and the record is whole again.
+    assert main(["run", "toy", "--methods", "mean", "--seeds", "1", "--force", "--results", str(results), *FAST]) == 0
+    assert read_record(path).ok

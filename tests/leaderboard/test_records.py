@@ -20,8 +20,8 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
     path = store.write(make())
     assert path == tmp_path / "b/d/m/cpu/seed-0.json"
     assert read_record(path).metrics == {"acc": 0.5}
-    assert store.is_done("b/d/m/cpu/seed-0", "h1")
-    assert not store.is_done("b/d/m/cpu/seed-0", "other-hash")
+    assert store.load("b/d/m/cpu/seed-0").config_hash == "h1"
+    assert store.load("b/d/m/cpu/seed-9") is None
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -45,7 +45,8 @@ def test_corrupt_and_foreign_records_are_errors(tmp_path: Path) -> None:
     items = list(store.iter_records())
     assert all(isinstance(item, CorruptRecordError) for item in items)
     assert "not valid JSON" in str(items[0]) and "schema 'litbench.run-record/9'" in str(items[1])
-    assert not store.is_done("b/d/m/cpu/seed-1", "h1")
+    with pytest.raises(CorruptRecordError):
+        store.load("b/d/m/cpu/seed-1")
 
 
 def test_find_by_unique_suffix(tmp_path: Path) -> None:

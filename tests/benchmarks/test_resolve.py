@@ -60,3 +60,38 @@ def test_bad_set_and_unknown_method_are_errors(spec) -> None:
         resolve_run(spec, method="linear", dataset="linear", profile="smoke", seed=0, sets=["epochs=3"])
     with pytest.raises(SpecError, match="has no method 'nosuch'"):
         resolve_run(spec, method="nosuch", dataset="linear", profile="smoke", seed=0)
+
+
+def test_per_dataset_overrides_sit_below_the_profile(spec) -> None:
+    from benchmarks.spec import Override
+
+    linear = spec.methods["linear"]
+    linear.datasets = {"other": Override(init_args={"lr": 0.9, "num_features": 8}, trainer={"max_epochs": 9})}
+    on_other = resolve_run(spec, method="linear", dataset="other", profile="smoke", seed=0)
+    on_linear = resolve_run(spec, method="linear", dataset="linear", profile="smoke", seed=0)
+    assert on_other.config["model"]["init_args"]["lr"] == 0.9 and on_linear.config["model"]["init_args"]["lr"] == 0.1
+    # The profile's trainer beats the method's per-dataset trainer (DCAGC's CiteSeer 150 epochs vs cpu's 80) ...
+    assert on_other.config["trainer"]["max_epochs"] == 2
+    # ... and the profile's own per-dataset block beats everything before it.
+    spec.profiles["smoke"].methods["linear"] = Override(init_args={"lr": 0.3},
+                                                        datasets={"other": Override(init_args={"lr": 0.7})})
+    assert resolve_run(spec, method="linear", dataset="other", profile="smoke", seed=0).config["model"]["init_args"]["lr"] == 0.7
+    assert resolve_run(spec, method="linear", dataset="linear", profile="smoke", seed=0).config["model"]["init_args"]["lr"] == 0.3
+
+
+def test_stage_seed_modes_and_profile_stage_overrides(spec) -> None:
+    from benchmarks.spec import Override
+
+    stage = spec.methods["finetuned"].stages[0]
+
+    def stage_of(seed: int) -> dict:
+        return resolve_run(spec, method="finetuned", dataset="linear", profile="smoke", seed=seed).config["litbench"]["stages"][0]
+
+    assert [stage_of(s)["seed"] for s in (0, 3)] == [0, 0]  # shared: one artifact for every seed
+    stage.per_seed = True
+    assert [stage_of(s)["seed"] for s in (0, 3)] == [0, 3]  # one artifact per run seed
+    stage.seed = 7
+    assert [stage_of(s)["seed"] for s in (0, 3)] == [7, 7]  # an explicit stage seed wins
+    spec.profiles["smoke"].methods["finetuned"] = Override(stages={"pretrain": Override(trainer={"max_epochs": 1},
+                                                                                        init_args={"lr": 0.5})})
+    assert stage_of(0)["trainer"]["max_epochs"] == 1 and stage_of(0)["model"]["init_args"]["lr"] == 0.5

@@ -16,6 +16,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
 import os
 import platform
 import subprocess
@@ -149,7 +150,7 @@ def _test_metrics(results: list[dict[str, Any]]) -> dict[str, float | None]:
         for key, value in result.items():
             if key.startswith("test/"):
                 number = float(value)
-                metrics[key.removeprefix("test/")] = number if number == number and abs(number) != float("inf") else None
+                metrics[key.removeprefix("test/")] = number if math.isfinite(number) else None  # JSON has no NaN
     return metrics
 
 

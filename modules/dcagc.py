@@ -55,8 +55,8 @@ What the records say at the ``cpu`` scale (h=256, lr 1e-3, 80 epochs, seeds 0-2;
   gradient is small next to that of the n×n C, whose evolution under Adam (every entry moves by
   ≈lr per step; ‖C‖² rises then decays) is what drives the clustering.
 * **The result depends on width × epochs × lr on C**: h=128/60 epochs (the paper spec's CPU
-  suggestion) stops at ACC 0.51 on Cora; h=256/80 reaches 0.64; CiteSeer at the official h=1024 /
-  150 epochs was not affordable on 2 cores (~3 s/epoch already at h=256).
+  suggestion) stops at ACC 0.509 ± 0.039 on Cora; h=256/80 reaches 0.644; CiteSeer at the official
+  h=1024 / 150 epochs was not affordable on 2 cores (3.5-4 s of fit time per epoch already at h=256).
 * Seed variance is large (Cora ACC 0.54-0.70 over three seeds), so with n=3 the paired t-interval
   of "beats k-means (ACC)" still reaches below zero (inconclusive) although the mean gain is +0.30.
 """

@@ -6,7 +6,8 @@ Lightning's DDP launcher (which re-executes the current command for every rank) 
 one run, never the whole suite. Only global rank 0 writes the record.
 
 Protocol: seed everything -> build cached stages -> instantiate datamodule and model from their
-class paths -> ``trainer.fit`` (skipped for modules with ``requires_fit = False``, e.g. k-means) ->
+class paths -> set ``model.artifact_dir`` (a staging folder for files meant for readers; published
+to ``<run_id>.artifacts/`` and listed in the record when the run succeeds) -> ``trainer.fit`` (skipped for modules with ``requires_fit = False``, e.g. k-means) ->
 ``trainer.test``; the record's metrics are what the module logged under ``test/<name>``.
 """
 
@@ -19,6 +20,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -35,7 +37,7 @@ from lightning.pytorch.cli import instantiate_class
 from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters
 from benchmarks.resolve import identity_of, stage_config
 from benchmarks.stages import StageCache
-from leaderboard.records import STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, config_hash
+from leaderboard.records import STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, artifact_dir_path, config_hash
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIGHTNING_SETUP_KEYS = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar",
@@ -178,6 +180,12 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
         model_config = {"class_path": config["model"]["class_path"],
                         "init_args": {**config["model"].get("init_args", {}), **injected}}
         model = instantiate_class((), model_config)
+        # Files a module writes for readers go to a private staging folder and move next to the record
+        # only when the run succeeds, so a failed rerun never leaves an ok record pointing at its files.
+        # (modules write on global rank 0 only; other ranks' staging folders are dropped).
+        staging = cache_dir / "artifacts-staging" / f"{record.config_hash}-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.artifact_dir = staging
         meter = CostMeter()
         logger = _wandb_logger(config, mode=wandb_mode, project=wandb_project, save_dir=results_dir)
         trainer = _make_trainer(config["trainer"], root_dir=root_dir, callbacks=[meter], logger=logger)
@@ -214,9 +222,25 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
     record.hardware = hardware_info(config["trainer"], world_size)
     record.finished_at = _now()
     is_rank_zero = trainer.global_rank == 0 if trainer is not None else rank_zero_only.rank == 0
+    staging = cache_dir / "artifacts-staging" / f"{record.config_hash}-{os.getpid()}"
+    if write and is_rank_zero and record.ok:
+        record.artifacts = _publish_artifacts(staging, results_dir, record.run_id)
+    shutil.rmtree(staging, ignore_errors=True)
     if write and is_rank_zero:
         RecordStore(results_dir).write(record)
     return record
+
+
+def _publish_artifacts(staging: Path, results_dir: Path, run_id: str) -> list[str]:
+    """Move the run's staged files to ``<run_id>.artifacts/`` (replacing an older run's) and list them."""
+    if not staging.is_dir() or not any(path.is_file() for path in staging.rglob("*")):
+        return []
+    final = artifact_dir_path(results_dir, run_id)
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(staging), str(final))
+    return sorted(str(path.relative_to(results_dir)) for path in final.rglob("*") if path.is_file())
 
 
 def write_job(path: Path, *, config: dict[str, Any], results_dir: Path, cache_dir: Path, wandb_mode: str,

@@ -17,8 +17,11 @@ Fields (schema ``litbench.run-record/1``)::
     hardware {cpu, cores, accelerator, devices, strategy, num_nodes, world_size, gpu_names},
     software {python, torch, lightning, torchmetrics, torch_geometric, timm, git_sha, git_dirty},
     config (fully resolved, LightningCLI form plus a ``litbench`` section), config_hash,
-    stages {name: {key, cache_hit, artifact}}, spec {metrics, claims, paper_results, paper},
+    stages {name: {key, cache_hit, artifact}}, artifacts [paths], spec {metrics, claims, paper_results, paper},
     started_at, finished_at
+
+``artifacts`` lists files a run wrote for readers (generated MIDI, distilled images, a BEV plot), as
+paths relative to the results folder, under ``<run_id>.artifacts/`` next to the record.
 
 ``cost.flops`` is the FLOP count of one training step (forward + backward + optimiser) as counted by
 ``torch.utils.flop_counter``; ``null`` where nothing was trained. ``spec`` is a snapshot of the
@@ -65,6 +68,7 @@ class RunRecord:
     software: dict[str, Any] = field(default_factory=dict)
     error: dict[str, str] | None = None
     stages: dict[str, Any] = field(default_factory=dict)
+    artifacts: list[str] = field(default_factory=list)  # files the run wrote, relative to the results dir
     spec: dict[str, Any] = field(default_factory=dict)
     started_at: str = ""
     finished_at: str = ""
@@ -119,6 +123,10 @@ def config_hash(config: dict[str, Any]) -> str:
 
 def record_path(results_dir: str | Path, run_id: str) -> Path:
     return Path(results_dir) / f"{run_id}.json"
+
+
+def artifact_dir_path(results_dir: str | Path, run_id: str) -> Path:
+    return Path(results_dir) / f"{run_id}.artifacts"
 
 
 def failed_path(path: Path) -> Path:

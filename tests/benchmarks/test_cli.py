@@ -218,3 +218,20 @@ def test_corrupt_record_stops_the_run_and_is_kept(toy_env, tmp_path: Path, capsy
     # --force is the documented way out: the run is redone and the record is whole again.
     assert main(["run", "toy", "--methods", "mean", "--seeds", "1", "--force", "--results", str(results), *FAST]) == 0
     assert read_record(path).ok
+
+
+def test_run_artifacts_are_published_next_to_the_record_and_survive_a_failed_rerun(toy_env, tmp_path: Path) -> None:
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    common = ["run", "toy", "--methods", "linear", "--seeds", "1", "--results", str(results), "--cache-dir", str(cache),
+              "--set", "model.init_args.write_artifact=true", *FAST]
+    assert main(common) == 0
+    record = read_record(results / "toy/linear/linear/smoke/seed-0.json")
+    assert record.artifacts == ["toy/linear/linear/smoke/seed-0.artifacts/weights.txt"]
+    written = (results / record.artifacts[0]).read_text()
+    assert len(written.split()) == 8  # one weight per toy feature
+
+    assert main([*common, "--set", "model.init_args.fail_in_test=true"]) == 1
+    assert read_record(results / "toy/linear/linear/smoke/seed-0.json").artifacts == record.artifacts
+    assert (results / record.artifacts[0]).read_text() == written
+    assert not any((cache / "artifacts-staging").iterdir())  # nothing staged is left behind
+    assert len(RecordStore(results).paths()) == 1  # the artifacts folder is not mistaken for records

@@ -45,7 +45,8 @@ class ToyRegressionData(pl.LightningDataModule):
 
 
 class ToyLinear(pl.LightningModule):
-    def __init__(self, num_features: int = 8, lr: float = 0.1, pretrained: str | None = None, fail: bool = False) -> None:
+    def __init__(self, num_features: int = 8, lr: float = 0.1, pretrained: str | None = None, fail: bool = False,
+                 write_artifact: bool = False, fail_in_test: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.linear = torch.nn.Linear(num_features, 1)
@@ -62,9 +63,17 @@ class ToyLinear(pl.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         inputs, targets = batch
+        if self.hparams.fail_in_test:
+            raise ValueError("toy test failure on purpose")
         self.test_mse(self.linear(inputs).squeeze(-1), targets)
         self.log("test/mse", self.test_mse)
         self.log("test/pid", float(os.getpid()), sync_dist=True)
+
+    def on_test_end(self) -> None:
+        # the runner sets artifact_dir; files meant for readers are written by global rank 0 only
+        if self.hparams.write_artifact and self.trainer.is_global_zero and getattr(self, "artifact_dir", None):
+            self.artifact_dir.mkdir(parents=True, exist_ok=True)
+            (self.artifact_dir / "weights.txt").write_text(" ".join(f"{w:.4f}" for w in self.linear.weight.flatten().tolist()))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)

@@ -31,6 +31,9 @@ for every claim ("the method is 0.05 better, 95% CI [0.02, 0.08]"); the verdict 
 ``claims.csv`` therefore carries a trailing ``margin`` column. Positive numbers always favour the
 method, also for lower-is-better metrics.
 
+A negative ``margin`` states non-inferiority: "accuracy stays within 2 points of the baseline" is
+``margin: -0.02`` (reproduced when the whole interval of ``u`` lies above -0.02).
+
 A claim whose metric has no entry in ``higher_is_better`` cannot be judged (there is no "better"),
 and is reported as malformed rather than guessed.
 """

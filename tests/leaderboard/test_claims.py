@@ -64,6 +64,14 @@ def test_margin_moves_the_bar_but_not_the_reported_numbers() -> None:
     assert judge_improvements([0.05, 0.06, 0.07], margin=0.04).diff_mean == pytest.approx(0.06)
 
 
+def test_negative_margin_is_a_non_inferiority_claim() -> None:
+    # "accuracy within 2 points": the method may lose up to 0.02; interval of u is [-0.0148, -0.0052]
+    assert judge_improvements([-0.01, -0.01, -0.01], margin=-0.02).verdict == REPRODUCED
+    assert judge_improvements([-0.006, -0.01, -0.014], margin=-0.02).verdict == REPRODUCED
+    assert judge_improvements([-0.01, -0.02, -0.04], margin=-0.02).verdict == NOT_REPRODUCED
+    assert judge_improvements([0.0, -0.01, -0.04], margin=-0.02).verdict == INCONCLUSIVE
+
+
 def _write_pairs(write_run, *, method_values, baseline_values, metric="acc", dataset="Cora") -> None:
     for seed, value in enumerate(method_values):
         write_run(benchmark="bench", method="ours", role="proposed", seed=seed, dataset=dataset, metrics={metric: value})

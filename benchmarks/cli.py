@@ -37,6 +37,16 @@ def _csv(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="litbench", description="PyTorch Lightning benchmark suite of ten papers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
@@ -68,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--slurm-partition", default=None)
     run.add_argument("--slurm-account", default=None)
     run.add_argument("--slurm-time-min", type=int, default=None, help="SLURM time limit per run in minutes")
+    run.add_argument("--slurm-gpus-per-node", type=int, default=None,
+                     help="GPUs to request per node (default: --devices when --accelerator gpu)")
+    run.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
+                     help="kill a run after this long and record it as failed (runs then use their own process)")
     run.add_argument("--force", action="store_true", help="rerun even when an identical ok record exists")
 
     board = commands.add_parser("leaderboard", help="build LEADERBOARD.md, results.csv, claims.csv, index.html")
@@ -149,7 +163,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     options = LaunchOptions(results_dir=results_dir, cache_dir=cache_dir, launcher=args.launcher, workers=args.workers,
                             force=args.force, wandb_mode=args.wandb, wandb_project=args.wandb_project or project,
                             slurm={"partition": args.slurm_partition, "account": args.slurm_account,
-                                   "time_min": args.slurm_time_min})
+                                   "time_min": args.slurm_time_min, "gpus_per_node": args.slurm_gpus_per_node},
+                            timeout_s=args.timeout)
     launcher = Launcher(specs, options)
     todo, skipped = launcher.pending(plans)
     launcher.preflight(todo)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,7 @@ class LaunchOptions:
     wandb_mode: str = "offline"
     wandb_project: str = "litbench"
     slurm: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float | None = None  # per run; a run past it is killed and recorded as failed
 
 
 def _check_importable(class_path: str, where: str) -> None:
@@ -129,12 +131,12 @@ class Launcher:
                 return record
         return None
 
-    def _record_crash(self, plan: RunPlan, reason: str, log_tail: str) -> RunRecord:
+    def _record_crash(self, plan: RunPlan, reason: str, log_tail: str, *, error_type: str = "WorkerCrashed") -> RunRecord:
         record = RunRecord(benchmark=plan.benchmark, method=plan.method, role=plan.config["litbench"]["role"],
                            dataset=plan.dataset, profile=plan.profile, seed=plan.seed, status=STATUS_FAILED,
                            config=plan.config, config_hash=plan.config_hash,
                            spec=self.specs[plan.benchmark].snapshot(),
-                           error={"type": "WorkerCrashed", "message": reason, "traceback_tail": log_tail},
+                           error={"type": error_type, "message": reason, "traceback_tail": log_tail},
                            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         self.store.write(record)
         return record
@@ -151,14 +153,29 @@ class Launcher:
         log_path = self.options.results_dir / "logs" / f"{plan.run_id.replace('/', '__')}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        timed_out = False
         with open(log_path, "w") as log:
-            process = subprocess.run([sys.executable, "-m", "benchmarks.runner", str(job)], stdout=log,
-                                     stderr=subprocess.STDOUT, env=_worker_env(self.options.workers))
+            # its own session, so a timeout kills the whole process group (DDP ranks included)
+            process = subprocess.Popen([sys.executable, "-m", "benchmarks.runner", str(job)], stdout=log,
+                                       stderr=subprocess.STDOUT, env=_worker_env(self.options.workers),
+                                       start_new_session=True)
+            try:
+                process.wait(timeout=self.options.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         record = self._record_written_since(plan, started_at)
-        if record is not None:
+        if record is not None and not timed_out:
             return record
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
-        return self._record_crash(plan, f"worker exited with code {process.returncode} without a record; log: {log_path}", tail)
+        if timed_out:
+            return self._record_crash(plan, f"timed out after {self.options.timeout_s:g} s (--timeout); log: {log_path}",
+                                      tail, error_type="Timeout")
+        reason = f"worker exited with code {process.returncode} without a record"
+        if process.returncode == -signal.SIGKILL:
+            reason += " (SIGKILL: often the kernel's out-of-memory killer)"
+        return self._record_crash(plan, f"{reason}; log: {log_path}", tail)
 
     def _run_slurm(self, plans: list[RunPlan], report: Callable[[RunPlan, RunRecord, float], None]) -> None:
         """Submit every run as its own SLURM job (submitit), then collect them as they finish.
@@ -181,7 +198,9 @@ class Launcher:
             tasks = int(devices) if str(devices).isdigit() else 1
             parameters: dict[str, Any] = {"nodes": int(trainer.get("num_nodes", 1)), "tasks_per_node": tasks,
                                           "timeout_min": int(slurm.get("time_min") or 60), "name": plan.run_id}
-            if trainer.get("accelerator") == "gpu":
+            if slurm.get("gpus_per_node") is not None:
+                parameters["gpus_per_node"] = int(slurm["gpus_per_node"])
+            elif trainer.get("accelerator") == "gpu":
                 parameters["gpus_per_node"] = tasks
             if slurm.get("partition"):
                 parameters["slurm_partition"] = slurm["partition"]
@@ -241,7 +260,7 @@ class Launcher:
 
         def one(plan: RunPlan) -> tuple[RunPlan, RunRecord, float]:
             started = time.perf_counter()
-            own_process = self.options.workers > 1 or needs_own_process(plan)
+            own_process = self.options.workers > 1 or self.options.timeout_s is not None or needs_own_process(plan)
             record = self._run_subprocess(plan) if own_process else self._run_in_process(plan)
             return plan, record, time.perf_counter() - started
 

@@ -7,6 +7,7 @@ pretrain stage's checkpoint, which the harness caches by config hash.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -58,6 +59,7 @@ class ToyLinear(pl.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         if self.hparams.fail:
             raise ValueError("toy failure on purpose")
+        time.sleep(float(os.environ.get("TOY_SLEEP_S", 0)))  # a slow run, for --timeout
         inputs, targets = batch
         return torch.nn.functional.mse_loss(self.linear(inputs).squeeze(-1), targets)
 

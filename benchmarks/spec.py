@@ -30,6 +30,7 @@ the key path (a typo in a spec must never be silently ignored).
 from __future__ import annotations
 
 import copy
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,17 +312,22 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
     if primary not in directions:
         raise SpecError(f"{where}: metrics.primary {primary!r} has no entry in metrics.higher_is_better")
     claims = []
-    for index, claim_raw in enumerate(raw.get("claims") or []):
+    claims_raw = raw.get("claims") or []
+    if not isinstance(claims_raw, list):
+        raise SpecError(f"{where}: claims: expected a list of claims, got {type(claims_raw).__name__}")
+    for index, claim_raw in enumerate(claims_raw):
         at = f"{where}: claims[{index}]"
         claim = _mapping(claim_raw, at, {"id", "text", "metric", "method", "baseline", "datasets", "margin"},
                          {"id", "metric", "method", "baseline"})
+        for key in ("metric", "method", "baseline"):
+            claim[key] = _string(claim[key], f"{at}.{key}")
         for key in ("method", "baseline"):
             if claim[key] not in methods:
                 raise SpecError(f"{at}.{key}: unknown method {claim[key]!r}")
         if claim["metric"] not in directions:
             raise SpecError(f"{at}.metric: {claim['metric']!r} has no entry in metrics.higher_is_better")
         margin = claim.get("margin", 0.0)
-        if not isinstance(margin, (int, float)):
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
             raise SpecError(f"{at}.margin: expected a number, got {margin!r}")
         claims.append(ClaimSpec(id=_string(claim["id"], f"{at}.id"), text=str(claim.get("text", "")),
                                 metric=claim["metric"], method=claim["method"], baseline=claim["baseline"],

@@ -105,9 +105,28 @@ class RunRecord:
             raise CorruptRecordError(f"{source}: missing record fields {missing}")
         if payload["status"] not in (STATUS_OK, STATUS_FAILED):
             raise CorruptRecordError(f"{source}: status must be 'ok' or 'failed', got {payload['status']!r}")
-        if not isinstance(payload["metrics"] if "metrics" in payload else {}, dict):
-            raise CorruptRecordError(f"{source}: metrics must be an object")
+        for name, value in payload.items():
+            expected = FIELD_TYPES[name]
+            if not isinstance(value, expected) or (isinstance(value, bool) and name == "seed"):
+                kinds = " or ".join("null" if kind is type(None) else kind.__name__ for kind in expected)
+                raise CorruptRecordError(f"{source}: field {name!r} must be {kinds}, got {type(value).__name__}; "
+                                         "re-run it with `litbench run --force`")
+        bad_metrics = [key for key, value in payload.get("metrics", {}).items()
+                       if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)))]
+        if bad_metrics:
+            raise CorruptRecordError(f"{source}: metrics {bad_metrics} must be numbers or null")
+        if not all(isinstance(path, str) for path in payload.get("artifacts", [])):
+            raise CorruptRecordError(f"{source}: artifacts must be a list of paths")
         return cls(**payload)
+
+
+_TEXT, _OBJECT = (str,), (dict,)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    **{name: _TEXT for name in ("benchmark", "method", "role", "dataset", "profile", "status", "config_hash",
+                                "started_at", "finished_at", "run_id", "schema")},
+    **{name: _OBJECT for name in ("config", "metrics", "cost", "hardware", "software", "stages", "spec")},
+    "seed": (int,), "error": (dict, type(None)), "artifacts": (list,),
+}
 
 
 def make_run_id(benchmark: str, dataset: str, method: str, profile: str, seed: int) -> str:

@@ -4,12 +4,19 @@ Every run is skipped when its record exists with the same config hash and status
 reruns). Runs that need their own process — DDP (Lightning re-executes the current command once per
 rank), ``--workers N`` and SLURM — are executed as ``python -m benchmarks.runner JOB.json``; a
 worker that dies without writing a record (killed, out of memory, segfault) is recorded as failed
-with the tail of its log, and the suite carries on.
+with the tail of its log, and the suite carries on. With ``timeout_s`` every run gets its own process
+and one that runs past it is killed (with its DDP ranks) and recorded as failed.
+
+Multi-node without SLURM: start the same ``litbench run ... --num-nodes N --devices D`` on every node
+under ``torchrun --nnodes N --nproc-per-node D --node-rank K --master-addr HOST --master-port P``.
+Every rank walks the same plan list; each run's subprocess inherits the rank's environment (Lightning
+picks it up as a TorchElastic environment) on a fresh per-run port, and only global rank 0 writes.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib
 import os
 import signal
@@ -103,6 +110,17 @@ def _worker_env(workers: int) -> dict[str, str]:
     return {**os.environ, "LITBENCH_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
 
 
+def external_launch_rank() -> int | None:
+    """The global rank when the suite itself runs under torchrun (multi-node without SLURM), else None.
+
+    Every rank then runs the same suite in the same order; each run's subprocess inherits the rank's
+    environment, so Lightning's TorchElasticEnvironment joins the ranks of one run together.
+    """
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and "SLURM_PROCID" not in os.environ:
+        return int(os.environ["RANK"])
+    return None
+
+
 class Launcher:
     """Runs plans and reports each outcome through ``on_result(plan, record | None, seconds)``."""
 
@@ -110,12 +128,15 @@ class Launcher:
         self.specs = specs
         self.options = options
         self.store = RecordStore(options.results_dir)
+        self.rank = external_launch_rank()
+        self.is_writer = self.rank in (None, 0)  # under torchrun only global rank 0 writes records
 
     # -- one run ------------------------------------------------------------------------------
     def _job_file(self, plan: RunPlan) -> Path:
         from benchmarks.runner import write_job
 
-        return write_job(self.options.cache_dir / "jobs" / f"{plan.run_id.replace('/', '__')}.json", config=plan.config,
+        suffix = "" if self.rank is None else f".rank{self.rank}"  # ranks must not share a half-written file
+        return write_job(self.options.cache_dir / "jobs" / f"{plan.run_id.replace('/', '__')}{suffix}.json", config=plan.config,
                          results_dir=self.options.results_dir, cache_dir=self.options.cache_dir,
                          wandb_mode=self.options.wandb_mode, wandb_project=self.options.wandb_project,
                          spec_snapshot=self.specs[plan.benchmark].snapshot())
@@ -141,6 +162,22 @@ class Launcher:
         self.store.write(record)
         return record
 
+    def _run_env(self, plan: RunPlan) -> dict[str, str]:
+        env = _worker_env(self.options.workers)
+        if self.rank is not None:
+            # Each run gets its own rendezvous: torchrun's agent store still holds the previous run's
+            # addresses, so runs after the first would connect to ranks that have exited. The port is
+            # derived from the run id, so every rank picks the same one without talking.
+            offset = 1 + int(hashlib.sha1(plan.run_id.encode()).hexdigest(), 16) % 2000
+            env.update(TORCHELASTIC_USE_AGENT_STORE="False", MASTER_PORT=str(int(env.get("MASTER_PORT", 29500)) + offset))
+        return env
+
+    def _unwritten_failure(self, plan: RunPlan, reason: str) -> RunRecord:
+        return RunRecord(benchmark=plan.benchmark, method=plan.method, role=plan.config["litbench"]["role"],
+                         dataset=plan.dataset, profile=plan.profile, seed=plan.seed, status=STATUS_FAILED,
+                         config=plan.config, config_hash=plan.config_hash,
+                         error={"type": "NotRankZero", "message": reason, "traceback_tail": ""})
+
     def _run_in_process(self, plan: RunPlan) -> RunRecord:
         from benchmarks.runner import execute_run
 
@@ -150,14 +187,15 @@ class Launcher:
 
     def _run_subprocess(self, plan: RunPlan) -> RunRecord:
         job = self._job_file(plan)
-        log_path = self.options.results_dir / "logs" / f"{plan.run_id.replace('/', '__')}.log"
+        suffix = "" if self.rank is None else f".rank{self.rank}"
+        log_path = self.options.results_dir / "logs" / f"{plan.run_id.replace('/', '__')}{suffix}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         timed_out = False
         with open(log_path, "w") as log:
             # its own session, so a timeout kills the whole process group (DDP ranks included)
             process = subprocess.Popen([sys.executable, "-m", "benchmarks.runner", str(job)], stdout=log,
-                                       stderr=subprocess.STDOUT, env=_worker_env(self.options.workers),
+                                       stderr=subprocess.STDOUT, env=self._run_env(plan),
                                        start_new_session=True)
             try:
                 process.wait(timeout=self.options.timeout_s)
@@ -168,6 +206,9 @@ class Launcher:
         record = self._record_written_since(plan, started_at)
         if record is not None and not timed_out:
             return record
+        if not self.is_writer:  # rank 0 records the outcome; this rank only reports what it saw
+            return self._unwritten_failure(plan, f"rank {self.rank}: worker exited with code {process.returncode}; "
+                                                 f"rank 0 writes the record; log: {log_path}")
         tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-25:])
         if timed_out:
             return self._record_crash(plan, f"timed out after {self.options.timeout_s:g} s (--timeout); log: {log_path}",
@@ -260,7 +301,8 @@ class Launcher:
 
         def one(plan: RunPlan) -> tuple[RunPlan, RunRecord, float]:
             started = time.perf_counter()
-            own_process = self.options.workers > 1 or self.options.timeout_s is not None or needs_own_process(plan)
+            own_process = (self.options.workers > 1 or self.options.timeout_s is not None or self.rank is not None
+                           or needs_own_process(plan))
             record = self._run_subprocess(plan) if own_process else self._run_in_process(plan)
             return plan, record, time.perf_counter() - started
 

@@ -114,15 +114,38 @@ def test_workers_give_the_same_records_as_sequential(toy_env, tmp_path: Path) ->
         assert records(parallel)[name]["metrics"]["mse"] == pytest.approx(record["metrics"]["mse"], rel=1e-6)
 
 
-def test_ddp_on_cpu_runs_two_processes(toy_env, tmp_path: Path) -> None:
-    results = tmp_path / "results"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", "toy", "--methods", "linear", "--seeds", "1",
-                           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu", "--results", str(results), *FAST],
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_on_cpu_and_two_torchrun_nodes_give_the_same_result(toy_env, tmp_path: Path) -> None:
+    single_node, two_nodes = tmp_path / "single", tmp_path / "nodes"
+    common = ["run", "toy", "--methods", "linear", "--seeds", "1", "--strategy", "ddp", "--accelerator", "cpu", *FAST]
+    done = subprocess.run([sys.executable, "-m", "benchmarks", *common, "--devices", "2", "--results", str(single_node)],
                           env=toy_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    record = read_record(results / "toy/linear/linear/smoke/seed-0.json")
-    assert record.hardware["world_size"] == 2 and record.config["trainer"]["strategy"] == "ddp"
-    assert record.metrics["mse"] > 0
+    # two "nodes" on 127.0.0.1, one process each, launched by torchrun as a cluster without SLURM would
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               "-m", "benchmarks", *common, "--num-nodes", "2", "--devices", "1",
+                               "--results", str(two_nodes)],
+                              env=toy_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=400)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(output[-3000:] for output in outputs)
+    for seed in (0,):
+        one = read_record(single_node / f"toy/linear/linear/smoke/seed-{seed}.json")
+        two = read_record(two_nodes / f"toy/linear/linear/smoke/seed-{seed}.json")
+        assert one.hardware["world_size"] == two.hardware["world_size"] == 2
+        assert two.hardware["num_nodes"] == 2 and two.config["trainer"]["num_nodes"] == 2
+        # the same two ranks see the same shards and average the same gradients: equal to float precision
+        assert two.metrics["mse"] == pytest.approx(one.metrics["mse"], rel=1e-5)
+    assert not any(p.name.endswith(".failed.json") for p in two_nodes.rglob("*.json"))  # rank 1 wrote nothing
 
 
 def test_sigkill_mid_suite_loses_no_finished_record(toy_env, tmp_path: Path) -> None:

@@ -14,7 +14,15 @@ TOY_DIR = REPO_ROOT / "tests" / "toy"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-sys.path[:0] = [str(TOY_DIR), str(REPO_ROOT / "tests")]  # toy_modules, tests_support
+sys.path[:0] = [str(TOY_DIR), str(REPO_ROOT / "tests"), str(REPO_ROOT / "tests" / "netblock")]
+
+# No test may reach the network: block it here and, through sitecustomize, in every subprocess.
+NETBLOCK_DIR = REPO_ROOT / "tests" / "netblock"
+os.environ["LITBENCH_BLOCK_NETWORK"] = "1"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETBLOCK_DIR), os.environ.get("PYTHONPATH", "")]))
+import litbench_netblock  # noqa: E402
+
+litbench_netblock.install()
 
 
 @pytest.fixture

@@ -273,6 +273,16 @@ def test_a_run_past_its_timeout_is_recorded_failed_and_the_suite_goes_on(toy_env
     assert read_record(results / "toy/linear/mean/smoke/seed-0.json").ok
 
 
+def test_a_run_killed_like_by_the_oom_killer_is_recorded_failed(toy_env, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("TOY_SIGKILL_SELF", "1")
+    results = tmp_path / "results"
+    argv = ["run", "toy", "--methods", "linear,mean", "--seeds", "1", "--results", str(results), "--timeout", "300", *FAST]
+    assert main(argv) == 1
+    failed = read_record(results / "toy/linear/linear/smoke/seed-0.json")
+    assert failed.status == "failed" and "SIGKILL" in failed.error["message"]
+    assert read_record(results / "toy/linear/mean/smoke/seed-0.json").ok
+
+
 @pytest.mark.parametrize("value", ["0", "-3", "soon"])
 def test_timeout_must_be_positive_seconds(value: str) -> None:
     assert main(["run", "toy", "--timeout", value]) == 2

@@ -7,6 +7,7 @@ pretrain stage's checkpoint, which the harness caches by config hash.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class ToyLinear(pl.LightningModule):
         if self.hparams.fail:
             raise ValueError("toy failure on purpose")
         time.sleep(float(os.environ.get("TOY_SLEEP_S", 0)))  # a slow run, for --timeout
+        if os.environ.get("TOY_SIGKILL_SELF"):  # what the kernel's OOM killer does to a process
+            os.kill(os.getpid(), signal.SIGKILL)
         inputs, targets = batch
         return torch.nn.functional.mse_loss(self.linear(inputs).squeeze(-1), targets)
 

@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--out", default="leaderboard")
     board.add_argument("--wandb", choices=("offline", "online", "disabled"), default="offline")
     board.add_argument("--wandb-project", default="litbench")
+    board.add_argument("--readme", default=None, metavar="README.md",
+                       help="regenerate the results excerpt between the litbench:results markers of this file")
+    board.add_argument("--readme-profile", default="cpu", choices=PROFILES, help="profile the excerpt shows (default cpu)")
 
     show = commands.add_parser("show", help="print one record")
     show.add_argument("run_id", help="e.g. dcagc/Cora/dcagc/cpu/seed-0 (a unique suffix is enough)")
@@ -209,8 +212,14 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     if not Path(args.results).is_dir():
         raise UsageError(f"no results folder {args.results!r}; run `litbench run` first or pass --results DIR")
     snapshots = {name: spec.snapshot() for name, spec in load_all_specs().items()}
-    written = build_leaderboard(args.results, args.out, specs=snapshots, wandb_mode=args.wandb,
-                                wandb_project=args.wandb_project)
+    from leaderboard.readme import ReadmeMarkersError
+
+    try:
+        written = build_leaderboard(args.results, args.out, specs=snapshots, wandb_mode=args.wandb,
+                                    wandb_project=args.wandb_project, readme=args.readme,
+                                    readme_profile=args.readme_profile)
+    except ReadmeMarkersError as exc:
+        raise UsageError(str(exc)) from None
     for kind, path in written.items():
         console.print(f"{kind}: {path}")
     return EXIT_OK

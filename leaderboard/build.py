@@ -27,6 +27,7 @@ from leaderboard.frame import (COST_PREFIX, IDENTITY_COLUMNS, METRIC_PREFIX, RUN
                                load_records, records_to_frame)
 from leaderboard.html import render_html
 from leaderboard.markdown import render_markdown
+from leaderboard.readme import check_markers, render_excerpt, update_readme
 from leaderboard.report import build_report, resolve_specs
 from leaderboard.wandb_export import WANDB_MODES, log_leaderboard
 
@@ -49,14 +50,18 @@ def results_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def build_leaderboard(results_dir: str | Path, out_dir: str | Path, specs: dict[str, dict] | None = None,
-                      wandb_mode: str = "disabled", wandb_project: str = "litbench") -> dict[str, Path]:
+                      wandb_mode: str = "disabled", wandb_project: str = "litbench",
+                      readme: str | Path | None = None, readme_profile: str = "cpu") -> dict[str, Path]:
     """Write results.csv, claims.csv, LEADERBOARD.md and index.html into ``out_dir``.
 
     Returns ``{"results", "claims", "markdown", "html"}`` -> path, plus ``"wandb"`` -> the local
-    run folder when ``wandb_mode`` is ``offline`` or ``online``.
+    run folder when ``wandb_mode`` is ``offline`` or ``online``, and ``"readme"`` when ``readme``
+    names a README whose results excerpt (``leaderboard.readme``) was regenerated.
     """
     if wandb_mode not in WANDB_MODES:
         raise ValueError(f"wandb mode must be one of {', '.join(WANDB_MODES)}, got {wandb_mode!r}")
+    if readme is not None:
+        check_markers(Path(readme))  # before any file is written: a bad README changes nothing
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     records, problems = load_records(results_dir)
     frame = records_to_frame(records, problems=problems)
@@ -85,6 +90,9 @@ def build_leaderboard(results_dir: str | Path, out_dir: str | Path, specs: dict[
     paths["markdown"].write_text(render_markdown(report), encoding="utf-8")
     paths["html"].write_text(render_html(report), encoding="utf-8")
 
+    if readme is not None:
+        update_readme(Path(readme), render_excerpt(report, frame, profile=readme_profile))
+        paths["readme"] = Path(readme)
     run_dir = log_leaderboard(report, mode=wandb_mode, project=wandb_project, save_dir=out_dir)
     if run_dir is not None:
         paths["wandb"] = run_dir

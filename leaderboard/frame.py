@@ -9,7 +9,8 @@ Columns, in order:
   run did not report one;
 - a hardware/software summary: ``accelerator, devices, world_size, num_nodes, strategy, cpu,
   gpu_names, python_version, torch_version, lightning_version, torchmetrics_version, git_sha,
-  git_dirty, config_hash, started_at, finished_at``.
+  git_dirty, config_hash, started_at, finished_at, artifacts`` (``|``-joined paths of the files a
+  run wrote for readers, relative to the results folder).
 
 A record that cannot be read is a *problem* (one line naming the file and what is wrong), never a
 crash: the leaderboard is built from whatever is readable.
@@ -34,7 +35,7 @@ RUN_COLUMNS = ("run_id", "error_type", "error_message")
 SYSTEM_COLUMNS = (
     "accelerator", "devices", "world_size", "num_nodes", "strategy", "cpu", "gpu_names",
     "python_version", "torch_version", "lightning_version", "torchmetrics_version",
-    "git_sha", "git_dirty", "config_hash", "started_at", "finished_at",
+    "git_sha", "git_dirty", "config_hash", "started_at", "finished_at", "artifacts",
 )
 
 # record.software key -> frame column; "torch" alone would read like a tensor, not a version.
@@ -135,6 +136,7 @@ def _record_row(record: RunRecord, *, problems: list[str]) -> dict[str, Any]:
     row["config_hash"] = record.config_hash
     row["started_at"] = record.started_at
     row["finished_at"] = record.finished_at
+    row["artifacts"] = "|".join(record.artifacts)  # paths relative to the results folder
     return row
 
 

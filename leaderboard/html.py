@@ -1,20 +1,29 @@
-"""index.html: one self-contained static page (inline CSS, JS and SVG; no URL of any kind).
+"""index.html: one self-contained static page (inline CSS, JS and SVG; no network or file URL).
 
-It opens from disk with no server and no network: nothing is fetched, every text is escaped with
+It opens from disk with no server and no network: nothing is fetched (run artifacts — distilled
+images, BEV plots, generated MIDI — are embedded as ``data:`` URIs, up to a size cap), every text is escaped with
 ``html.escape``, tables sort by clicking a header (numbers by their mean via ``data-sort``), and the
 metric-vs-cost plots are SVG drawn here in Python.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import math
+import mimetypes
 import re
+from pathlib import Path
 
 from leaderboard.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, format_number, format_seconds, format_signed
 from leaderboard.markdown import CLAIM_HEADER, VERDICT_RULE, format_interval, paper_line
-from leaderboard.report import BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
+from leaderboard.report import ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
+MAX_EMBEDDED_IMAGE_BYTES = 1_500_000
+MAX_EMBEDDED_FILE_BYTES = 256_000
+MAX_FILES_PER_RUN = 8
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
@@ -29,6 +38,8 @@ table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 .verdict-reproduced { color: #1b7f3b; font-weight: 600; }
 .verdict-not-reproduced { color: #b00020; font-weight: 600; }
 .verdict-inconclusive { color: #a36b00; font-weight: 600; }
+.gallery { display: flex; flex-wrap: wrap; gap: .75rem; } figure { margin: 0; }
+figure img { max-width: 360px; image-rendering: pixelated; border: 1px solid #ddd; }
 .group { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
 svg text { font: 11px system-ui, sans-serif; }
 """
@@ -132,7 +143,38 @@ def render_claims(benchmark: BenchmarkReport) -> str:
     return render_table(CLAIM_HEADER, rows)
 
 
-def render_benchmark(benchmark: BenchmarkReport) -> str:
+def data_uri(path: Path) -> str:
+    # fixed types for what benchmarks write; the platform's mimetypes table differs between systems
+    known = {".svg": "image/svg+xml", ".mid": "audio/midi", ".midi": "audio/midi", ".png": "image/png", ".json": "application/json"}
+    mime = known.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def render_artifact(results_dir: Path, relative: str) -> str:
+    path = results_dir / relative
+    name = esc(Path(relative).name)
+    if not path.is_file():
+        return f'<p class="failed">{name}: missing from {esc(results_dir)}</p>'
+    size = path.stat().st_size
+    if path.suffix.lower() in IMAGE_SUFFIXES and size <= MAX_EMBEDDED_IMAGE_BYTES:
+        return f'<figure><img src="{data_uri(path)}" alt="{esc(relative)}"><figcaption>{name}</figcaption></figure>'
+    if size <= MAX_EMBEDDED_FILE_BYTES:
+        return f'<p><a download="{name}" href="{data_uri(path)}">{name}</a> <span class="muted">({size:,} bytes)</span></p>'
+    return f'<p><code>{esc(relative)}</code> <span class="muted">({size:,} bytes, too large to embed)</span></p>'
+
+
+def render_artifacts(groups: list[ArtifactGroup], results_dir: Path) -> str:
+    parts = ["<h3>Run artifacts</h3>", '<p class="muted">What one run per method wrote (its lowest ok seed).</p>']
+    for group in groups:
+        shown = "".join(render_artifact(results_dir, path) for path in group.paths[:MAX_FILES_PER_RUN])
+        more = len(group.paths) - MAX_FILES_PER_RUN
+        extra = f'<p class="muted">+{more} more files in the results folder</p>' if more > 0 else ""
+        parts.append(f"<h4>{esc(group.method)} <span class=\"muted\">({esc(group.role)}) · {esc(group.dataset)} · "
+                     f"{esc(group.profile)} · seed {group.seed}</span></h4><div class=\"gallery\">{shown}</div>{extra}")
+    return "\n".join(parts)
+
+
+def render_benchmark(benchmark: BenchmarkReport, results_dir: Path | None = None) -> str:
     parts = [f'<section class="benchmark" id="bench-{esc(slug(benchmark.name))}">',
              f"<h2>{esc(benchmark.name)}</h2>"]
     if paper_line(benchmark):
@@ -142,7 +184,10 @@ def render_benchmark(benchmark: BenchmarkReport) -> str:
                  '<span class="paper">paper</span> is the number the paper reports. Click a header to sort. '
                  "The plot shows the primary metric against mean fit time, one point per method.</p>")
     parts += [render_group(benchmark.name, table) for table in benchmark.tables]
-    parts += ["<h3>Claims</h3>", render_claims(benchmark), "</section>"]
+    parts += ["<h3>Claims</h3>", render_claims(benchmark)]
+    if benchmark.artifacts and results_dir is not None:
+        parts.append(render_artifacts(benchmark.artifacts, results_dir))
+    parts.append("</section>")
     return "\n".join(parts)
 
 
@@ -177,7 +222,7 @@ def render_html(report: LeaderboardReport) -> str:
         items = "".join(f"<li>{esc(problem)}</li>" for problem in report.problems)
         problems = f'<section id="problems"><h2>Problems</h2><ul class="failed">{items}</ul></section>'
     empty = "" if report.benchmarks else "<p>No run records found. Run <code>litbench run</code> first.</p>"
-    body = "\n".join(render_benchmark(benchmark) for benchmark in report.benchmarks)
+    body = "\n".join(render_benchmark(benchmark, Path(report.results_dir)) for benchmark in report.benchmarks)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -99,6 +99,15 @@ def render_benchmark(benchmark: BenchmarkReport) -> list[str]:
         lines += ["No claims could be judged (none in the spec, or no records of their methods).", ""]
     else:
         lines += [markdown_table(CLAIM_HEADER, claim_rows(benchmark.claims)), ""]
+    if benchmark.artifacts:
+        lines += ["### Run artifacts", "", "Files written by one run per method (under the results folder; "
+                  "index.html embeds them):", ""]
+        for group in benchmark.artifacts:
+            files = ", ".join(f"`{escape_markdown(path)}`" for path in group.paths[:6])
+            more = f" (+{len(group.paths) - 6} more)" if len(group.paths) > 6 else ""
+            lines.append(f"- {escape_markdown(group.method)} · {escape_markdown(group.dataset)} · "
+                         f"{escape_markdown(group.profile)} · seed {group.seed}: {files}{more}")
+        lines.append("")
     return lines
 
 

@@ -68,6 +68,17 @@ class GroupTable:
 
 
 @dataclass
+class ArtifactGroup:
+    """The files one run wrote for readers (the lowest ok seed of a method), paths relative to results."""
+    dataset: str
+    profile: str
+    method: str
+    role: str
+    seed: int
+    paths: list[str]
+
+
+@dataclass
 class BenchmarkReport:
     name: str
     spec: dict[str, Any]
@@ -76,6 +87,7 @@ class BenchmarkReport:
     aggregates: pd.DataFrame
     runs_ok: int
     runs_failed: int
+    artifacts: list[ArtifactGroup] = field(default_factory=list)
 
     @property
     def paper(self) -> dict[str, Any]:
@@ -164,12 +176,26 @@ def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claim
             claims=claims[claims["benchmark"] == name].reset_index(drop=True),
             aggregates=bench_aggregates.reset_index(drop=True),
             runs_ok=int((runs["status"] == STATUS_OK).sum()),
-            runs_failed=int((runs["status"] == STATUS_FAILED).sum())))
+            runs_failed=int((runs["status"] == STATUS_FAILED).sum()),
+            artifacts=artifact_groups(runs)))
     return LeaderboardReport(
         results_dir=results_dir, generated_at=generated_at, benchmarks=benchmarks, problems=problems,
         hardware=_run_counts(frame, columns=["accelerator", "devices", "world_size", "num_nodes", "gpu_names", "cpu"]),
         software=_run_counts(frame, columns=["python_version", "torch_version", "lightning_version",
                                              "torchmetrics_version", "git_sha", "git_dirty"]))
+
+
+def artifact_groups(runs: pd.DataFrame) -> list[ArtifactGroup]:
+    """Per (dataset, profile, method): the artifacts of its lowest-seed ok run that wrote any."""
+    if "artifacts" not in runs:
+        return []
+    with_files = runs[(runs["status"] == STATUS_OK) & (runs["artifacts"].fillna("") != "")]
+    groups = []
+    for (dataset, profile, method), rows in with_files.groupby(["dataset", "profile", "method"], sort=True):
+        first = rows.sort_values("seed").iloc[0]
+        groups.append(ArtifactGroup(dataset=dataset, profile=profile, method=method, role=str(first["role"]),
+                                    seed=int(first["seed"]), paths=str(first["artifacts"]).split("|")))
+    return groups
 
 
 def _run_counts(frame: pd.DataFrame, *, columns: list[str]) -> list[tuple[str, int]]:

@@ -1,7 +1,9 @@
 """Log the leaderboard to Weights & Biases as one run named "leaderboard".
 
 The run carries one ``wandb.Table`` per benchmark (key = benchmark name; one row per method,
-dataset and profile with the aggregates of the ok runs) and a ``claims`` table. In offline mode the
+dataset and profile with the aggregates of the ok runs), a ``claims`` table, and one bar chart
+(``wandb.plot.bar``: method vs mean of the primary metric) per benchmark, dataset and profile under
+``<benchmark>/<dataset>/<profile>/<primary>`` — its data is a two-column table saved the same way. In offline mode the
 tables land as ``<dir>/wandb/offline-run-*/files/media/table/<key>_<step>_<hash>.table.json``;
 ``wandb sync`` uploads them later. wandb is imported only here, so a ``disabled`` build never
 pays for it.
@@ -49,6 +51,25 @@ def aggregate_table_frame(aggregates: pd.DataFrame) -> pd.DataFrame:
     return frame.drop(columns=[column for column in frame.columns if column.rsplit("/", 1)[0] in stems])
 
 
+def primary_metric_bars(report: LeaderboardReport) -> list[tuple[str, str, list[list[Any]]]]:
+    """(wandb key, chart title, [[method, mean], ...]) for each benchmark/dataset/profile's primary metric."""
+    charts = []
+    for benchmark in report.benchmarks:
+        for table in benchmark.tables:
+            column = f"metric/{table.primary}/mean"
+            if not table.primary or column not in benchmark.aggregates:
+                continue
+            rows = benchmark.aggregates[(benchmark.aggregates["dataset"] == table.dataset)
+                                        & (benchmark.aggregates["profile"] == table.profile)]
+            bars = [[str(method), _json_value(value)] for method, value in zip(rows["method"], rows[column])
+                    if _json_value(value) is not None]
+            if bars:
+                charts.append((f"{benchmark.name}/{table.dataset}/{table.profile}/{table.primary}",
+                               f"{benchmark.name} · {table.dataset} · {table.profile}: {table.primary} (mean over seeds)",
+                               bars))
+    return charts
+
+
 def log_leaderboard(report: LeaderboardReport, *, mode: str, project: str, save_dir: Path) -> Path | None:
     """Log one "leaderboard" run; returns its local run folder (None when mode is disabled)."""
     if mode not in WANDB_MODES:
@@ -71,6 +92,9 @@ def log_leaderboard(report: LeaderboardReport, *, mode: str, project: str, save_
             if report.benchmarks else pd.DataFrame(columns=list(CLAIM_COLUMNS))
         columns, rows = table_payload(claims)
         payload[CLAIMS_KEY] = wandb.Table(columns=columns, data=rows)
+        for key, title, bars in primary_metric_bars(report):
+            chart_table = wandb.Table(columns=["method", "mean"], data=bars)
+            payload[key] = wandb.plot.bar(chart_table, "method", "mean", title=title)
         run.log(payload)
         run.summary["runs_ok"] = report.runs_ok
         run.summary["runs_failed"] = report.runs_failed

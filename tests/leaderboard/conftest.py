@@ -18,7 +18,8 @@ SOFTWARE = {"python": "3.11.9", "torch": "2.14.1", "lightning": "2.6.6", "torchm
 def make_record(*, benchmark: str, method: str, role: str, seed: int, dataset: str = "Cora",
                 profile: str = "cpu", metrics: dict[str, float] | None = None,
                 cost: dict[str, Any] | None = None, error_type: str | None = None,
-                spec: dict[str, Any] | None = None, finished_at: str = "2026-01-01T00:00:00+00:00") -> RunRecord:
+                spec: dict[str, Any] | None = None, finished_at: str = "2026-01-01T00:00:00+00:00",
+                artifacts: list[str] | None = None) -> RunRecord:
     """An ok record, or a failed one when ``error_type`` is given."""
     config = {"benchmark": benchmark, "method": method, "dataset": dataset, "profile": profile, "seed": seed}
     failed = error_type is not None
@@ -28,7 +29,7 @@ def make_record(*, benchmark: str, method: str, role: str, seed: int, dataset: s
         metrics={} if failed else dict(metrics or {}), cost=dict(cost or {}),
         hardware=dict(HARDWARE), software=dict(SOFTWARE),
         error={"type": error_type, "message": f"{error_type} in seed {seed}", "traceback_tail": "..."} if failed else None,
-        spec=dict(spec or {}), started_at=finished_at, finished_at=finished_at)
+        spec=dict(spec or {}), started_at=finished_at, finished_at=finished_at, artifacts=list(artifacts or []))
 
 
 @pytest.fixture

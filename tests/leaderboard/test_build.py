@@ -171,7 +171,7 @@ def test_index_html_is_self_contained(populated: Path, tmp_path: Path) -> None:
     paths = build_leaderboard(populated, tmp_path / "out", specs={"alpha": ALPHA_SPEC})
     page = paths["html"].read_text()
     assert "http://" not in page and "https://" not in page
-    assert not re.search(r"""(src|href)\s*=\s*["'](?!#)""", page)  # only in-page anchors
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!#|data:)""", page)  # in-page anchors and embedded data only
     assert page.count('<section class="benchmark"') == 2
     assert 'id="bench-alpha"' in page and 'id="bench-beta"' in page
     assert page.count('<table class="sortable">') >= 5  # summary, 2 result tables, 2 claims tables
@@ -179,6 +179,32 @@ def test_index_html_is_self_contained(populated: Path, tmp_path: Path) -> None:
     assert '<td data-sort="0.62"><strong>0.620 ± 0.020 (3)</strong> <span class="paper">· paper 0.700</span></td>' in page
     assert page.count("<svg") == 2 and page.count("<circle") == 3 + 2  # one point per method with a fit time
     assert 'class="verdict-reproduced">reproduced<' in page
+
+
+def test_run_artifacts_are_embedded_in_the_page_and_listed_in_markdown(write_run, results_dir: Path,
+                                                                       tmp_path: Path) -> None:
+    import base64
+
+    from PIL import Image
+
+    folder = results_dir / "doorping/mnist/doorping/cpu/seed-0.artifacts"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(folder / "distilled.png")
+    (folder / "groove.mid").write_bytes(b"MThd\x00\x00\x00\x06" + bytes(6))
+    relative = [str((folder / name).relative_to(results_dir)) for name in ("distilled.png", "groove.mid", "gone.png")]
+    for seed in (1, 0):  # the lowest seed's files are shown
+        write_run(benchmark="doorping", method="doorping", role="proposed", dataset="mnist", seed=seed,
+                  metrics={"asr": 0.9}, artifacts=relative if seed == 0 else ["doorping/other.png"])
+    paths = build_leaderboard(results_dir, tmp_path / "out",
+                              specs={"doorping": {"metrics": {"primary": "asr", "higher_is_better": {"asr": True}}}})
+    page = paths["html"].read_text()
+    png = base64.b64encode((folder / "distilled.png").read_bytes()).decode()
+    assert f'<img src="data:image/png;base64,{png}"' in page
+    midi = base64.b64encode((folder / "groove.mid").read_bytes()).decode()
+    assert f'download="groove.mid" href="data:audio/midi;base64,{midi}"' in page
+    assert "gone.png: missing" in page and "other.png" not in page
+    markdown = paths["markdown"].read_text()
+    assert "### Run artifacts" in markdown and "`doorping/mnist/doorping/cpu/seed-0.artifacts/distilled.png`" in markdown
 
 
 def test_html_escapes_record_text(write_run, results_dir: Path, tmp_path: Path) -> None:
@@ -222,6 +248,9 @@ def test_wandb_offline_tables(populated: Path, tmp_path: Path, monkeypatch: pyte
     assert "metric/fid/mean" not in alpha["columns"]  # beta's metric does not leak into alpha's table
     beta = table("beta")
     assert {row[beta["columns"].index("method")] for row in beta["data"]} == {"gen", "base", "broken"}
+    bars = table("alpha/Cora/cpu/acc_table")  # wandb.plot.bar keeps its data as "<key>_table"
+    assert bars["columns"] == ["method", "mean"]
+    assert dict(map(tuple, bars["data"])) == pytest.approx({"ours": 0.62, "kmeans": 0.52, "linear": 0.56})
     claims = table("claims")
     verdicts = {row[claims["columns"].index("claim")]: row[claims["columns"].index("verdict")] for row in claims["data"]}
     assert verdicts == {"beats-linear": "reproduced", "lower-loss": "not reproduced", "gen-beats-base": "inconclusive"}

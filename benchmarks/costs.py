@@ -74,20 +74,30 @@ class CostMeter(pl.Callback):
 
     Throughput is samples (all ranks) per second of training-step time (forward, backward,
     optimiser), without data loading or validation, and without the FLOP-counted first step.
+    Data time is the gap between one step's end and the next step's start within an epoch: fetching
+    the batch, moving it to the device and ``on_after_batch_transfer`` (batch augmentation);
+    ``data_share`` is its fraction of data + step time.
     """
 
     def __init__(self) -> None:
         self.train_samples = 0
         self.train_seconds = 0.0
+        self.data_seconds = 0.0
         self.flops_per_step: int | None = None
         self._batch_started = 0.0
+        self._previous_step_ended: float | None = None
         self._flop_counter: FlopCounterMode | None = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._previous_step_ended = time.perf_counter()
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if self.flops_per_step is None and self._flop_counter is None:
             self._flop_counter = FlopCounterMode(display=False)
             self._flop_counter.__enter__()
         self._batch_started = time.perf_counter()
+        if self._previous_step_ended is not None:
+            self.data_seconds += self._batch_started - self._previous_step_ended
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._flop_counter is not None:
@@ -95,14 +105,21 @@ class CostMeter(pl.Callback):
             self._flop_counter.__exit__(None, None, None)
             self.flops_per_step = int(self._flop_counter.get_total_flops())
             self._flop_counter = None
+            self._previous_step_ended = time.perf_counter()
             return
-        self.train_seconds += time.perf_counter() - self._batch_started
+        self._previous_step_ended = time.perf_counter()
+        self.train_seconds += self._previous_step_ended - self._batch_started
         self.train_samples += count_samples(batch) * trainer.world_size
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._flop_counter is not None:  # a step that raised or was skipped
             self._flop_counter.__exit__(None, None, None)
             self._flop_counter = None
+
+    @property
+    def data_share(self) -> float | None:
+        total = self.data_seconds + self.train_seconds
+        return round(self.data_seconds / total, 4) if total > 0 and self.train_samples else None
 
     @property
     def samples_per_s(self) -> float | None:

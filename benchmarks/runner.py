@@ -161,6 +161,7 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
                 spec_snapshot: dict[str, Any] | None = None, write: bool = True) -> RunRecord:
     """Run one resolved config; write its record (rank 0 only) and return it. Never raises for a
     failing run: the failure is the record."""
+    run_started = time.perf_counter()
     quiet_lightning()
     meta = config["litbench"]
     results_dir, cache_dir = Path(results_dir), Path(cache_dir)
@@ -205,7 +206,8 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
         record.cost = {"fit_s": round(fit_s, 4), "eval_s": round(eval_s, 4), "train_samples_per_s": meter.samples_per_s,
                        "peak_rss_mb": round(rss.peak_mb, 1),
                        "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
-                       "params": count_parameters(model), "flops": meter.flops_per_step}
+                       "params": count_parameters(model), "flops": meter.flops_per_step,
+                       "data_share": meter.data_share}
         record.status = STATUS_OK
         if logger:
             logger.experiment.summary.update({f"cost/{k}": v for k, v in record.cost.items() if v is not None})
@@ -218,6 +220,9 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
                 logger.experiment.finish(exit_code=0 if record.status == STATUS_OK else 1)
             except Exception:  # noqa: BLE001 - wandb failing to close must not lose the record
                 pass
+    # everything of this run but the record write: stages, setup, logger, fit, test (harness overhead = run_s - fit_s - eval_s)
+    if record.ok:
+        record.cost["run_s"] = round(time.perf_counter() - run_started, 4)
     world_size = trainer.world_size if trainer is not None else None
     record.hardware = hardware_info(config["trainer"], world_size)
     record.finished_at = _now()

@@ -18,7 +18,7 @@ from pathlib import Path
 from leaderboard.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, format_number, format_seconds, format_signed
 from leaderboard.markdown import CLAIM_HEADER, VERDICT_RULE, format_interval, paper_line
-from leaderboard.report import ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
+from leaderboard.report import SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 MAX_EMBEDDED_IMAGE_BYTES = 1_500_000
@@ -213,7 +213,16 @@ def render_summary(report: LeaderboardReport) -> str:
     versions = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.software)
     return (f'<section id="summary"><h2>Summary</h2>{render_table(header, rows)}'
             f"<p>Claims are judged per (dataset, profile). {esc(VERDICT_RULE)}</p>"
+            f"{render_suite_times(report)}"
             f"<h3>Hardware</h3><ul>{setups}</ul><h3>Software</h3><ul>{versions}</ul></section>")
+
+
+def render_suite_times(report: LeaderboardReport) -> str:
+    if not report.suite_times:
+        return ""
+    rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.suite_times]
+    return ("<h3>Wall time</h3><p class=\"muted\">Ok runs run one after another; overhead is the time outside "
+            f"fit and test (setup, stages, logger).</p>{render_table(SUITE_TIME_HEADER, rows)}")
 
 
 def render_html(report: LeaderboardReport) -> str:

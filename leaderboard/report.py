@@ -105,6 +105,7 @@ class LeaderboardReport:
     hardware: list[tuple[str, int]]
     software: list[tuple[str, int]]
     problems: list[str] = field(default_factory=list)
+    suite_times: list[list[str]] = field(default_factory=list)  # SUITE_TIME_HEADER rows
 
     @property
     def runs_ok(self) -> int:
@@ -182,7 +183,30 @@ def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claim
         results_dir=results_dir, generated_at=generated_at, benchmarks=benchmarks, problems=problems,
         hardware=_run_counts(frame, columns=["accelerator", "devices", "world_size", "num_nodes", "gpu_names", "cpu"]),
         software=_run_counts(frame, columns=["python_version", "torch_version", "lightning_version",
-                                             "torchmetrics_version", "git_sha", "git_dirty"]))
+                                             "torchmetrics_version", "git_sha", "git_dirty"]),
+        suite_times=suite_time_rows(frame))
+
+
+SUITE_TIME_HEADER = ["benchmark", "profile", "ok runs", "wall (sum of runs)", "harness overhead", "data share"]
+
+
+def suite_time_rows(frame: pd.DataFrame) -> list[list[str]]:
+    """Per benchmark and profile, from the ok records: the sequential wall time of its runs
+    (``cost.run_s``), the share of it outside fit and test (harness overhead: setup, stages, logger)
+    and the mean share of training time spent waiting for data."""
+    needed = [cost_column(name) for name in ("run_s", "fit_s", "eval_s", "data_share")]
+    if any(column not in frame for column in needed):
+        return []
+    ok = frame[(frame["status"] == STATUS_OK) & frame[cost_column("run_s")].notna()]
+    rows = []
+    for (benchmark, profile), runs in ok.groupby(["benchmark", "profile"], sort=True):
+        wall = runs[cost_column("run_s")].sum()
+        inside = (runs[cost_column("fit_s")].fillna(0) + runs[cost_column("eval_s")].fillna(0)).sum()
+        data_share = runs[cost_column("data_share")].mean()
+        rows.append([str(benchmark), str(profile), str(len(runs)), format_seconds(wall),
+                     f"{100 * (wall - inside) / wall:.1f}%" if wall > 0 else MISSING,
+                     MISSING if is_missing(data_share) else f"{100 * data_share:.1f}%"])
+    return rows
 
 
 def artifact_groups(runs: pd.DataFrame) -> list[ArtifactGroup]:

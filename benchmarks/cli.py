@@ -98,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--results", default="results")
     show.add_argument("--json", action="store_true", help="print the raw JSON")
 
+    perf = commands.add_parser("perf", help="performance measurements, written as perf records under RESULTS/perf/")
+    perf_kinds = perf.add_subparsers(dest="perf_command", required=True, parser_class=_ArgumentParser)
+    parity = perf_kinds.add_parser("parity", help="Lightning vs a hand-written PyTorch loop: epoch time and losses")
+    parity.add_argument("benchmark")
+    parity.add_argument("method")
+    parity.add_argument("--dataset", default=None, help="default: the profile's first dataset")
+    parity.add_argument("--profile", choices=PROFILES, default="smoke")
+    parity.add_argument("--epochs", type=int, default=3)
+    parity.add_argument("--repeats", type=int, default=3, help="alternating Lightning/plain pairs")
+    parity.add_argument("--seed", type=int, default=0)
+    parity.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
+    parity.add_argument("--data-dir", default=None)
+    parity.add_argument("--results", default="results")
+
     fit = commands.add_parser("fit", help="one run through LightningCLI from a resolved config")
     fit.add_argument("--config", required=True, help="a resolved config (YAML/JSON), e.g. a record's config")
     return parser
@@ -257,7 +271,35 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "show": cmd_show, "fit": cmd_fit}
+
+def cmd_perf(args: argparse.Namespace, console: Console) -> int:
+    from benchmarks.perf.parity import compare
+    from benchmarks.perf.records import write_perf_record
+    from benchmarks.resolve import resolve_run
+
+    specs = load_all_specs()
+    if args.benchmark not in specs:
+        raise UsageError(f"unknown benchmark {args.benchmark!r} (known: {', '.join(sorted(specs))})")
+    spec = specs[args.benchmark]
+    if args.profile not in spec.profiles:
+        raise UsageError(f"benchmark {args.benchmark!r} has no profile {args.profile!r}")
+    dataset = args.dataset or spec.datasets_for(args.profile)[0]
+    plan = resolve_run(spec, method=args.method, dataset=dataset, profile=args.profile, seed=args.seed,
+                       sets=args.sets, data_dir=args.data_dir)
+    result = compare(plan.config, epochs=args.epochs, repeats=args.repeats)
+    path = write_perf_record(Path(args.results), kind="parity", name=f"{plan.benchmark}-{plan.method}-{dataset}-{args.profile}",
+                             payload={"benchmark": plan.benchmark, "method": plan.method, "dataset": dataset,
+                                      "profile": args.profile, "config_hash": plan.config_hash, **result.as_dict()})
+    console.print(f"{plan.benchmark}/{plan.method} on {dataset} ({args.profile}): Lightning {result.lightning_epoch_s:.3f} s/epoch, "
+                  f"plain {result.plain_epoch_s:.3f} s/epoch, ratio {result.ratio:.3f} (goal <= 1.05); "
+                  f"max |loss diff| {result.max_loss_diff:.2e} over {result.steps} steps "
+                  f"({'equal' if result.losses_equal_5_decimals else 'NOT equal'} to 5 decimals)")
+    console.print(f"perf record: {path}")
+    return EXIT_OK
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "show": cmd_show, "fit": cmd_fit,
+            "perf": cmd_perf}
 
 
 def main(argv: list[str] | None = None) -> int:

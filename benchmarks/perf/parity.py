@@ -1,0 +1,161 @@
+"""Lightning vs a hand-written PyTorch loop on the same model, data and seed (like Lightning's own
+parity benchmark): wall time per epoch and the per-step training losses.
+
+Both paths start from the same seed and consume the random streams in the same order: datamodule,
+then model construction, ``prepare_data``/``setup``, ``configure_model``, then per step the batch
+transform (``on_after_batch_transfer``, e.g. augmentation) and ``training_step``. The plain loop is
+what a careful user would write by hand: it calls the module's own ``training_step`` and
+``configure_optimizers`` (so the maths is identical), then ``zero_grad``/``backward``/gradient
+clipping/``step`` and the LR scheduler at its interval. Validation, checkpointing, logging and
+progress bars are off on the Lightning side too: the comparison is of the training loops.
+
+The two paths alternate ``repeats`` times in one process (Lightning first, then plain, ...), so
+slow drifts of the machine hit both; the ratio is of the median epoch times.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.cli import instantiate_class
+
+
+@dataclass
+class LoopResult:
+    losses: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ParityResult:
+    lightning_epoch_s: float
+    plain_epoch_s: float
+    ratio: float  # Lightning / plain, median epoch time; the goal is <= 1.05
+    max_loss_diff: float
+    losses_equal_5_decimals: bool
+    steps: int
+    epochs: int
+    repeats: int
+    lightning_runs: list[list[float]]
+    plain_runs: list[list[float]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _EpochTimer(pl.Callback):
+    def __init__(self, result: LoopResult) -> None:
+        self.result = result
+        self._started = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.result.losses.append(float(loss))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.result.epoch_seconds.append(time.perf_counter() - self._started)
+
+
+def _instantiate(config: dict[str, Any]) -> tuple[Any, pl.LightningModule]:
+    pl.seed_everything(int(config["seed_everything"]), workers=True, verbose=False)
+    return instantiate_class((), config["data"]), instantiate_class((), config["model"])
+
+
+def lightning_fit(config: dict[str, Any], *, epochs: int) -> LoopResult:
+    datamodule, model = _instantiate(config)
+    result = LoopResult()
+    trainer_config = config["trainer"]
+    trainer = pl.Trainer(accelerator=trainer_config.get("accelerator", "cpu"), devices=1, max_epochs=epochs,
+                         gradient_clip_val=trainer_config.get("gradient_clip_val"), limit_val_batches=0,
+                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[_EpochTimer(result)])
+    trainer.fit(model, datamodule=datamodule)
+    return result
+
+
+def _optimizers(model: pl.LightningModule) -> tuple[torch.optim.Optimizer, Any, str]:
+    """(optimizer, scheduler or None, interval) from the usual configure_optimizers return forms."""
+    configured = model.configure_optimizers()
+    scheduler, interval = None, "epoch"
+    if isinstance(configured, dict):
+        optimizer = configured["optimizer"]
+        scheduler_config = configured.get("lr_scheduler")
+        if isinstance(scheduler_config, dict):
+            scheduler, interval = scheduler_config["scheduler"], scheduler_config.get("interval", "epoch")
+        else:
+            scheduler = scheduler_config
+    elif isinstance(configured, (list, tuple)) and len(configured) == 2 and isinstance(configured[0], (list, tuple)):
+        optimizer = configured[0][0]
+        if configured[1]:
+            first = configured[1][0]
+            scheduler, interval = (first["scheduler"], first.get("interval", "epoch")) if isinstance(first, dict) \
+                else (first, "epoch")
+    else:
+        optimizer = configured
+    return optimizer, scheduler, interval
+
+
+def plain_fit(config: dict[str, Any], *, epochs: int) -> LoopResult:
+    datamodule, model = _instantiate(config)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    # Modules that size their layers from the data read them off trainer.datamodule in
+    # configure_model; a stand-in holding only the datamodule serves that one call.
+    model._trainer = SimpleNamespace(datamodule=datamodule)
+    model.configure_model()
+    model._trainer = None
+    # The datamodule's batch transform asks whether it is training (augmentation on or off).
+    datamodule.trainer = SimpleNamespace(training=True)
+    optimizer, scheduler, interval = _optimizers(model)
+    clip = config["trainer"].get("gradient_clip_val")
+    result = LoopResult()
+    model.train()
+    for _ in range(epochs):
+        started = time.perf_counter()
+        for batch_idx, batch in enumerate(datamodule.train_dataloader()):
+            batch = datamodule.on_after_batch_transfer(batch, 0)
+            optimizer.zero_grad()
+            loss = model.training_step(batch, batch_idx)
+            loss = loss["loss"] if isinstance(loss, dict) else loss
+            loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            if scheduler is not None and interval == "step":
+                scheduler.step()
+            result.losses.append(float(loss.detach()))
+        if scheduler is not None and interval == "epoch":
+            scheduler.step()
+        result.epoch_seconds.append(time.perf_counter() - started)
+    return result
+
+
+def compare(config: dict[str, Any], *, epochs: int, repeats: int) -> ParityResult:
+    lightning_runs, plain_runs = [], []
+    for _ in range(repeats):
+        lightning_runs.append(lightning_fit(config, epochs=epochs))
+        plain_runs.append(plain_fit(config, epochs=epochs))
+    # the first epoch carries one-off costs (allocations, lazy init) on both sides: keep the rest when there are any
+    def epochs_of(run: LoopResult) -> list[float]:
+        return run.epoch_seconds[1:] or run.epoch_seconds
+
+    lightning_s = statistics.median(s for run in lightning_runs for s in epochs_of(run))
+    plain_s = statistics.median(s for run in plain_runs for s in epochs_of(run))
+    reference, other = lightning_runs[0].losses, plain_runs[0].losses
+    if len(reference) != len(other):
+        raise RuntimeError(f"the loops ran a different number of steps: Lightning {len(reference)}, plain {len(other)}")
+    max_diff = max((abs(a - b) for a, b in zip(reference, other)), default=0.0)
+    return ParityResult(lightning_epoch_s=lightning_s, plain_epoch_s=plain_s, ratio=lightning_s / plain_s,
+                        max_loss_diff=max_diff, losses_equal_5_decimals=max_diff < 5e-6, steps=len(reference),
+                        epochs=epochs, repeats=repeats,
+                        lightning_runs=[run.epoch_seconds for run in lightning_runs],
+                        plain_runs=[run.epoch_seconds for run in plain_runs])

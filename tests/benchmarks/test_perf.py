@@ -1,0 +1,47 @@
+"""litbench perf parity: the hand-written loop reproduces Lightning's losses step for step, and the
+measurement lands in a perf record (times are recorded, never asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from benchmarks.perf.parity import _optimizers
+
+
+def test_parity_on_the_toy_benchmark_gives_equal_losses_and_a_perf_record(toy_env, tmp_path: Path) -> None:
+    assert main(["perf", "parity", "toy", "linear", "--epochs", "2", "--repeats", "2", "--results", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "perf/parity/toy-linear-linear-smoke.json").read_text())
+    assert record["schema"] == "litbench.perf-record/1" and record["kind"] == "parity"
+    # 128 training points, batch 64 -> 2 shuffled steps per epoch, 2 epochs
+    assert record["steps"] == 4 and record["epochs"] == 2
+    assert record["losses_equal_5_decimals"] and record["max_loss_diff"] < 5e-6
+    assert len(record["lightning_runs"]) == len(record["plain_runs"]) == 2
+    assert record["ratio"] == pytest.approx(record["lightning_epoch_s"] / record["plain_epoch_s"])
+    assert record["software"]["torch"] and record["hardware"]["cpu"]
+
+
+def test_optimizer_forms_are_read_like_lightning_reads_them() -> None:
+    import torch
+
+    class Module:
+        def __init__(self, returned):
+            self.returned = returned
+
+        def configure_optimizers(self):
+            return self.returned
+
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1)
+    assert _optimizers(Module(optimizer)) == (optimizer, None, "epoch")
+    assert _optimizers(Module({"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}})) \
+        == (optimizer, scheduler, "step")
+    assert _optimizers(Module(([optimizer], [scheduler]))) == (optimizer, scheduler, "epoch")
+
+
+def test_perf_parity_rejects_an_unknown_benchmark(toy_env) -> None:
+    assert main(["perf", "parity", "nope", "linear"]) == 2

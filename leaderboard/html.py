@@ -18,7 +18,7 @@ from pathlib import Path
 from leaderboard.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, format_number, format_seconds, format_signed
 from leaderboard.markdown import CLAIM_HEADER, VERDICT_RULE, format_interval, paper_line
-from leaderboard.report import SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
+from leaderboard.report import PARITY_HEADER, SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 MAX_EMBEDDED_IMAGE_BYTES = 1_500_000
@@ -218,11 +218,16 @@ def render_summary(report: LeaderboardReport) -> str:
 
 
 def render_suite_times(report: LeaderboardReport) -> str:
-    if not report.suite_times:
-        return ""
-    rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.suite_times]
-    return ("<h3>Wall time</h3><p class=\"muted\">Ok runs run one after another; overhead is the time outside "
-            f"fit and test (setup, stages, logger).</p>{render_table(SUITE_TIME_HEADER, rows)}")
+    parts = []
+    if report.suite_times:
+        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.suite_times]
+        parts.append("<h3>Wall time</h3><p class=\"muted\">Ok runs run one after another; overhead is the time "
+                     f"outside fit and test (setup, stages, logger).</p>{render_table(SUITE_TIME_HEADER, rows)}")
+    if report.parity:
+        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.parity]
+        parts.append("<h3>Lightning vs a hand-written loop</h3><p class=\"muted\">litbench perf parity: same model, "
+                     f"data and seed, alternating runs.</p>{render_table(PARITY_HEADER, rows)}")
+    return "".join(parts)
 
 
 def render_html(report: LeaderboardReport) -> str:

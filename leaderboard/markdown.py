@@ -8,7 +8,7 @@ import pandas as pd
 
 from leaderboard.claims import CONFIDENCE, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, decimals_for, format_number, format_signed, is_missing
-from leaderboard.report import SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTable, LeaderboardReport
+from leaderboard.report import PARITY_HEADER, SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTable, LeaderboardReport
 
 VERDICT_RULE = (
     f"Verdicts pair the ok runs of method and baseline by seed (n pairs) and take the "
@@ -131,6 +131,9 @@ def render_markdown(report: LeaderboardReport) -> str:
     if report.suite_times:
         lines += ["**Wall time** (ok runs run one after another; overhead = time outside fit and test)", "",
                   markdown_table(SUITE_TIME_HEADER, [[escape_markdown(cell) for cell in row] for row in report.suite_times]), ""]
+    if report.parity:
+        lines += ["**Lightning vs a hand-written loop** (`litbench perf parity`; same model, data and seed)", "",
+                  markdown_table(PARITY_HEADER, [[escape_markdown(cell) for cell in row] for row in report.parity]), ""]
     for title, setups in (("Hardware", report.hardware), ("Software", report.software)):
         lines += [f"**{title}**", ""] + [f"- {escape_markdown(setup)} ({count} runs)" for setup, count in setups] + [""]
     if report.problems:

@@ -106,6 +106,7 @@ class LeaderboardReport:
     software: list[tuple[str, int]]
     problems: list[str] = field(default_factory=list)
     suite_times: list[list[str]] = field(default_factory=list)  # SUITE_TIME_HEADER rows
+    parity: list[list[str]] = field(default_factory=list)  # PARITY_HEADER rows, from perf records
 
     @property
     def runs_ok(self) -> int:
@@ -184,7 +185,29 @@ def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claim
         hardware=_run_counts(frame, columns=["accelerator", "devices", "world_size", "num_nodes", "gpu_names", "cpu"]),
         software=_run_counts(frame, columns=["python_version", "torch_version", "lightning_version",
                                              "torchmetrics_version", "git_sha", "git_dirty"]),
-        suite_times=suite_time_rows(frame))
+        suite_times=suite_time_rows(frame), parity=parity_rows(results_dir, problems))
+
+
+PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch", "plain loop s/epoch",
+                 "ratio (goal ≤ 1.05)", "losses equal (5 dp)", "steps", "measured"]
+
+
+def parity_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
+    """Rows of the parity perf records (``<results>/perf/parity/*.json``, written by ``litbench perf parity``)."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for path in sorted((Path(results_dir) / "perf" / "parity").glob("*.json")):
+        try:
+            record = json.loads(path.read_text())
+            rows.append([str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]),
+                         f"{float(record['lightning_epoch_s']):.3f}", f"{float(record['plain_epoch_s']):.3f}",
+                         f"{float(record['ratio']):.3f}", "yes" if record["losses_equal_5_decimals"] else "NO",
+                         str(int(record["steps"])), str(record.get("measured_at", ""))[:16]])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{path}: unreadable perf record ({type(exc).__name__}); rerun `litbench perf parity`")
+    return rows
 
 
 SUITE_TIME_HEADER = ["benchmark", "profile", "ok runs", "wall (sum of runs)", "harness overhead", "data share"]

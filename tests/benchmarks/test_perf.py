@@ -45,3 +45,16 @@ def test_optimizer_forms_are_read_like_lightning_reads_them() -> None:
 
 def test_perf_parity_rejects_an_unknown_benchmark(toy_env) -> None:
     assert main(["perf", "parity", "nope", "linear"]) == 2
+
+
+def test_parity_records_show_on_the_leaderboard_and_corrupt_ones_are_problems(toy_env, tmp_path: Path) -> None:
+    from leaderboard.build import build_leaderboard
+
+    assert main(["perf", "parity", "toy", "linear", "--epochs", "1", "--repeats", "1", "--results", str(tmp_path)]) == 0
+    (tmp_path / "perf/parity/broken.json").write_text("{")
+    paths = build_leaderboard(tmp_path, tmp_path / "out")
+    markdown = paths["markdown"].read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | smoke |"))
+    assert row.split("|")[8].strip() == "yes"
+    assert "broken.json: unreadable perf record" in markdown
+    assert "Lightning vs a hand-written loop" in paths["html"].read_text()

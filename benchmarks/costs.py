@@ -84,6 +84,7 @@ class CostMeter(pl.Callback):
         self.train_seconds = 0.0
         self.data_seconds = 0.0
         self.flops_per_step: int | None = None
+        self.flops_step_samples = 0  # samples (all ranks) of the FLOP-counted step
         self._batch_started = 0.0
         self._previous_step_ended: float | None = None
         self._flop_counter: FlopCounterMode | None = None
@@ -104,6 +105,7 @@ class CostMeter(pl.Callback):
             # The counted step runs slower under the counter, so it is left out of the throughput.
             self._flop_counter.__exit__(None, None, None)
             self.flops_per_step = int(self._flop_counter.get_total_flops())
+            self.flops_step_samples = count_samples(batch) * trainer.world_size
             self._flop_counter = None
             self._previous_step_ended = time.perf_counter()
             return
@@ -120,6 +122,15 @@ class CostMeter(pl.Callback):
     def data_share(self) -> float | None:
         total = self.data_seconds + self.train_seconds
         return round(self.data_seconds / total, 4) if total > 0 and self.train_samples else None
+
+    def model_flops_utilisation(self, peak_flops_per_s: float | None) -> float | None:
+        """Achieved training FLOP/s (FLOPs per sample of the counted step × samples/s) over the peak.
+
+        ``flops_per_step`` is one rank's step, on ``flops_step_samples / world_size`` samples.
+        """
+        if not peak_flops_per_s or not self.flops_per_step or not self.flops_step_samples or self.samples_per_s is None:
+            return None
+        return self.flops_per_step / self.flops_step_samples * self.samples_per_s / peak_flops_per_s
 
     @property
     def samples_per_s(self) -> float | None:

@@ -94,6 +94,20 @@ def hardware_info(trainer_config: dict[str, Any], world_size: int | None) -> dic
             "num_nodes": trainer_config.get("num_nodes"), "world_size": world_size, "gpu_names": gpus}
 
 
+def _peak_flops(trainer_config: dict[str, Any]) -> float | None:
+    """Peak FLOP/s of all the run's GPUs at its precision (Lightning's table); None on CPU."""
+    if trainer_config.get("accelerator") not in ("gpu", "cuda", "auto") or not torch.cuda.is_available():
+        return None
+    from lightning.fabric.utilities.throughput import get_available_flops
+
+    precision = str(trainer_config.get("precision", "32-true"))
+    dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
+    per_device = get_available_flops(torch.device("cuda"), dtype)
+    devices = trainer_config.get("devices", 1)
+    count = int(devices) if str(devices).isdigit() else torch.cuda.device_count()
+    return per_device * count * int(trainer_config.get("num_nodes", 1)) if per_device else None
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -207,7 +221,8 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
                        "peak_rss_mb": round(rss.peak_mb, 1),
                        "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
                        "params": count_parameters(model), "flops": meter.flops_per_step,
-                       "data_share": meter.data_share}
+                       "data_share": meter.data_share,
+                       "mfu": meter.model_flops_utilisation(_peak_flops(config["trainer"]))}
         record.status = STATUS_OK
         if logger:
             logger.experiment.summary.update({f"cost/{k}": v for k, v in record.cost.items() if v is not None})

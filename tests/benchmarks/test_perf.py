@@ -58,3 +58,16 @@ def test_parity_records_show_on_the_leaderboard_and_corrupt_ones_are_problems(to
     assert row.split("|")[8].strip() == "yes"
     assert "broken.json: unreadable perf record" in markdown
     assert "Lightning vs a hand-written loop" in paths["html"].read_text()
+
+
+def test_gpu_smoke_summary_reads_rate_and_mfu_from_records(tmp_path: Path) -> None:
+    from benchmarks.perf.gpu_smoke import summarise
+    from leaderboard.records import RecordStore, RunRecord
+
+    store = RecordStore(tmp_path)
+    for method, rate, mfu in (("emo_1m", 5000.0, 0.21), ("mobilenetv2", 7000.0, None)):
+        store.write(RunRecord(benchmark="emo", method=method, role="proposed", dataset="generated", profile="smoke",
+                              seed=0, status="ok", config={}, config_hash="0" * 16,
+                              cost={"train_samples_per_s": rate, "mfu": mfu}))
+    assert summarise(str(tmp_path)) == [("emo", "emo_1m", "generated", 5000.0, 0.21, "ok"),
+                                        ("emo", "mobilenetv2", "generated", 7000.0, None, "ok")]

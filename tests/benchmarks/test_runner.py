@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch_geometric.data import Data
 
@@ -42,3 +43,7 @@ def test_cost_meter_splits_data_time_from_step_time(monkeypatch) -> None:
     assert meter.data_seconds == 1.5 and meter.train_seconds == 2.0
     assert meter.data_share == round(1.5 / 3.5, 4)
     assert meter.samples_per_s == 4 / 2.0
+    # MFU: FLOPs per sample of the counted step x samples/s over the peak
+    meter.flops_per_step, meter.flops_step_samples = 1000, 4
+    assert meter.model_flops_utilisation(1000.0) == pytest.approx(1000 / 4 * 2.0 / 1000.0)
+    assert meter.model_flops_utilisation(None) is None

@@ -254,6 +254,14 @@ def test_wandb_offline_tables(populated: Path, tmp_path: Path, monkeypatch: pyte
     claims = table("claims")
     verdicts = {row[claims["columns"].index("claim")]: row[claims["columns"].index("verdict")] for row in claims["data"]}
     assert verdicts == {"beats-linear": "reproduced", "lower-loss": "not reproduced", "gen-beats-base": "inconclusive"}
+    import subprocess
+
+    inspected = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
+                               capture_output=True, text=True, timeout=120)
+    summary = json.loads(inspected.stdout)
+    assert summary["name"] == "leaderboard" and summary["project"] == "litbench-test"
+    assert summary["summary"]["claims_reproduced"] == 1 and summary["summary"]["claims_judged"] == 3
+    assert summary["summary"]["runs_failed"] == 3
 
 
 def test_leaderboard_reads_records_only() -> None:

@@ -121,6 +121,25 @@ def external_launch_rank() -> int | None:
     return None
 
 
+def slurm_parameters(plan: RunPlan, slurm: dict[str, Any]) -> dict[str, Any]:
+    """submitit parameters of one run: nodes = ``num_nodes``, tasks per node = ``devices`` (one
+    process per device, what Lightning's SLURMEnvironment expects), GPUs per node, time, partition, account."""
+    trainer = plan.config["trainer"]
+    devices = trainer.get("devices", 1)
+    tasks = int(devices) if str(devices).isdigit() else 1
+    parameters: dict[str, Any] = {"nodes": int(trainer.get("num_nodes", 1)), "tasks_per_node": tasks,
+                                  "timeout_min": int(slurm.get("time_min") or 60), "name": plan.run_id}
+    if slurm.get("gpus_per_node") is not None:
+        parameters["gpus_per_node"] = int(slurm["gpus_per_node"])
+    elif trainer.get("accelerator") == "gpu":
+        parameters["gpus_per_node"] = tasks
+    if slurm.get("partition"):
+        parameters["slurm_partition"] = slurm["partition"]
+    if slurm.get("account"):
+        parameters["slurm_account"] = slurm["account"]
+    return parameters
+
+
 class Launcher:
     """Runs plans and reports each outcome through ``on_result(plan, record | None, seconds)``."""
 
@@ -234,19 +253,7 @@ class Launcher:
                                          cluster=slurm.get("cluster") or os.environ.get("LITBENCH_SLURM_CLUSTER"))
         submitted = []
         for plan in plans:
-            trainer = plan.config["trainer"]
-            devices = trainer.get("devices", 1)
-            tasks = int(devices) if str(devices).isdigit() else 1
-            parameters: dict[str, Any] = {"nodes": int(trainer.get("num_nodes", 1)), "tasks_per_node": tasks,
-                                          "timeout_min": int(slurm.get("time_min") or 60), "name": plan.run_id}
-            if slurm.get("gpus_per_node") is not None:
-                parameters["gpus_per_node"] = int(slurm["gpus_per_node"])
-            elif trainer.get("accelerator") == "gpu":
-                parameters["gpus_per_node"] = tasks
-            if slurm.get("partition"):
-                parameters["slurm_partition"] = slurm["partition"]
-            if slurm.get("account"):
-                parameters["slurm_account"] = slurm["account"]
+            parameters = slurm_parameters(plan, slurm)
             executor.update_parameters(**parameters)
             started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             job = executor.submit(run_job_file, str(self._job_file(plan)))

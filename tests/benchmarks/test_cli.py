@@ -286,3 +286,24 @@ def test_a_run_killed_like_by_the_oom_killer_is_recorded_failed(toy_env, tmp_pat
 @pytest.mark.parametrize("value", ["0", "-3", "soon"])
 def test_timeout_must_be_positive_seconds(value: str) -> None:
     assert main(["run", "toy", "--timeout", value]) == 2
+
+
+def test_slurm_parameters_become_the_sbatch_lines_lightning_needs(toy_env) -> None:
+    import submitit
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    from benchmarks.launch import slurm_parameters
+    from benchmarks.resolve import resolve_run
+    from benchmarks.spec import load_all_specs
+
+    plan = resolve_run(load_all_specs()["toy"], method="linear", dataset="linear", profile="smoke", seed=0,
+                       hardware={"accelerator": "gpu", "devices": 4, "num_nodes": 2, "strategy": "ddp"})
+    generic = slurm_parameters(plan, {"partition": "gpu", "account": "proj", "time_min": 30})
+    # the names submitit's AutoExecutor translates for SLURM (timeout_min -> time, ...)
+    names = submitit.SlurmExecutor._equivalence_dict()
+    sbatch_args = {names.get(key, key.removeprefix("slurm_")): value for key, value in generic.items()}
+    script = _make_sbatch_string("python -m benchmarks.runner job.json", "/tmp/litbench-slurm", **sbatch_args)
+    for line in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4", "--partition=gpu", "--account=proj",
+                 "--time=30", "--job-name=toy/linear/linear/smoke/seed-0"):
+        assert f"#SBATCH {line}\n" in script
+    assert slurm_parameters(plan, {"gpus_per_node": 8})["gpus_per_node"] == 8

@@ -42,7 +42,9 @@ import yaml
 # toy benchmark this way; users can keep private benchmarks outside the package).
 SPECS_DIR = Path(__file__).parent / "specs"
 SUITES_DIR = Path(__file__).parent / "suites"
-ROLES = ("proposed", "baseline", "ablation")
+# "reference": a fixed point of comparison that is neither a method nor a baseline it claims to beat
+# (the human test set, a random or repeat generator); it is shown, never the "best baseline".
+ROLES = ("proposed", "baseline", "ablation", "reference")
 PROFILES = ("smoke", "cpu", "full")
 
 

@@ -12,6 +12,7 @@ to the folder) and the stage config it was built from.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 from dataclasses import dataclass
@@ -65,9 +66,29 @@ class StageCache:
             return cached
         key = config_hash(config)
         final = self.folder(name, key)
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Independent processes (--workers) may want the same stage at once: the writer holds a file
+        # lock for the build, and a process that waited for it finds the finished artifact instead
+        # of building it again (or deleting the other's half-built folder).
+        lock = open(final.with_name(final.name + ".lock"), "w") if is_writer else None
+        try:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            barrier()
+            cached = self.lookup(name, config)
+            if cached is not None:
+                return cached
+            return self._build(name, key, config, final, build, is_writer=is_writer, barrier=barrier)
+        finally:
+            if lock is not None:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+                lock.close()
+
+    def _build(self, name: str, key: str, config: dict[str, Any], final: Path, build: Callable[[Path], Path],
+               *, is_writer: bool, barrier: Callable[[], None]) -> StageArtifact:
         partial = final.with_name(final.name + ".partial")
         if is_writer and partial.exists():
-            shutil.rmtree(partial)  # left by a killed run
+            shutil.rmtree(partial)  # left by a killed run (a live builder would hold the lock)
         partial.mkdir(parents=True, exist_ok=True)
         barrier()
         artifact = Path(build(partial))
@@ -75,9 +96,6 @@ class StageCache:
         if is_writer:
             relative = artifact.relative_to(partial)
             write_json_atomic(partial / MANIFEST, {"name": name, "key": key, "path": str(relative), "config": config})
-            if final.exists():  # another process finished the same stage first; keep theirs
-                shutil.rmtree(partial)
-            else:
-                partial.rename(final)
+            partial.rename(final)
         barrier()
         return StageArtifact(name=name, key=key, path=final / artifact.relative_to(partial), cache_hit=False)

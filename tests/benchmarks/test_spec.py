@@ -67,3 +67,9 @@ def test_suite_accepts_list_or_selection(tmp_path: Path) -> None:
     path.write_text("name: s\nprofile: tiny\nbenchmarks: [a]\n")
     with pytest.raises(SpecError, match="profile 'tiny' is not one of"):
         load_suite(path)
+
+
+def test_reference_is_a_role(tmp_path: Path) -> None:
+    text = TOY_SPEC.read_text().replace("mean: {role: baseline", "mean: {role: reference")
+    assert "role: reference" in text
+    assert load_spec(write(tmp_path, text)).methods["mean"].role == "reference"

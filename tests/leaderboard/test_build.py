@@ -293,3 +293,15 @@ def test_wall_time_overhead_and_data_share_per_benchmark_and_profile(write_run, 
     row = next(line for line in markdown.splitlines() if line.startswith("| alpha | cpu |"))
     assert [cell.strip() for cell in row.strip("|").split("|")] == ["alpha", "cpu", "2", "30.0", "10.0%", "5.0%"]
     assert "<h3>Wall time</h3>" in paths["html"].read_text()
+
+
+def test_a_reference_row_is_shown_but_never_the_best_baseline(write_run, results_dir: Path, tmp_path: Path) -> None:
+    for seed in range(2):
+        write_run(benchmark="gen", method="model", role="proposed", seed=seed, metrics={"acc": 0.6})
+        write_run(benchmark="gen", method="weak", role="baseline", seed=seed, metrics={"acc": 0.5})
+        write_run(benchmark="gen", method="human", role="reference", seed=seed, metrics={"acc": 0.9})
+    paths = build_leaderboard(results_dir, tmp_path / "out",
+                              specs={"gen": {"metrics": {"primary": "acc", "higher_is_better": {"acc": True}}}})
+    markdown = paths["markdown"].read_text()
+    assert "Δ acc vs weak" in _header(markdown, after="## gen")
+    assert _table_row(markdown, "human", after="## gen")[1] == "reference"

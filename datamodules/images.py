@@ -150,7 +150,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown image dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-        self.save_hyperparameters()
+        # image_size/channels stay out of the hyper-parameters: Lightning merges datamodule and model
+        # hparams for the logger and refuses a key with two values (None here, 32 in the model).
+        self.save_hyperparameters(ignore=["image_size", "channels"])
         self.dataset = dataset
         self.data_dir = Path(data_dir or os.environ.get("LITBENCH_DATA", "data"))
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()

@@ -16,6 +16,7 @@ from modules.common.classification import ImageClassifier, count_macs, count_par
 class TinyConvNet(ImageClassifier):
     def __init__(self, *, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, lr: float = 3e-3) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size, label_smoothing=0.1)
+        self.save_hyperparameters()  # like the benchmark modules: the logger merges these with the datamodule's
         self.lr = lr
         self.network = nn.Sequential(nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                                      nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
@@ -55,3 +56,15 @@ def test_a_model_built_for_other_data_fails_with_a_clear_message(tmp_path: Path)
                         default_root_dir=str(tmp_path))
     with pytest.raises(ValueError, match="set the model's init_args"):
         trainer.fit(TinyConvNet(num_classes=5), datamodule=data)
+
+
+def test_model_and_datamodule_hyperparameters_merge_for_a_logger(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    data = ImageClassificationDataModule(dataset="generated", cache_dir=str(tmp_path), generated_train_size=300,
+                                         generated_test_size=50, val_size=50)
+    assert data.image_size == 32 and "image_size" not in data.hparams
+    trainer = L.Trainer(max_steps=1, limit_val_batches=0, logger=CSVLogger(str(tmp_path)), enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyConvNet(), datamodule=data)  # raised "hparams conflict" on image_size before
+    assert trainer.global_step == 1

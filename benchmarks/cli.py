@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,23 @@ def _selection(args: argparse.Namespace, specs: dict) -> tuple[list[str], str, d
     return args.benchmarks or list(specs), args.profile or "cpu", {}, args.seeds, "litbench"
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a scheduler, `kill`) stops the suite like Ctrl-C: workers go too
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _cmd_run(args, console)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _cmd_run(args, console)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from benchmarks.launch import Launcher, LaunchOptions, plan_runs
 
     if args.workers < 1:

@@ -183,6 +183,7 @@ class Launcher:
 
     def _run_env(self, plan: RunPlan) -> dict[str, str]:
         env = _worker_env(self.options.workers)
+        env["LITBENCH_PARENT_PID"] = str(os.getpid())  # the worker dies with the suite (runner.die_with_parent)
         if self.rank is not None:
             # Each run gets its own rendezvous: torchrun's agent store still holds the previous run's
             # addresses, so runs after the first would connect to ranks that have exited. The port is
@@ -222,6 +223,10 @@ class Launcher:
                 timed_out = True
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+            except BaseException:  # Ctrl-C / SIGTERM of the suite: the run's process group goes too
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+                raise
         record = self._record_written_since(plan, started_at)
         if record is not None and not timed_out:
             return record

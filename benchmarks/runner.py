@@ -21,6 +21,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -281,11 +282,31 @@ def run_job_file(path: str | Path) -> str:
     return record.status
 
 
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this worker when the suite that started it dies (even by SIGKILL).
+
+    Workers run in their own session (so a timeout can kill their DDP ranks as a group), which
+    also takes them out of the suite's process group: without this, killing a suite would leave
+    its current run training on as an orphan. ``LITBENCH_PARENT_PID`` closes the race where the
+    suite died before the request was made.
+    """
+    parent = os.environ.get("LITBENCH_PARENT_PID")
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(parent):
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
         print("usage: python -m benchmarks.runner JOB.json", file=sys.stderr)
         return 2
+    die_with_parent()
     return 0 if run_job_file(argv[0]) == STATUS_OK else 1
 
 

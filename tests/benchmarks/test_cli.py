@@ -307,3 +307,26 @@ def test_slurm_parameters_become_the_sbatch_lines_lightning_needs(toy_env) -> No
                  "--time=30", "--job-name=toy/linear/linear/smoke/seed-0"):
         assert f"#SBATCH {line}\n" in script
     assert slurm_parameters(plan, {"gpus_per_node": 8})["gpus_per_node"] == 8
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_a_suite_also_stops_its_running_worker(toy_env, tmp_path: Path, monkeypatch, how) -> None:
+    import psutil
+
+    monkeypatch.setenv("TOY_SLEEP_S", "600")  # the run would train for ten minutes
+    argv = [sys.executable, "-m", "benchmarks", "run", "toy", "--methods", "linear", "--seeds", "1", "--timeout", "900",
+            "--results", str(tmp_path / "results"), *FAST]
+    suite = subprocess.Popen(argv, env={**toy_env, "TOY_SLEEP_S": "600"}, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers: list = []
+    while time.time() < deadline and not workers:
+        workers = [child for child in psutil.Process(suite.pid).children(recursive=True)
+                   if "benchmarks.runner" in " ".join(child.cmdline())]
+        time.sleep(0.2)
+    assert workers, "the run should be executing in a worker process"
+    time.sleep(2)  # let the worker get past its start-up
+    os.kill(suite.pid, how)
+    suite.wait(timeout=60)
+    gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, "a killed suite must not leave its run training as an orphan"

@@ -58,11 +58,11 @@ import zipfile
 from pathlib import Path
 from typing import Iterator
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from torch_geometric.data import Data
+
+from datamodules.full_graph import FullGraphDataModule
 from torch_geometric.transforms import NormalizeFeatures
 from torch_geometric.utils import remove_self_loops, to_undirected
 
@@ -196,11 +196,7 @@ def read_array_graph(name: str, data_dir: Path) -> Data:
     return Data(x=torch.from_numpy(features), edge_index=edge_index, y=torch.from_numpy(labels).long())
 
 
-def _first_item(items: list[Data]) -> Data:
-    return items[0]
-
-
-class AttributedGraphDataModule(pl.LightningDataModule):
+class AttributedGraphDataModule(FullGraphDataModule):
     """One attributed graph (features, undirected edges, labels) for full-graph node clustering.
 
     See the module docstring for the sources, the sub-paths read under ``data_dir`` and the
@@ -262,23 +258,6 @@ class AttributedGraphDataModule(pl.LightningDataModule):
         return PLANETOID_NAMES.get(key, self.dataset)
 
     # -- shape attributes (valid after setup) -------------------------------------------------
-    def _require_graph(self) -> Data:
-        if self.graph is None:
-            raise RuntimeError("AttributedGraphDataModule: call setup() before reading the graph or its shape")
-        return self.graph
-
-    @property
-    def num_nodes(self) -> int:
-        return int(self._require_graph().num_nodes)
-
-    @property
-    def num_features(self) -> int:
-        return int(self._require_graph().x.size(1))
-
-    @property
-    def num_classes(self) -> int:
-        return int(self._require_graph().y.max().item()) + 1
-
     # -- Planetoid -----------------------------------------------------------------------------
     def _planetoid_source_raw_dir(self, name: str) -> Path | None:
         if self.data_root is None:
@@ -375,20 +354,6 @@ class AttributedGraphDataModule(pl.LightningDataModule):
         if self.graph is None:
             self.graph = self.load_graph()
 
-    def _full_graph_loader(self) -> DataLoader:
-        return DataLoader([self._require_graph()], batch_size=1, shuffle=False, collate_fn=_first_item)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._full_graph_loader()
-
-    def val_dataloader(self) -> DataLoader:
-        return self._full_graph_loader()
-
-    def test_dataloader(self) -> DataLoader:
-        return self._full_graph_loader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._full_graph_loader()
 
 
 def _remove_path(path: Path) -> None:

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from datamodules.image_sources import (CIFAR10_CLASSES, CIFAR10_JPG_ZIPS, FASHION_MNIST_CLASSES, IDX_FILES,
+from datamodules.image_sources import (CIFAR10_JPG_ZIPS, FASHION_MNIST_CLASSES, IDX_FILES,
                                        MNIST_CLASSES, ImageArrays, cached_arrays, first_existing_folder,
                                        generate_gratings, read_cifar10_jpg_zip, read_cifar10_pickle, read_idx_pair)
 

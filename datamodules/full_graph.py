@@ -1,0 +1,52 @@
+"""Base for datamodules that serve one whole graph per batch (node clustering, node classification).
+
+Every dataloader (train, val, test, predict) yields the single full graph once per epoch. Under
+DDP each rank gets the full graph: Lightning's distributed sampler pads the one-item dataset to one
+item per rank. Subclasses set ``self.graph`` in ``setup`` and may override ``num_classes``.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+from torch.utils.data import DataLoader
+from torch_geometric.data import Data
+
+
+def _first_item(items: list[Data]) -> Data:
+    return items[0]
+
+
+class FullGraphDataModule(pl.LightningDataModule):
+    graph: Data | None = None
+
+    def _require_graph(self) -> Data:
+        if self.graph is None:
+            raise RuntimeError(f"{type(self).__name__}: call setup() before reading the graph or its shape")
+        return self.graph
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self._require_graph().num_nodes)
+
+    @property
+    def num_features(self) -> int:
+        return int(self._require_graph().x.size(1))
+
+    @property
+    def num_classes(self) -> int:
+        return int(self._require_graph().y.max().item()) + 1
+
+    def _full_graph_loader(self) -> DataLoader:
+        return DataLoader([self._require_graph()], batch_size=1, shuffle=False, collate_fn=_first_item)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._full_graph_loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._full_graph_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._full_graph_loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._full_graph_loader()

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from datamodules.fairness_graphs import (
+    FairGraphDataModule,
+    _minmax,
+    induced_node_subsample,
+    official_split,
+    read_edge_file,
+    read_fair_graph,
+    similarity_edges,
+)
+from tests_support import shared_data_root
+
+
+def _official_capped_half(labels: np.ndarray, seed: int, label_number: int):
+    """The NIFTY/RELIANT loader code, verbatim in spirit: numpy arrays shuffled by python random."""
+    random.seed(seed)
+    label_idx_0, label_idx_1 = np.where(labels == 0)[0], np.where(labels == 1)[0]
+    random.shuffle(label_idx_0)
+    random.shuffle(label_idx_1)
+    idx_train = np.append(label_idx_0[:min(int(0.5 * len(label_idx_0)), label_number // 2)],
+                          label_idx_1[:min(int(0.5 * len(label_idx_1)), label_number // 2)])
+    idx_val = np.append(label_idx_0[int(0.5 * len(label_idx_0)):int(0.75 * len(label_idx_0))],
+                        label_idx_1[int(0.5 * len(label_idx_1)):int(0.75 * len(label_idx_1))])
+    idx_test = np.append(label_idx_0[int(0.75 * len(label_idx_0)):], label_idx_1[int(0.75 * len(label_idx_1)):])
+    return idx_train, idx_val, idx_test
+
+
+def test_official_split_reproduces_the_loader_code():
+    labels = (np.random.default_rng(3).random(1234) < 0.3).astype(int)
+    for ours, theirs in zip(official_split(labels, rule="capped_half", seed=20, label_number=300),
+                            _official_capped_half(labels, seed=20, label_number=300)):
+        np.testing.assert_array_equal(ours, theirs)
+    train, val, test = official_split(labels, rule="thirty_twenty_fifty", seed=20)
+    counts = np.bincount(labels)
+    assert len(train) == int(0.3 * counts[0]) + int(0.3 * counts[1])
+    assert len(set(train) | set(val) | set(test)) == len(labels)  # 30/20/50 covers every node
+
+
+def test_similarity_edges_on_a_hand_computed_line():
+    # Points 0, 1, 3, 10 on a line. Node 0: nearest d=1 (sim 1/2), threshold 0.6 -> sim > 0.3 <=> d < 2.33: {1}.
+    # Node 1: nearest d=1 -> {0} (d=2 to node 2 gives 1/3 > 0.3: also kept). Node 3 (id 2): nearest d=2 (sim 1/3)
+    # -> sim > 0.2 <=> d < 4: {1, 0 (d=3)}. Node 10 (id 3): nearest d=7 (1/8) -> d < 12.33: {2, 1 (d=9), 0 (d=10)}.
+    edges = {tuple(edge) for edge in similarity_edges(np.array([[0.0], [1.0], [3.0], [10.0]]), threshold=0.6).tolist()}
+    assert edges == {(0, 1), (1, 0), (1, 2), (2, 1), (2, 0), (3, 2), (3, 1), (3, 0)}
+
+
+def test_german_matches_source_md_and_rebuilds_its_edge_file():
+    root = shared_data_root("fair_german/german.csv")
+    datamodule = FairGraphDataModule("German", data_dir=str(root), cache_dir=None)
+    graph, split = read_fair_graph("German", root, cache_root=Path("/nonexistent"))
+    assert graph.x.shape == (1000, 27)  # 30 columns - label - OtherLoansAtStore - PurposeOfLoan
+    assert graph.y.bincount().tolist() == [300, 700]
+    assert graph.sensitive.bincount().tolist() == [690, 310]  # Female = 1
+    assert [len(split[part]) for part in ("train", "val", "test")] == [500, 250, 250]
+    assert graph.edge_index.size(1) == 44484  # 2 x 21,742 undirected pairs + 1,000 self loops
+    assert datamodule.dataset_name == "German"
+    # NIFTY built german_edges.txt from the min-max scaled table at t=0.8: we rebuild it exactly.
+    table = pd.read_csv(root / "fair_german" / "german.csv")
+    table["Gender"] = (table["Gender"] == "Female").astype(int)
+    table = table.drop(columns=["GoodCustomer", "OtherLoansAtStore", "PurposeOfLoan"]).astype(float)
+    for column in ("LoanAmount", "Age", "LoanDuration"):
+        table[column] = _minmax(table[column])
+    rebuilt = {tuple(edge) for edge in similarity_edges(table.to_numpy(), threshold=0.8).tolist()}
+    shipped = {tuple(edge) for edge in read_edge_file(root / "fair_german" / "german_edges.txt").tolist()}
+    assert rebuilt == shipped
+
+
+def test_bail_matches_source_md_and_paper_edge_count(tmp_path: Path):
+    root = shared_data_root("fair_bail/bail.csv")
+    datamodule = FairGraphDataModule("bail", data_dir=str(root), cache_dir=str(tmp_path))
+    datamodule.setup()
+    graph = datamodule.graph
+    assert graph.x.shape == (18876, 18)
+    assert graph.y.bincount().tolist() == [11772, 7104]
+    assert graph.sensitive.bincount().tolist() == [9317, 9559]
+    assert graph.edge_index.size(1) == 642616  # the DGL count (symmetrised + self loops) of the paper spec
+    assert torch.allclose(graph.x.sum(dim=1), torch.ones(18876), atol=1e-5)  # row-normalised
+    assert [int(graph[f"{part}_mask"].sum()) for part in ("train", "val", "test")] == [5662, 3776, 9438]
+    assert not (graph.train_mask & graph.test_mask).any()
+    assert (tmp_path / "fair_graphs").is_dir()  # the processed cache went to cache_dir
+    small = induced_node_subsample(graph, 500, seed=0)
+    assert small.num_nodes == 500 and int(small.edge_index.max()) < 500
+    assert small.train_mask.sum() + small.val_mask.sum() + small.test_mask.sum() == 500
+
+
+def test_credit_table_reads_with_a_dropped_in_edge_file(tmp_path: Path):
+    root = shared_data_root("fair_credit/credit.csv")
+    (tmp_path / "credit").mkdir()
+    (tmp_path / "credit" / "credit.csv").symlink_to(root / "fair_credit" / "credit.csv")
+    (tmp_path / "credit" / "credit_edges.txt").write_text("0 1\n1 2\n29999 0\n")  # a user's own edge file
+    graph, split = read_fair_graph("Credit", tmp_path, cache_root=tmp_path)
+    assert graph.x.shape == (30000, 13)  # 15 columns - label - Single
+    assert graph.y.bincount().tolist() == [6636, 23364]
+    assert graph.sensitive.bincount().tolist() == [27315, 2685]
+    assert [len(split[part]) for part in ("train", "val", "test")] == [1000, 7500, 7500]
+    assert graph.edge_index.size(1) == 30000 + 6
+    assert float(graph.x.min()) == -1.0 and float(graph.x.max()) == 1.0
+
+
+def test_pokec_format_maps_user_ids_and_skips_unlabelled(tmp_path: Path):
+    folder = tmp_path / "pokec"
+    folder.mkdir()
+    pd.DataFrame({"user_id": [10, 20, 30, 40, 50, 60], "region": [0, 1, 0, 1, 0, 1], "age": [20, 30, 40, 50, 60, 70],
+                  "I_am_working_in_field": [-1, 0, 1, 2, 0, 1]}).to_csv(folder / "region_job.csv", index=False)
+    (folder / "region_job_relationship.txt").write_text("10\t20\n30\t60\n")
+    graph, split = read_fair_graph("pokec_z", tmp_path, cache_root=tmp_path)
+    assert graph.x.shape == (6, 1)  # user_id, region and the label are not features
+    assert graph.y.tolist() == [0, 0, 1, 1, 0, 1]  # -1 (unlabelled) stays out of every split; 2 -> 1
+    assert 0 not in set(np.concatenate(list(split.values())).tolist())
+    assert {(0, 1), (1, 0), (2, 5)} <= {tuple(e) for e in graph.edge_index.T.tolist()}
+
+
+def test_missing_files_name_what_to_get(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match=r"bail\.csv.*chirag126/nifty"):
+        FairGraphDataModule("Bail", data_dir=str(tmp_path), cache_dir=str(tmp_path)).prepare_data()
+    with pytest.raises(ValueError, match="unknown fairness dataset"):
+        read_fair_graph("nope", tmp_path, cache_root=tmp_path)
+
+
+def test_generated_graph_is_biased_and_homophilous():
+    datamodule = FairGraphDataModule()
+    datamodule.setup()
+    graph = datamodule.graph
+    sensitive, labels = graph.sensitive, graph.y
+    label_gap = labels[sensitive == 1].float().mean() - labels[sensitive == 0].float().mean()
+    assert 0.25 < float(label_gap) < 0.55  # synthetic_label_bias = 0.4
+    source, target = graph.edge_index[:, graph.edge_index[0] != graph.edge_index[1]]
+    assert 0.7 < float((labels[source] == labels[target]).float().mean()) < 0.9  # homophily 0.8
+    assert 0.7 < float((sensitive[source] == sensitive[target]).float().mean()) < 0.9
+    assert graph.x.shape == (400, 19) and torch.equal(graph.x[:, 16].long(), sensitive)  # s sits before 2 noise columns
+    assert int(graph.train_mask.sum()) == 199 or int(graph.train_mask.sum()) == 200

@@ -67,7 +67,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import random
 import zipfile
 from dataclasses import dataclass, field
@@ -81,7 +80,7 @@ from torch_geometric.data import Data
 from datamodules.full_graph import FullGraphDataModule
 from torch_geometric.utils import add_self_loops, coalesce, remove_self_loops, subgraph, to_undirected
 
-from datamodules.graphs import _exclusive_lock, default_cache_dir
+from datamodules.graphs import _exclusive_lock
 
 SYNTHETIC_NAME = "fair-sbm-synthetic"
 EDGE_BUILD_BLOCK_ROWS = 2048
@@ -429,15 +428,6 @@ class FairGraphDataModule(FullGraphDataModule):
                                      seed=synthetic_seed)
         self.max_nodes, self.subsample_seed = max_nodes, subsample_seed
         self.graph: Data | None = None
-
-    @property
-    def data_root(self) -> Path | None:
-        root = self.data_dir or os.environ.get("LITBENCH_DATA")
-        return Path(root).expanduser() if root else None
-
-    @property
-    def cache_root(self) -> Path:
-        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     @property
     def dataset_name(self) -> str:

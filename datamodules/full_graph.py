@@ -7,9 +7,14 @@ item per rank. Subclasses set ``self.graph`` in ``setup`` and may override ``num
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader
 from torch_geometric.data import Data
+
+from datamodules.paths import default_cache_dir
 
 
 def _first_item(items: list[Data]) -> Data:
@@ -18,6 +23,18 @@ def _first_item(items: list[Data]) -> Data:
 
 class FullGraphDataModule(pl.LightningDataModule):
     graph: Data | None = None
+    data_dir: str | None = None
+    cache_dir: str | None = None
+
+    @property
+    def data_root(self) -> Path | None:
+        """``data_dir``, else env ``LITBENCH_DATA``, else None."""
+        root = self.data_dir or os.environ.get("LITBENCH_DATA")
+        return Path(root).expanduser() if root else None
+
+    @property
+    def cache_root(self) -> Path:
+        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     def _require_graph(self) -> Data:
         if self.graph is None:

@@ -76,13 +76,6 @@ def planetoid_raw_file_names(name: str) -> list[str]:
     return [f"ind.{name.lower()}.{part}" for part in PLANETOID_RAW_PARTS]
 
 
-def default_cache_dir() -> Path:
-    if os.environ.get("LITBENCH_CACHE"):
-        return Path(os.environ["LITBENCH_CACHE"])
-    xdg_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(xdg_cache) / "litbench"
-
-
 @contextlib.contextmanager
 def _exclusive_lock(lock_path: Path) -> Iterator[None]:
     """Serialise cache preparation between processes (DDP ranks, a local worker pool)."""
@@ -239,16 +232,6 @@ class AttributedGraphDataModule(FullGraphDataModule):
             seed=sbm_seed,
         )
         self.graph: Data | None = None
-
-    # -- paths -----------------------------------------------------------------------------
-    @property
-    def data_root(self) -> Path | None:
-        root = self.data_dir or os.environ.get("LITBENCH_DATA")
-        return Path(root).expanduser() if root else None
-
-    @property
-    def cache_root(self) -> Path:
-        return Path(self.cache_dir).expanduser() if self.cache_dir else default_cache_dir()
 
     @property
     def dataset_name(self) -> str:

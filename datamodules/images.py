@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from datamodules.image_sources import (CIFAR10_JPG_ZIPS, FASHION_MNIST_CLASSES, IDX_FILES,
                                        MNIST_CLASSES, ImageArrays, cached_arrays, first_existing_folder,
                                        generate_gratings, read_cifar10_jpg_zip, read_cifar10_pickle, read_idx_pair)
+from datamodules.paths import default_cache_dir
 
 # Per-dataset channel statistics of the training images (the values everyone uses for these sets).
 CHANNEL_STATS = {
@@ -68,12 +69,6 @@ DOWNLOAD_HINT = {
     "fashion-mnist": "download the four files from https://github.com/zalandoresearch/fashion-mnist",
     "mnist-t10k-split": "get the shared mnist_test folder (see its SOURCE.md) and pass --data-dir",
 }
-
-
-def default_cache_dir() -> Path:
-    if "LITBENCH_CACHE" in os.environ:
-        return Path(os.environ["LITBENCH_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "litbench"
 
 
 def stratified_indices(labels: torch.Tensor, size: int | None, *, seed: int,

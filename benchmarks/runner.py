@@ -290,7 +290,9 @@ def die_with_parent() -> None:
     its current run training on as an orphan. ``LITBENCH_PARENT_PID`` closes the race where the
     suite died before the request was made.
     """
-    parent = os.environ.get("LITBENCH_PARENT_PID")
+    # Popped, so that the DDP ranks Lightning starts from this process (copies of its environment)
+    # do not mistake this worker for the suite and exit.
+    parent = os.environ.pop("LITBENCH_PARENT_PID", None)
     if parent is None or not sys.platform.startswith("linux"):
         return
     import ctypes

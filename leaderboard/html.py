@@ -222,7 +222,7 @@ def render_suite_times(report: LeaderboardReport) -> str:
     if report.suite_times:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.suite_times]
         parts.append("<h3>Wall time</h3><p class=\"muted\">Ok runs run one after another; overhead is the time "
-                     f"outside fit and test (setup, stages, logger).</p>{render_table(SUITE_TIME_HEADER, rows)}")
+                     f"outside stages, fit and test (setup, logger).</p>{render_table(SUITE_TIME_HEADER, rows)}")
     if report.parity:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.parity]
         parts.append("<h3>Lightning vs a hand-written loop</h3><p class=\"muted\">litbench perf parity: same model, "

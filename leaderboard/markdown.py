@@ -129,7 +129,7 @@ def render_markdown(report: LeaderboardReport) -> str:
                               "inconclusive", "ok runs", "failed runs"], summary_rows), ""]
     lines += ["Claims are judged per (dataset, profile). " + VERDICT_RULE, ""]
     if report.suite_times:
-        lines += ["**Wall time** (ok runs run one after another; overhead = time outside fit and test)", "",
+        lines += ["**Wall time** (ok runs run one after another; overhead = time outside stages, fit and test)", "",
                   markdown_table(SUITE_TIME_HEADER, [[escape_markdown(cell) for cell in row] for row in report.suite_times]), ""]
     if report.parity:
         lines += ["**Lightning vs a hand-written loop** (`litbench perf parity`; same model, data and seed)", "",

@@ -13,7 +13,7 @@ Fields (schema ``litbench.run-record/1``)::
 
     schema, run_id, benchmark, method, role, dataset, profile, seed, status (ok|failed),
     error {type, message, traceback_tail} | null, metrics {name: value},
-    cost {fit_s, eval_s, run_s, train_samples_per_s, data_share, peak_rss_mb, peak_gpu_mb, params, flops, mfu},
+    cost {fit_s, eval_s, stage_s, run_s, train_samples_per_s, data_share, peak_rss_mb, peak_gpu_mb, params, flops, mfu},
     hardware {cpu, cores, accelerator, devices, strategy, num_nodes, world_size, gpu_names},
     software {python, torch, lightning, torchmetrics, torch_geometric, timm, git_sha, git_dirty},
     config (fully resolved, LightningCLI form plus a ``litbench`` section), config_hash,
@@ -23,8 +23,9 @@ Fields (schema ``litbench.run-record/1``)::
 ``artifacts`` lists files a run wrote for readers (generated MIDI, distilled images, a BEV plot), as
 paths relative to the results folder, under ``<run_id>.artifacts/`` next to the record.
 
-``cost.run_s`` is the run's whole wall time (stages, setup, logger, fit, test; not the record write),
-so ``run_s - fit_s - eval_s`` is the harness's overhead. ``cost.data_share`` is the fraction of
+``cost.run_s`` is the run's whole wall time (stages, setup, logger, fit, test; not the record write);
+``cost.stage_s`` the time spent building (or fetching) its cached stages, so
+``run_s - stage_s - fit_s - eval_s`` is the harness's overhead. ``cost.data_share`` is the fraction of
 training time spent between steps (fetching, transferring and augmenting batches). ``cost.mfu``
 (GPU runs) is the model FLOPs utilisation: training FLOP/s over the GPUs' peak at the run's precision.
 ``cost.flops`` is the FLOP count of one training step (forward + backward + optimiser) as counted by
@@ -48,7 +49,7 @@ SCHEMA = "litbench.run-record/1"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
-COST_KEYS = ("fit_s", "eval_s", "run_s", "train_samples_per_s", "data_share", "peak_rss_mb", "peak_gpu_mb", "params",
+COST_KEYS = ("fit_s", "eval_s", "stage_s", "run_s", "train_samples_per_s", "data_share", "peak_rss_mb", "peak_gpu_mb", "params",
              "flops", "mfu")
 
 

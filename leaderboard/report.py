@@ -215,7 +215,7 @@ SUITE_TIME_HEADER = ["benchmark", "profile", "ok runs", "wall (sum of runs)", "h
 
 def suite_time_rows(frame: pd.DataFrame) -> list[list[str]]:
     """Per benchmark and profile, from the ok records: the sequential wall time of its runs
-    (``cost.run_s``), the share of it outside fit and test (harness overhead: setup, stages, logger)
+    (``cost.run_s``), the share of it outside stages, fit and test (harness overhead: setup, logger, record)
     and the mean share of training time spent waiting for data."""
     needed = [cost_column(name) for name in ("run_s", "fit_s", "eval_s", "data_share")]
     if any(column not in frame for column in needed):
@@ -224,7 +224,8 @@ def suite_time_rows(frame: pd.DataFrame) -> list[list[str]]:
     rows = []
     for (benchmark, profile), runs in ok.groupby(["benchmark", "profile"], sort=True):
         wall = runs[cost_column("run_s")].sum()
-        inside = (runs[cost_column("fit_s")].fillna(0) + runs[cost_column("eval_s")].fillna(0)).sum()
+        stage = runs[cost_column("stage_s")].fillna(0) if cost_column("stage_s") in runs else 0.0
+        inside = (runs[cost_column("fit_s")].fillna(0) + runs[cost_column("eval_s")].fillna(0) + stage).sum()
         data_share = runs[cost_column("data_share")].mean()
         rows.append([str(benchmark), str(profile), str(len(runs)), format_seconds(wall),
                      f"{100 * (wall - inside) / wall:.1f}%" if wall > 0 else MISSING,

@@ -38,6 +38,9 @@ def test_run_records_every_run_and_a_rerun_skips_them(toy_env, tmp_path: Path, c
     assert stage_log.read_text() == "pretrain\n"
     stages = [first[f"toy/linear/finetuned/smoke/seed-{s}.json"]["stages"]["pretrain"] for s in (0, 1)]
     assert [s["cache_hit"] for s in stages] == [False, True] and stages[0]["key"] == stages[1]["key"]
+    built, reused = (first[f"toy/linear/finetuned/smoke/seed-{s}.json"]["cost"] for s in (0, 1))
+    assert built["stage_s"] > reused["stage_s"] >= 0  # training the stage is timed apart from fit and overhead
+    assert built["run_s"] >= built["stage_s"] + built["fit_s"] + built["eval_s"]
 
     capsys.readouterr()
     assert main(["run", "toy", "--methods", "linear,mean,finetuned", "--results", str(results), *FAST]) == 0

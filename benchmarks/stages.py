@@ -70,7 +70,9 @@ class StageCache:
         # Independent processes (--workers) may want the same stage at once: the writer holds a file
         # lock for the build, and a process that waited for it finds the finished artifact instead
         # of building it again (or deleting the other's half-built folder).
-        lock = open(final.with_name(final.name + ".lock"), "w") if is_writer else None
+        locks = self.root / ".locks"  # beside, not among, the artifact folders
+        locks.mkdir(exist_ok=True)
+        lock = open(locks / f"{final.name}.lock", "w") if is_writer else None
         try:
             if lock is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)

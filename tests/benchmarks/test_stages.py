@@ -36,6 +36,7 @@ def test_two_processes_build_a_stage_once(tmp_path: Path) -> None:
     paths, hits = zip(*(stdout.split() for stdout, _ in outputs))
     assert len(set(paths)) == 1 and Path(paths[0]).read_text() == "w"
     assert sorted(hits) == ["False", "True"]  # one built it, the other waited and reused it
-    (stage_folder,) = [p for p in (tmp_path / "cache" / "stages").iterdir() if p.is_dir()]
+    (stage_folder,) = [p for p in (tmp_path / "cache" / "stages").iterdir() if p.is_dir() and p.name != ".locks"]
     assert json.loads((stage_folder / "artifact.json").read_text())["path"] == "weights.txt"
     assert not any(p.name.endswith(".partial") for p in (tmp_path / "cache" / "stages").iterdir())
+    assert sorted(p.name for p in (tmp_path / "cache" / "stages").iterdir()) == [".locks", stage_folder.name]

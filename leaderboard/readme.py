@@ -28,8 +28,9 @@ class ReadmeMarkersError(ValueError):
 def machine_line(frame: pd.DataFrame) -> str:
     """The distinct machines the selected runs used, e.g. 'cpu ×1 (Intel Xeon ...)'."""
     setups = []
-    for (accelerator, world_size, cpu, gpus), rows in frame.fillna("").groupby(
-            ["accelerator", "world_size", "cpu", "gpu_names"], sort=True):
+    columns = ["accelerator", "world_size", "cpu", "gpu_names"]
+    for (accelerator, world_size, cpu, gpus), rows in frame[columns].astype(object).fillna("").groupby(
+            columns, sort=True):
         device = f"{accelerator} ×{world_size}" + (f" ({gpus})" if gpus else "")
         setups.append(f"{device} on {cpu or 'unknown CPU'} ({len(rows)} runs)")
     return "; ".join(setups) or "no runs"

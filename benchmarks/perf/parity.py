@@ -104,20 +104,34 @@ def _optimizers(model: pl.LightningModule) -> tuple[torch.optim.Optimizer, Any, 
     return optimizer, scheduler, interval
 
 
+def _step_scheduler(model: pl.LightningModule, scheduler: Any, steps_done: int) -> None:
+    """``lr_scheduler_step`` as Lightning calls it (modules may override it, e.g. timm schedulers
+    stepped by ``self.global_step``), with the step counter Lightning would show at that point."""
+    model._trainer = SimpleNamespace(global_step=steps_done)
+    try:
+        model.lr_scheduler_step(scheduler, None)
+    finally:
+        model._trainer = None
+
+
 def plain_fit(config: dict[str, Any], *, epochs: int) -> LoopResult:
     datamodule, model = _instantiate(config)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    # Modules that size their layers from the data read them off trainer.datamodule in
-    # configure_model; a stand-in holding only the datamodule serves that one call.
-    model._trainer = SimpleNamespace(datamodule=datamodule)
+    # Modules read a few trainer facts while they are set up: the datamodule (layer sizes, in
+    # configure_model) and the schedule length (in configure_optimizers). A stand-in holding only
+    # those serves these calls; the training loop itself runs without it.
+    steps_per_epoch = len(datamodule.train_dataloader())
+    model._trainer = SimpleNamespace(datamodule=datamodule, max_epochs=epochs,
+                                     estimated_stepping_batches=epochs * steps_per_epoch)
     model.configure_model()
+    optimizer, scheduler, interval = _optimizers(model)
     model._trainer = None
     # The datamodule's batch transform asks whether it is training (augmentation on or off).
     datamodule.trainer = SimpleNamespace(training=True)
-    optimizer, scheduler, interval = _optimizers(model)
     clip = config["trainer"].get("gradient_clip_val")
     result = LoopResult()
+    steps_done = 0
     model.train()
     for _ in range(epochs):
         started = time.perf_counter()
@@ -130,11 +144,12 @@ def plain_fit(config: dict[str, Any], *, epochs: int) -> LoopResult:
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
+            steps_done += 1
             if scheduler is not None and interval == "step":
-                scheduler.step()
+                _step_scheduler(model, scheduler, steps_done)
             result.losses.append(float(loss.detach()))
         if scheduler is not None and interval == "epoch":
-            scheduler.step()
+            _step_scheduler(model, scheduler, steps_done)
         result.epoch_seconds.append(time.perf_counter() - started)
     return result
 

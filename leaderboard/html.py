@@ -24,6 +24,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 MAX_EMBEDDED_IMAGE_BYTES = 1_500_000
 MAX_EMBEDDED_FILE_BYTES = 256_000
 MAX_FILES_PER_RUN = 8
+THUMBNAIL_ABOVE_BYTES = 100_000  # larger raster images are embedded as a 360-px JPEG thumbnail
+THUMBNAIL_PIXELS = 360
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
@@ -150,6 +152,23 @@ def data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
+def thumbnail_uri(path: Path) -> str:
+    """A downscaled JPEG (quality 85) of a large raster image, so the page stays small; the file in
+    the results folder keeps full size and full quality."""
+    if path.suffix.lower() == ".svg":
+        return data_uri(path)
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=85)
+    return f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
+
+
 def render_artifact(results_dir: Path, relative: str) -> str:
     path = results_dir / relative
     name = esc(Path(relative).name)
@@ -157,7 +176,8 @@ def render_artifact(results_dir: Path, relative: str) -> str:
         return f'<p class="failed">{name}: missing from {esc(results_dir)}</p>'
     size = path.stat().st_size
     if path.suffix.lower() in IMAGE_SUFFIXES and size <= MAX_EMBEDDED_IMAGE_BYTES:
-        return f'<figure><img src="{data_uri(path)}" alt="{esc(relative)}"><figcaption>{name}</figcaption></figure>'
+        source = thumbnail_uri(path) if size > THUMBNAIL_ABOVE_BYTES else data_uri(path)
+        return f'<figure><img src="{source}" alt="{esc(relative)}"><figcaption>{name}</figcaption></figure>'
     if size <= MAX_EMBEDDED_FILE_BYTES:
         return f'<p><a download="{name}" href="{data_uri(path)}">{name}</a> <span class="muted">({size:,} bytes)</span></p>'
     return f'<p><code>{esc(relative)}</code> <span class="muted">({size:,} bytes, too large to embed)</span></p>'

@@ -305,3 +305,24 @@ def test_a_reference_row_is_shown_but_never_the_best_baseline(write_run, results
     markdown = paths["markdown"].read_text()
     assert "Δ acc vs weak" in _header(markdown, after="## gen")
     assert _table_row(markdown, "human", after="## gen")[1] == "reference"
+
+
+def test_large_artifact_images_are_embedded_as_thumbnails(write_run, results_dir: Path, tmp_path: Path) -> None:
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    folder = results_dir / "doorping/mnist/doorping/cpu/seed-0.artifacts"
+    folder.mkdir(parents=True)
+    noise = np.random.default_rng(0).integers(0, 256, (600, 600, 3), dtype=np.uint8)  # incompressible, ~1 MB
+    Image.fromarray(noise).save(folder / "grid.png")
+    write_run(benchmark="doorping", method="doorping", role="proposed", dataset="mnist", seed=0, metrics={"asr": 0.9},
+              artifacts=["doorping/mnist/doorping/cpu/seed-0.artifacts/grid.png"])
+    page = build_leaderboard(results_dir, tmp_path / "out",
+                             specs={"doorping": {"metrics": {"primary": "asr", "higher_is_better": {"asr": True}}}})["html"].read_text()
+    embedded = page.split('<img src="data:image/jpeg;base64,')[1].split('"')[0]
+    with Image.open(io.BytesIO(base64.b64decode(embedded))) as thumbnail:
+        assert thumbnail.size == (360, 360)
+    assert (folder / "grid.png").stat().st_size > 1_000_000  # the file itself keeps full size

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", type=_csv, help="comma-separated methods (default: all)")
     run.add_argument("--datasets", type=_csv, help="comma-separated datasets (default: the profile's)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
-                     help="override any key of the resolved config, e.g. trainer.max_epochs=5 (repeatable)")
+                     help="override any key of the resolved config, e.g. trainer.max_epochs=5 or a stage's: "
+                          "stages.NAME.trainer.max_epochs=2 (repeatable)")
     run.add_argument("--seeds", type=int, help="number of seeds 0..N-1 (default: the profile's)")
     run.add_argument("--data-dir", help="data root laid out like ../shared/data (default: $LITBENCH_DATA)")
     run.add_argument("--cache-dir", help="processed data and stage cache (default: $LITBENCH_CACHE or RESULTS/cache)")
@@ -292,7 +293,7 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
 def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     from benchmarks.perf.parity import compare
     from benchmarks.perf.records import write_perf_record
-    from benchmarks.resolve import resolve_run
+    from benchmarks.resolve import check_stage_sets, resolve_run
 
     specs = load_all_specs()
     if args.benchmark not in specs:
@@ -303,6 +304,7 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     dataset = args.dataset or spec.datasets_for(args.profile)[0]
     plan = resolve_run(spec, method=args.method, dataset=dataset, profile=args.profile, seed=args.seed,
                        sets=args.sets, data_dir=args.data_dir)
+    check_stage_sets([plan], args.sets)
     result = compare(plan.config, epochs=args.epochs, repeats=args.repeats)
     path = write_perf_record(Path(args.results), kind="parity", name=f"{plan.benchmark}-{plan.method}-{dataset}-{args.profile}",
                              payload={"benchmark": plan.benchmark, "method": plan.method, "dataset": dataset,

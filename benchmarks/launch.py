@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from benchmarks.resolve import RunPlan, resolve_run
+from benchmarks.resolve import RunPlan, check_stage_sets, resolve_run
 from benchmarks.spec import BenchmarkSpec, SpecError
 from leaderboard.records import STATUS_FAILED, CorruptRecordError, RecordStore, RunRecord, failed_path, read_record
 
@@ -89,6 +89,7 @@ def plan_runs(specs: dict[str, BenchmarkSpec], *, benchmarks: list[str], profile
                 for seed in range(seed_count):
                     plans.append(resolve_run(spec, method=method, dataset=dataset, profile=profile, seed=seed,
                                              hardware=hardware, sets=sets, data_dir=data_dir, cache_dir=cache_dir))
+    check_stage_sets(plans, sets)
     return plans
 
 

@@ -2,6 +2,8 @@
 
 Precedence, later wins: trainer defaults < spec ``trainer`` < method < method.datasets[D] <
 profile < profile.methods[M] < profile.methods[M].datasets[D] < hardware flags < ``--set``.
+A stage is overridden with ``--set stages.NAME.model.init_args.K=V`` (or ``stages.NAME.trainer.K=V``):
+it applies to every selected method that has a stage NAME, and changes that stage's cache key.
 
 The resolved config has the keys LightningCLI reads (``seed_everything``, ``trainer``, ``model``,
 ``data``) plus a ``litbench`` section naming the run and its stages. The config hash covers all of
@@ -12,7 +14,7 @@ not change a result, but changing any hyper-parameter, dataset name, profile or 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
@@ -59,10 +61,30 @@ def parse_set(assignment: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def apply_set(config: dict[str, Any], assignment: str) -> None:
+def is_stage_set(assignment: str) -> bool:
+    return assignment.strip().startswith("stages.")
+
+
+def apply_set(config: dict[str, Any], assignment: str) -> bool:
+    """Apply one ``--set``; False when it names a stage this run does not have (so a multi-method
+    selection can override the stage some of its methods share)."""
     parts, value = parse_set(assignment)
+    if parts[0] == "stages":
+        if len(parts) < 4 or parts[2] not in ("model", "trainer"):
+            raise SpecError(f"--set {assignment!r}: a stage override reads stages.NAME.model.init_args.KEY=VALUE "
+                            "or stages.NAME.trainer.KEY=VALUE")
+        stage = next((s for s in config["litbench"]["stages"] if s["name"] == parts[1]), None)
+        if stage is None:
+            return False
+        _assign(stage, parts[2:], value, assignment)
+        return True
     if parts[0] not in ("trainer", "model", "data", "seed_everything"):
-        raise SpecError(f"--set {assignment!r}: the key must start with trainer., model., data. or seed_everything")
+        raise SpecError(f"--set {assignment!r}: the key must start with trainer., model., data., stages. or seed_everything")
+    _assign(config, parts, value, assignment)
+    return True
+
+
+def _assign(config: dict[str, Any], parts: list[str], value: Any, assignment: str) -> None:
     node = config
     for part in parts[:-1]:
         child = node.get(part)
@@ -86,6 +108,7 @@ class RunPlan:
     dataset: str
     profile: str
     seed: int
+    unmatched_stage_sets: list[str] = field(default_factory=list)
 
 
 def _layer(override: Override | None, dataset: str) -> list[Override]:
@@ -152,11 +175,19 @@ def resolve_run(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str,
         "litbench": {"benchmark": spec.name, "method": method, "role": method_spec.role, "dataset": dataset,
                      "profile": profile, "seed": seed, "stages": stages},
     }
-    for assignment in sets:
-        apply_set(config, assignment)
+    unmatched_stage_sets = [assignment for assignment in sets if not apply_set(config, assignment)]
     return RunPlan(run_id=make_run_id(spec.name, dataset, method, profile, seed), config=config,
                    config_hash=config_hash(identity_of(config)), benchmark=spec.name, method=method,
-                   dataset=dataset, profile=profile, seed=seed)
+                   dataset=dataset, profile=profile, seed=seed, unmatched_stage_sets=unmatched_stage_sets)
+
+
+def check_stage_sets(plans: list[RunPlan], sets: list[str] | tuple[str, ...]) -> None:
+    """A stage ``--set`` that no selected run uses is a typo, not a no-op."""
+    for assignment in filter(is_stage_set, sets):
+        if plans and all(assignment in plan.unmatched_stage_sets for plan in plans):
+            names = sorted({stage["name"] for plan in plans for stage in plan.config["litbench"]["stages"]})
+            raise SpecError(f"--set {assignment!r}: no selected method has that stage "
+                            f"(stages: {', '.join(names) or 'none'}); `litbench list` shows the methods")
 
 
 def stage_config(run_config: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:

@@ -95,3 +95,29 @@ def test_stage_seed_modes_and_profile_stage_overrides(spec) -> None:
     spec.profiles["smoke"].methods["finetuned"] = Override(stages={"pretrain": Override(trainer={"max_epochs": 1},
                                                                                         init_args={"lr": 0.5})})
     assert stage_of(0)["trainer"]["max_epochs"] == 1 and stage_of(0)["model"]["init_args"]["lr"] == 0.5
+
+
+def test_set_overrides_a_stage_and_its_cache_key(spec) -> None:
+    base = resolve_run(spec, method="finetuned", dataset="linear", profile="smoke", seed=0)
+    shorter = resolve_run(spec, method="finetuned", dataset="linear", profile="smoke", seed=0,
+                          sets=["stages.pretrain.trainer.max_epochs=1", "stages.pretrain.model.init_args.lr=0.3"])
+    stage, base_stage = shorter.config["litbench"]["stages"][0], base.config["litbench"]["stages"][0]
+    assert stage["trainer"]["max_epochs"] == 1 and stage["model"]["init_args"]["lr"] == 0.3
+    assert base_stage["trainer"]["max_epochs"] == 2  # the override did not leak into the spec
+    assert stage_config(shorter.config, stage) != stage_config(base.config, base_stage)
+    assert shorter.config_hash != base.config_hash and shorter.unmatched_stage_sets == []
+
+
+def test_stage_set_skips_methods_without_the_stage_but_a_typo_is_an_error(spec) -> None:
+    from benchmarks.launch import plan_runs
+
+    plans = plan_runs({"toy": spec}, benchmarks=["toy"], profile="smoke", methods=["linear", "finetuned"],
+                      sets=["stages.pretrain.trainer.max_epochs=1"])
+    by_method = {plan.method: plan for plan in plans}
+    assert by_method["linear"].config["litbench"]["stages"] == []
+    assert by_method["finetuned"].config["litbench"]["stages"][0]["trainer"]["max_epochs"] == 1
+    with pytest.raises(SpecError, match="no selected method has that stage.*pretrain"):
+        plan_runs({"toy": spec}, benchmarks=["toy"], profile="smoke", methods=["linear", "finetuned"],
+                  sets=["stages.pretrian.trainer.max_epochs=1"])
+    with pytest.raises(SpecError, match="stages.NAME.model.init_args.KEY=VALUE"):
+        resolve_run(spec, method="finetuned", dataset="linear", profile="smoke", seed=0, sets=["stages.pretrain.lr=1"])

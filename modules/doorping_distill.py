@@ -40,8 +40,12 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(width * size * size, num_classes)
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The flattened features the classifier reads (DM's ``net.embed``)."""
+        return self.features(images).flatten(1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(images).flatten(1))
+        return self.classifier(self.embed(images))
 
 
 class AlexNet(nn.Module):
@@ -57,6 +61,10 @@ class AlexNet(nn.Module):
             nn.Conv2d(64, 64, 5, padding=2), nn.ReLU(), nn.LocalResponseNorm(**norm), nn.MaxPool2d(3, 2, padding=1))
         self.classifier = nn.Sequential(nn.Linear(64 * 8 * 8, 384), nn.ReLU(), nn.Linear(384, 192), nn.ReLU(),
                                         nn.Linear(192, num_classes))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The input of the last linear layer (DM's AlexNet ``embed``: features → FC 384 → FC 192)."""
+        return self.classifier[:-1](self.features(images).flatten(1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(images).flatten(1))
@@ -86,6 +94,15 @@ def layer_gradient_distance(grad_real: torch.Tensor, grad_syn: torch.Tensor) -> 
 
 def gradient_match_distance(grads_real: list[torch.Tensor], grads_syn: list[torch.Tensor]) -> torch.Tensor:
     return sum(layer_gradient_distance(real, syn) for real, syn in zip(grads_real, grads_syn))
+
+
+# ---------------------------------------------------------------------------------------------
+# Distribution matching (DM, Zhao & Bilen WACV'23; the extension back-end, not in the paper)
+# ---------------------------------------------------------------------------------------------
+def distribution_match_distance(embed_real: torch.Tensor, embed_syn: torch.Tensor) -> torch.Tensor:
+    """‖mean embedding of the real batch − mean embedding of the synthetic images‖² for one class
+    (DM's per-class term; the loss is its sum over classes)."""
+    return ((embed_real.mean(0) - embed_syn.mean(0)) ** 2).sum()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -59,3 +59,16 @@ def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
     for name in ("cta", "asr", "asr_nontarget"):
         assert two.metrics[name] == pytest.approx(one.metrics[name], abs=0.02), name
     assert two.metrics["trigger_updates"] == one.metrics["trigger_updates"]
+
+
+def test_dm_extension_smoke_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITBENCH_NUM_THREADS", "1")
+    results = tmp_path / "results"
+    assert main(["run", "doorping_dm", *SMOKE, "--methods", "doorping,clean_dm", "--results", str(results)]) == 0
+    doorping, clean = (read_record(results / f"doorping_dm/generated/{m}/smoke/seed-0.json") for m in ("doorping", "clean_dm"))
+    for record in (doorping, clean):
+        assert record.ok and set(record.metrics) == METRICS
+        assert record.config["litbench"]["stages"][0]["model"]["init_args"]["backend"] == "dm"
+    # DM: one trigger update per iteration (3 smoke iterations), none for the clean arm
+    assert doorping.metrics["trigger_updates"] == 3 and clean.metrics["trigger_updates"] == 0
+    assert any("distilled_doorping.png" in path for path in doorping.artifacts)

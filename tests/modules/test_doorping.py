@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.images import ImageClassificationDataModule
 from modules.doorping import DistilledSetEvaluation, DoorpingDistillation, PerNetRate
-from modules.doorping_distill import (AlexNet, ConvNet, dc_loops, gradient_match_distance, layer_gradient_distance,
+from modules.doorping_distill import (AlexNet, ConvNet, dc_loops, distribution_match_distance, gradient_match_distance, layer_gradient_distance,
                                       optimise_trigger, patch_mask, random_patch_trigger, second_to_last_weighted,
                                       select_neurons, stamp_trigger, white_patch_trigger)
 
@@ -125,6 +125,43 @@ def test_dc_loop_counts_and_trigger_updates(attack, ipc, outer, iterations, upda
     patch = stage.mask.bool().expand(len(stage.poisoned), -1, -1, -1)
     stamped = stage.real[stage.poisoned][patch]
     assert torch.allclose(stamped, stage.trigger.expand(len(stage.poisoned), -1, -1, -1)[patch])
+
+
+def test_distribution_match_distance_hand_computed():
+    real = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # mean (2, 3)
+    syn = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])  # mean (1, 1)
+    assert distribution_match_distance(real, syn).item() == pytest.approx(1.0 + 4.0)
+    net = ConvNet(channels=1, num_classes=3, image_size=8, width=4, depth=2)
+    images = torch.randn(5, 1, 8, 8)
+    assert torch.allclose(net.classifier(net.embed(images)), net(images))
+    alex = AlexNet(channels=3, num_classes=4)
+    assert alex.embed(torch.randn(2, 3, 32, 32)).shape == (2, 192)
+
+
+@pytest.mark.parametrize("attack, updates", [("doorping", 3), ("naive", 0)])
+def test_dm_backend_matches_embeddings_and_updates_the_trigger_once_per_iteration(attack, updates):
+    pl.seed_everything(0, verbose=False)
+    stage = DoorpingDistillation(backend="dm", attack=attack, ipc=2, lr_img=1.0, batch_real=16, width=4, depth=2,
+                                 trigger_steps=3, trigger_stop_loss=0.0, portion=0.05, init="real")
+    assert stage.outer_loop == 0 and stage.inner_loop == 0  # no DC loops (ipc=2 has no DC table entry)
+    calls = {"train": 0}
+    stage.train_network = lambda net, epochs: calls.__setitem__("train", calls["train"] + 1)
+    _trainer(max_epochs=3, limit_train_batches=1).fit(stage, datamodule=_datamodule())
+    assert calls["train"] == 0 and stage.trigger_updates == updates
+    # the DM step lowers the embedding distance on a fixed network (a descent step on the images)
+    network = stage._network()
+    before = sum(distribution_match_distance(network.embed(stage.real[stage.class_index[c]]),
+                                             network.embed(stage.synthetic[2 * c:2 * c + 2])) for c in range(10))
+    weights = [p.detach().clone() for p in network.parameters()]
+    stage.hparams.batch_real = 10_000  # the whole class, so the step targets the same means as `before`
+    stage.image_optimiser = torch.optim.SGD([stage.synthetic], lr=0.1)
+    stage.distribution_match_step(network)
+    after = sum(distribution_match_distance(network.embed(stage.real[stage.class_index[c]]),
+                                            network.embed(stage.synthetic[2 * c:2 * c + 2])) for c in range(10))
+    assert after.item() < before.item()
+    assert all(torch.equal(w, p) for w, p in zip(weights, network.parameters()))
+    with pytest.raises(ValueError, match="backend"):
+        DoorpingDistillation(backend="mtt")
 
 
 def test_clean_artifact_keeps_the_white_patch_for_the_base_rate(tmp_path):

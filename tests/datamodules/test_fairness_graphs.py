@@ -8,15 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from datamodules.fairness_graphs import (
-    FairGraphDataModule,
-    _minmax,
-    induced_node_subsample,
-    official_split,
-    read_edge_file,
-    read_fair_graph,
-    similarity_edges,
-)
+from datamodules.fairness_graph_files import _minmax, official_split, read_edge_file, read_fair_graph, similarity_edges
+from datamodules.fairness_graphs import FairGraphDataModule, induced_node_subsample
 from tests_support import shared_data_root
 
 

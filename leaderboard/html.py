@@ -18,7 +18,8 @@ from pathlib import Path
 from leaderboard.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, format_number, format_seconds, format_signed
 from leaderboard.markdown import CLAIM_HEADER, VERDICT_RULE, format_interval, paper_line
-from leaderboard.report import PARITY_HEADER, SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
+from leaderboard.perf_tables import PARITY_HEADER, THREADS_HEADER
+from leaderboard.report import SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 MAX_EMBEDDED_IMAGE_BYTES = 1_500_000
@@ -247,6 +248,10 @@ def render_suite_times(report: LeaderboardReport) -> str:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.parity]
         parts.append("<h3>Lightning vs a hand-written loop</h3><p class=\"muted\">litbench perf parity: same model, "
                      f"data and seed, alternating runs.</p>{render_table(PARITY_HEADER, rows)}")
+    if report.threads:
+        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.threads]
+        parts.append("<h3>CPU threads</h3><p class=\"muted\">litbench perf threads: one run under each setting, "
+                     f"alternating; median wall time (× the fastest).</p>{render_table(THREADS_HEADER, rows)}")
     return "".join(parts)
 
 

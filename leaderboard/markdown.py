@@ -8,7 +8,8 @@ import pandas as pd
 
 from leaderboard.claims import CONFIDENCE, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, decimals_for, format_number, format_signed, is_missing
-from leaderboard.report import PARITY_HEADER, SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTable, LeaderboardReport
+from leaderboard.perf_tables import PARITY_HEADER, THREADS_HEADER
+from leaderboard.report import SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTable, LeaderboardReport
 
 VERDICT_RULE = (
     f"Verdicts pair the ok runs of method and baseline by seed (n pairs) and take the "
@@ -134,6 +135,9 @@ def render_markdown(report: LeaderboardReport) -> str:
     if report.parity:
         lines += ["**Lightning vs a hand-written loop** (`litbench perf parity`; same model, data and seed)", "",
                   markdown_table(PARITY_HEADER, [[escape_markdown(cell) for cell in row] for row in report.parity]), ""]
+    if report.threads:
+        lines += ["**CPU threads** (`litbench perf threads`; one run's median wall time per setting, × the fastest)", "",
+                  markdown_table(THREADS_HEADER, [[escape_markdown(cell) for cell in row] for row in report.threads]), ""]
     for title, setups in (("Hardware", report.hardware), ("Software", report.software)):
         lines += [f"**{title}**", ""] + [f"- {escape_markdown(setup)} ({count} runs)" for setup, count in setups] + [""]
     if report.problems:

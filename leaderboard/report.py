@@ -20,6 +20,7 @@ from leaderboard.formatting import (MISSING, decimals_for, format_count, format_
                                     format_mean_std, format_number, format_rate, format_seconds, format_signed,
                                     is_missing)
 from leaderboard.frame import cost_column, metric_column
+from leaderboard.perf_tables import parity_rows, threads_rows
 from leaderboard.records import STATUS_FAILED, STATUS_OK, RunRecord
 
 GROUP_KEYS = ["benchmark", "dataset", "profile", "method"]
@@ -107,6 +108,7 @@ class LeaderboardReport:
     problems: list[str] = field(default_factory=list)
     suite_times: list[list[str]] = field(default_factory=list)  # SUITE_TIME_HEADER rows
     parity: list[list[str]] = field(default_factory=list)  # PARITY_HEADER rows, from perf records
+    threads: list[list[str]] = field(default_factory=list)  # THREADS_HEADER rows, from perf records
 
     @property
     def runs_ok(self) -> int:
@@ -185,29 +187,8 @@ def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claim
         hardware=_run_counts(frame, columns=["accelerator", "devices", "world_size", "num_nodes", "gpu_names", "cpu"]),
         software=_run_counts(frame, columns=["python_version", "torch_version", "lightning_version",
                                              "torchmetrics_version", "git_sha", "git_dirty"]),
-        suite_times=suite_time_rows(frame), parity=parity_rows(results_dir, problems))
-
-
-PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch", "plain loop s/epoch",
-                 "ratio (goal ≤ 1.05)", "losses equal (5 dp)", "steps", "measured"]
-
-
-def parity_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
-    """Rows of the parity perf records (``<results>/perf/parity/*.json``, written by ``litbench perf parity``)."""
-    import json
-    from pathlib import Path
-
-    rows = []
-    for path in sorted((Path(results_dir) / "perf" / "parity").glob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-            rows.append([str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]),
-                         f"{float(record['lightning_epoch_s']):.3f}", f"{float(record['plain_epoch_s']):.3f}",
-                         f"{float(record['ratio']):.3f}", "yes" if record["losses_equal_5_decimals"] else "NO",
-                         str(int(record["steps"])), str(record.get("measured_at", ""))[:16]])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{path}: unreadable perf record ({type(exc).__name__}); rerun `litbench perf parity`")
-    return rows
+        suite_times=suite_time_rows(frame), parity=parity_rows(results_dir, problems),
+        threads=threads_rows(results_dir, problems))
 
 
 SUITE_TIME_HEADER = ["benchmark", "profile", "ok runs", "wall (sum of runs)", "harness overhead", "data share"]

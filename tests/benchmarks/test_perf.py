@@ -71,3 +71,49 @@ def test_gpu_smoke_summary_reads_rate_and_mfu_from_records(tmp_path: Path) -> No
                               cost={"train_samples_per_s": rate, "mfu": mfu}))
     assert summarise(str(tmp_path)) == [("emo", "emo_1m", "generated", 5000.0, 0.21, "ok"),
                                         ("emo", "mobilenetv2", "generated", 7000.0, None, "ok")]
+
+
+def test_perf_threads_alternates_the_settings_and_records_medians(toy_env, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The measured runs are stubbed (a real one is a subprocess of many seconds): what is tested is
+    the environment each setting gets, the warm-up, the medians, the ratios and the leaderboard row."""
+    import benchmarks.perf.threads as threads
+
+    seconds = {("1", "PASSIVE"): [3.0, 5.0], ("2", "ACTIVE"): [20.0, 10.0], ("2", "PASSIVE"): [2.0, 2.0]}
+    calls = []
+
+    def fake_run_once(run_args, *, run_id, env, results, timeout):
+        key = (env["LITBENCH_NUM_THREADS"], env["OMP_WAIT_POLICY"])
+        calls.append((*key, run_args))
+        if len(calls) == 1:
+            return {"run_s": 99.0, "fit_s": 1.0}  # the warm-up: never measured
+        return {"run_s": seconds[key].pop(0), "fit_s": 1.0}
+
+    monkeypatch.setattr(threads, "run_once", fake_run_once)
+    assert main(["perf", "threads", "toy", "linear", "--threads", "2", "--repeats", "2", "--results", str(tmp_path)]) == 0
+    # one warm-up (1 thread), then 2 rounds over the 3 settings in order, all on the same run and cache
+    assert [c[:2] for c in calls] == [("1", "PASSIVE")] + [("1", "PASSIVE"), ("2", "ACTIVE"), ("2", "PASSIVE")] * 2
+    assert all(c[2][:5] == ["toy", "--profile", "cpu", "--methods", "linear"] and "--cache-dir" in c[2] for c in calls)
+    record = json.loads((tmp_path / "perf/threads/toy-linear-linear-cpu.json").read_text())
+    settings = record["settings"]
+    assert list(settings) == ["1 thread", "2 threads, OpenMP active wait", "2 threads, OpenMP passive wait"]
+    assert [s["median_run_s"] for s in settings.values()] == [4.0, 15.0, 2.0]
+    assert record["fastest"] == "2 threads, OpenMP passive wait"
+    assert record["slowdown_vs_fastest"] == {"1 thread": 2.0, "2 threads, OpenMP active wait": 7.5,
+                                             "2 threads, OpenMP passive wait": 1.0}
+    from leaderboard.build import build_leaderboard
+
+    markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | cpu |"))
+    assert "| 4.0 s (2.00×) | 15.0 s (7.50×) | 2.0 s (1.00×) | 2 |" in row
+
+
+def test_openmp_waits_passively_unless_the_user_says_otherwise() -> None:
+    import os
+    import subprocess
+    import sys
+
+    probe = [sys.executable, "-c", "import benchmarks, os; print(os.environ['OMP_WAIT_POLICY'])"]
+    env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    assert subprocess.run(probe, capture_output=True, text=True, env=env).stdout.strip() == "PASSIVE"
+    assert subprocess.run(probe, capture_output=True, text=True, env={**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout.strip() == "ACTIVE"

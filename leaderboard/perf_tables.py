@@ -1,0 +1,48 @@
+"""Tables of the perf records (``<results>/perf/<kind>/*.json``, written by ``litbench perf``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch", "plain loop s/epoch",
+                 "ratio (goal ≤ 1.05)", "losses equal (5 dp)", "steps", "measured"]
+THREADS_HEADER = ["benchmark", "method", "dataset", "profile", "1 thread", "N threads, active wait",
+                  "N threads, passive wait", "N", "load before (1/5/15 min)", "measured"]
+
+
+def _rows(results_dir: str, kind: str, row: Callable[[dict[str, Any]], list[str]], problems: list[str]) -> list[list[str]]:
+    rows = []
+    for path in sorted((Path(results_dir) / "perf" / kind).glob("*.json")):
+        try:
+            rows.append(row(json.loads(path.read_text())))
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            problems.append(f"{path}: unreadable perf record ({type(exc).__name__}); rerun `litbench perf {kind}`")
+    return rows
+
+
+def _parity_row(record: dict[str, Any]) -> list[str]:
+    return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]),
+            f"{float(record['lightning_epoch_s']):.3f}", f"{float(record['plain_epoch_s']):.3f}",
+            f"{float(record['ratio']):.3f}", "yes" if record["losses_equal_5_decimals"] else "NO",
+            str(int(record["steps"])), str(record.get("measured_at", ""))[:16]]
+
+
+def _threads_row(record: dict[str, Any]) -> list[str]:
+    # Settings in the order `thread_settings` writes them: 1 thread, N active, N passive.
+    cells = [f"{float(setting['median_run_s']):.1f} s ({float(record['slowdown_vs_fastest'][name]):.2f}×)"
+             for name, setting in list(record["settings"].items())[:3]]
+    return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]), *cells,
+            str(int(record["threads"])), " / ".join(f"{float(x):.1f}" for x in record["load_before"]),
+            str(record.get("measured_at", ""))[:16]]
+
+
+def parity_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
+    """PARITY_HEADER rows (``litbench perf parity``); unreadable records become problems."""
+    return _rows(results_dir, "parity", _parity_row, problems)
+
+
+def threads_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
+    """THREADS_HEADER rows (``litbench perf threads``): median run time per setting (× the fastest)."""
+    return _rows(results_dir, "threads", _threads_row, problems)

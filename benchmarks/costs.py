@@ -114,7 +114,15 @@ class CostMeter(pl.Callback):
         self.train_samples += count_samples(batch) * trainer.world_size
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._flop_counter is not None:  # a step that raised or was skipped
+        self._close_flop_counter()  # a step that was skipped
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # A step that raised: the counter's module-tracker hooks are process-global, so a leaked
+        # counter would break every later run in this process (e.g. the next run of a suite).
+        self._close_flop_counter()
+
+    def _close_flop_counter(self) -> None:
+        if self._flop_counter is not None:
             self._flop_counter.__exit__(None, None, None)
             self._flop_counter = None
 

@@ -47,3 +47,32 @@ def test_cost_meter_splits_data_time_from_step_time(monkeypatch) -> None:
     meter.flops_per_step, meter.flops_step_samples = 1000, 4
     assert meter.model_flops_utilisation(1000.0) == pytest.approx(1000 / 4 * 2.0 / 1000.0)
     assert meter.model_flops_utilisation(None) is None
+
+
+def test_a_step_that_raises_does_not_leak_the_flop_counter_hooks() -> None:
+    """The FLOP counter's module-tracker hooks are process-global: left behind by a failed run,
+    they broke the next run of the suite (a forward with a parameter as input under no_grad)."""
+    import lightning.pytorch as pl
+    from torch.nn.modules import module as torch_module
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from benchmarks.costs import CostMeter
+
+    class Raises(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            self.layer(batch[0])
+            raise RuntimeError("step failed")
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    hooks_before = len(torch_module._global_forward_pre_hooks) + len(torch_module._global_forward_hooks)
+    trainer = pl.Trainer(max_epochs=1, callbacks=[CostMeter()], logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    with pytest.raises(RuntimeError, match="step failed"):
+        trainer.fit(Raises(), DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2))
+    assert len(torch_module._global_forward_pre_hooks) + len(torch_module._global_forward_hooks) == hooks_before

@@ -1,0 +1,62 @@
+"""The RefT benchmark through the real CLI: the smoke profile in one process (records, the shared
+per-seed base stage and its cache hit) and under 2-process DDP (the same numbers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import main
+from leaderboard.records import read_record
+
+SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
+METRICS = {"AP", "AP50", "nAP", "bAP", "images_evaluated", "mean_score"}
+SMOKE_TEST_IMAGES = 20
+
+
+def _record(results: Path, method: str):
+    return read_record(results / f"reft/synthetic-shapes/{method}/smoke/seed-0.json")
+
+
+def test_smoke_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LITBENCH_NUM_THREADS", "1")
+    results = tmp_path / "results"
+    assert main(["run", "reft", *SMOKE, "--methods", "reft_5shot,ft_full_5shot", "--results", str(results)]) == 0
+    reft, baseline = _record(results, "reft_5shot"), _record(results, "ft_full_5shot")
+    for record in (reft, baseline):
+        assert record.ok and set(record.metrics) == METRICS
+        assert record.metrics["images_evaluated"] == SMOKE_TEST_IMAGES
+        assert 0 <= record.metrics["nAP"] <= 100 and 0 <= record.metrics["bAP"] <= 100
+    assert reft.config["model"]["init_args"]["shots"] == 5
+    assert reft.config["model"]["init_args"]["feature_reference"] == "cross_attention"
+    assert "feature_reference" not in baseline.config["model"]["init_args"]
+    # one base model per seed, trained by the first arm and reused by the second
+    assert reft.stages["base"]["key"] == baseline.stages["base"]["key"]
+    assert [reft.stages["base"]["cache_hit"], baseline.stages["base"]["cache_hit"]] == [False, True]
+    assert main(["run", "reft", *SMOKE, "--methods", "reft_5shot", "--results", str(results), "--force"]) == 0
+    again = _record(results, "reft_5shot")
+    assert again.stages["base"]["cache_hit"] is True
+    assert again.metrics["mean_score"] == pytest.approx(reft.metrics["mean_score"], abs=1e-6)
+
+
+def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LITBENCH_NUM_THREADS": "1"}
+    # shard_training=false: every rank trains on the same seeded batches, so the 2-process model equals
+    # the 1-process one, while the test set is still split over the ranks and gathered for COCOeval.
+    args = [sys.executable, "-m", "benchmarks", "run", "reft", *SMOKE, "--methods", "reft_5shot",
+            "--set", "data.init_args.shard_training=false"]
+    done = subprocess.run([*args, "--results", str(single)], capture_output=True, text=True, timeout=400, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    done = subprocess.run([*args, "--results", str(ddp), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
+                          capture_output=True, text=True, timeout=400, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    one, two = _record(single, "reft_5shot"), _record(ddp, "reft_5shot")
+    assert one.hardware["world_size"] == 1 and two.hardware["world_size"] == 2
+    assert one.metrics["images_evaluated"] == two.metrics["images_evaluated"] == SMOKE_TEST_IMAGES
+    for name in ("AP", "nAP", "bAP", "mean_score"):
+        assert two.metrics[name] == pytest.approx(one.metrics[name], abs=1e-4), name

@@ -1,0 +1,149 @@
+"""RefT's hand-written parts against hand-computed values: matching costs, nAP/bAP, class centres,
+and the shapes of the feature re-weighting and the support->query link."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+
+from modules.common.coco_metrics import CocoMaskAP, encode_masks, split_mask_ap
+from modules.reft import FewShotFineTune, QueryInstanceSegmentation
+from modules.reft_matching import hungarian_match, matching_cost, pairwise_dice, pairwise_sigmoid_bce, set_loss
+from modules.reft_model import FeatureReference, InstanceReference, QueryInstanceSegmenter, References
+
+SMALL = {"num_classes": 4, "dim": 16, "num_queries": 6, "num_heads": 2, "ffn_dim": 32, "widths": (8, 8, 16, 16)}
+
+
+def test_pairwise_costs_by_hand() -> None:
+    zero = torch.zeros(1, 4)
+    targets = torch.tensor([[1.0, 1, 0, 0], [1.0, 1, 1, 1]])
+    # sigma(0) = 0.5: BCE is ln 2 at every pixel; dice = 1 - (sum t + 1) / (0.5 * 4 + sum t + 1)
+    assert torch.allclose(pairwise_sigmoid_bce(zero, targets), torch.full((1, 2), math.log(2)))
+    assert torch.allclose(pairwise_dice(zero, targets), torch.tensor([[1 - 3 / 5, 1 - 5 / 7]]))
+    sharp = torch.tensor([[2.0, -2.0]])
+    expected = [math.log1p(math.exp(-2)), math.log1p(math.exp(2))]
+    assert torch.allclose(pairwise_sigmoid_bce(sharp, torch.tensor([[1.0, 0], [0, 1.0]])), torch.tensor([expected]))
+
+
+def test_hungarian_matching_on_a_hand_made_case() -> None:
+    # equal masks everywhere, so only the class term decides: q0 is sure of class 1, q2 of class 0
+    class_logits = torch.log(torch.tensor([[0.05, 0.85, 0.05, 0.05], [0.25, 0.25, 0.25, 0.25], [0.7, 0.1, 0.1, 0.1]]))
+    mask_logits = torch.zeros(3, 4)
+    labels = torch.tensor([0, 1])
+    targets = torch.tensor([[1.0, 1, 0, 0], [1.0, 1, 0, 0]])
+    cost = matching_cost(class_logits, mask_logits, labels, targets)
+    assert cost[2, 0].item() == pytest.approx(2 * -0.7 + 5 * math.log(2) + 5 * 0.4, abs=1e-5)
+    queries, gts = hungarian_match(class_logits, mask_logits, labels, targets)
+    assert dict(zip(gts.tolist(), queries.tolist())) == {0: 2, 1: 0}
+    # with equal classes the masks decide: each GT goes to the query whose mask it is
+    masks = torch.tensor([[-9.0, -9, 9, 9], [9.0, 9, -9, -9]])
+    queries, gts = hungarian_match(torch.zeros(2, 3), masks, torch.tensor([1, 1]), torch.tensor([[1.0, 1, 0, 0], [0, 0, 1.0, 1]]))
+    assert dict(zip(gts.tolist(), queries.tolist())) == {0: 1, 1: 0}
+
+
+def test_set_loss_prefers_the_right_answer() -> None:
+    labels, targets = [torch.tensor([1])], [torch.tensor([[1.0, 1, 0, 0]])]
+    right = set_loss(torch.tensor([[[-5.0, 5, -5], [-5, -5, 5]]]), torch.tensor([[[9.0, 9, -9, -9], [0, 0, 0, 0]]]),
+                     labels, targets, num_classes=2)
+    wrong = set_loss(torch.tensor([[[5.0, -5, -5], [-5, -5, 5]]]), torch.tensor([[[-9.0, -9, 9, 9], [0, 0, 0, 0]]]),
+                     labels, targets, num_classes=2)
+    for term in ("class", "mask", "dice"):
+        assert right[term] < wrong[term]
+
+
+def _square(top: int, left: int, size: int = 4, image: int = 10) -> np.ndarray:
+    mask = np.zeros((image, image), dtype=np.uint8)
+    mask[top:top + size, left:left + size] = 1
+    return mask
+
+
+@pytest.fixture
+def tiny_gt() -> COCO:
+    """Two 10x10 images: image 1 holds a base-class (id 1) square, image 2 a novel-class (id 2) square."""
+    annotations = []
+    for index, (image_id, category, mask) in enumerate([(1, 1, _square(0, 0)), (2, 2, _square(5, 5))]):
+        rle = encode_masks(mask[None])[0]
+        annotations.append({"id": index + 1, "image_id": image_id, "category_id": category, "segmentation": rle,
+                            "area": float(mask.sum()), "bbox": [0, 0, 4, 4], "iscrowd": 0})
+    coco = COCO()
+    coco.dataset = {"images": [{"id": 1, "height": 10, "width": 10}, {"id": 2, "height": 10, "width": 10}],
+                    "annotations": annotations, "categories": [{"id": 1, "name": "base"}, {"id": 2, "name": "novel"}]}
+    coco.createIndex()
+    return coco
+
+
+def test_nap_bap_on_a_case_with_known_ap(tiny_gt: COCO) -> None:
+    def detection(image_id: int, category: int, mask: np.ndarray, score: float) -> dict:
+        return {"image_id": image_id, "category_id": category, "segmentation": encode_masks(mask[None])[0], "score": score}
+
+    # base class: a false positive (IoU 0) ranked above the exact mask -> precision 1/2 at recall 1 -> AP 0.5
+    # novel class: one exact mask -> AP 1.0, at every IoU threshold
+    detections = [detection(1, 1, _square(6, 6), 0.9), detection(1, 1, _square(0, 0), 0.8),
+                  detection(2, 2, _square(5, 5), 0.7)]
+    scores = split_mask_ap(tiny_gt, detections, novel_category_ids=[2], base_category_ids=[1])
+    assert scores["bAP"] == pytest.approx(50.0) and scores["nAP"] == pytest.approx(100.0)
+    assert scores["AP"] == pytest.approx(75.0) and scores["AP50"] == pytest.approx(75.0)
+    metric = CocoMaskAP()
+    metric.update(1, detections[:2])
+    metric.update(2, detections[2:])
+    gathered = metric.compute(tiny_gt, novel_category_ids=[2], base_category_ids=[1])
+    assert gathered["nAP"] == pytest.approx(100.0) and gathered["bAP"] == pytest.approx(50.0)
+    assert gathered["images_evaluated"] == 2 and gathered["mean_score"] == pytest.approx(0.8)
+    # no detections at all: AP 0 for the classes that have ground truth
+    assert split_mask_ap(tiny_gt, [], novel_category_ids=[2], base_category_ids=[1])["nAP"] == 0.0
+
+
+def test_class_centres_by_hand() -> None:
+    features = torch.arange(8, dtype=torch.float32).view(1, 2, 2, 2)  # d = 2 on a 2x2 grid
+    masks = torch.zeros(1, 3, 4, 4)
+    masks[0, 0, :2, :2] = 1  # top-left cell only
+    masks[0, 1, 0, :] = 1  # the top image row: half of each top cell
+    centres, valid = FeatureReference.class_centres(features, masks)
+    assert torch.allclose(centres[0], features[0, :, 0, 0])
+    assert torch.allclose(centres[1], features[0, :, 0, :].mean(-1))
+    assert valid.tolist() == [True, True, False]
+
+
+def test_feature_reweighting_and_instance_link_shapes() -> None:
+    torch.manual_seed(0)
+    features, position = torch.randn(2, 16, 4, 4), torch.randn(16, 16)
+    centres, valid = torch.randn(5, 16), torch.tensor([True, True, False, True, True])
+    attention = FeatureReference(dim=16, num_heads=2, mode="cross_attention")
+    assert torch.equal(attention(features, position, centres, valid, 0), features)  # zero-initialised output
+    torch.nn.init.normal_(attention.attention[1].out_proj.weight)
+    moved = attention(features, position, centres, valid, 1)
+    assert moved.shape == features.shape and not torch.allclose(moved, features)
+    reweight = FeatureReference(dim=16, num_heads=2, mode="reweight")
+    assert reweight(features, position, centres, valid, 2).shape == (2, 16, 4, 4)
+    link = InstanceReference(dim=16, num_heads=2, ffn_dim=32)
+    assert link(torch.randn(2, 6, 16), torch.randn(7, 16)).shape == (2, 6, 16)
+    network = QueryInstanceSegmenter(**SMALL, feature_reference="cross_attention", instance_reference=True)
+    references = References(centres=[torch.randn(4, 16)] * 3, centre_valid=torch.ones(4, dtype=torch.bool),
+                            support_queries=torch.randn(3, 16))
+    output = network(torch.randn(2, 3, 64, 64), references)
+    assert len(output.class_logits) == 4  # the initial queries + 3 decoder layers (auxiliary losses)
+    assert output.class_logits[-1].shape == (2, 6, 5) and output.mask_logits[-1].shape == (2, 6, 16, 16)
+
+
+def test_support_references_from_the_base_model(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    base = QueryInstanceSegmentation(**SMALL)
+    checkpoint = base.save_stage_artifact(tmp_path)
+    model = FewShotFineTune(**SMALL, shots=1, base_checkpoint=str(checkpoint), feature_reference="cross_attention",
+                            instance_reference=True)
+    for name, tensor in base.network.state_dict().items():  # the base weights arrive unchanged
+        assert torch.equal(model.network.state_dict()[name], tensor)
+    images = torch.randn(2, 3, 64, 64)
+    masks = [torch.zeros(2, 64, 64, dtype=torch.bool), torch.zeros(1, 64, 64, dtype=torch.bool)]
+    masks[0][0, :20, :20] = masks[0][1, 30:, 30:] = masks[1][0, 10:40, 10:40] = True
+    references = model.build_references(images, [torch.tensor([0, 0]), torch.tensor([2])], masks)
+    assert [tuple(c.shape) for c in references.centres] == [(4, 16)] * 3
+    assert references.centre_valid.tolist() == [True, False, True, False]
+    assert references.support_queries.shape == (3, 16)  # one matched query per support instance
+    with pytest.raises(ValueError, match="base checkpoint"):
+        FewShotFineTune(**{**SMALL, "dim": 32}, base_checkpoint=str(checkpoint))

@@ -34,6 +34,18 @@ def test_shipped_specs_and_suites_are_valid() -> None:
     assert {"smoke", "cpu", "full"} <= set(specs["dcagc"].profiles)
 
 
+def test_every_shipped_benchmark_has_every_profile_and_is_in_every_suite() -> None:
+    from benchmarks.spec import load_all_suites
+
+    root = Path(__file__).resolve().parents[2] / "benchmarks"
+    specs, suites = load_all_specs(root / "specs"), load_all_suites(root / "suites")
+    assert len(specs) == 11  # the ten papers + the DOORPING DM extension
+    for name, spec in specs.items():
+        assert {"smoke", "cpu", "full"} <= set(spec.profiles), name
+    for suite_name in ("smoke", "cpu", "full"):
+        assert sorted(suites[suite_name].benchmarks) == sorted(specs), suite_name
+
+
 @pytest.mark.parametrize("mutation, message", [
     (("task: linear regression", "task: linear regression\nmethodz: {}"), "unknown key 'methodz'"),
     (("role: proposed", "role: champion"), "'champion' is not one of proposed, baseline, ablation"),

@@ -76,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--num-nodes", type=int, default=None)
     run.add_argument("--precision", default=None, help="Lightning precision, e.g. 32-true or bf16-mixed")
     run.add_argument("--launcher", choices=("local", "slurm"), default="local")
-    run.add_argument("--workers", type=int, default=1, help="independent runs in parallel processes")
+    run.add_argument("--workers", type=int, default=None,
+                     help="independent runs in parallel processes, each with cpu_count/N threads "
+                          "(default: the profile's `workers`, 1 unless the spec says)")
     run.add_argument("--slurm-partition", default=None)
     run.add_argument("--slurm-account", default=None)
     run.add_argument("--slurm-time-min", type=int, default=None, help="SLURM time limit per run in minutes")
@@ -178,7 +180,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from benchmarks.launch import Launcher, LaunchOptions, plan_runs
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.seeds is not None and args.seeds < 1:
         raise UsageError("--seeds must be at least 1")

@@ -42,7 +42,7 @@ class LaunchOptions:
     results_dir: Path
     cache_dir: Path
     launcher: str = "local"
-    workers: int = 1
+    workers: int | None = None  # parallel run processes; None: each benchmark profile's `workers` (default 1)
     force: bool = False
     wandb_mode: str = "offline"
     wandb_project: str = "litbench"
@@ -109,6 +109,28 @@ def needs_own_process(plan: RunPlan) -> bool:
 def _worker_env(workers: int) -> dict[str, str]:
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     return {**os.environ, "LITBENCH_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+
+
+def stage_builders_first(plans: list[RunPlan]) -> list[RunPlan]:
+    """Order plans for a worker pool: first one run per distinct stage, then the rest in order.
+
+    A run that needs a stage another worker is building waits on the stage's lock with its core
+    idle; putting the builders first lets the workers build different stages (e.g. one teacher
+    per seed) at the same time, and the runs that reuse them find them cached.
+    """
+    from benchmarks.resolve import stage_config
+    from leaderboard.records import config_hash
+
+    builders, rest, seen = [], [], set()
+    for plan in plans:
+        keys = {(stage["name"], config_hash(stage_config(plan.config, stage)))
+                for stage in plan.config["litbench"]["stages"]}
+        if keys - seen:
+            seen |= keys
+            builders.append(plan)
+        else:
+            rest.append(plan)
+    return builders + rest
 
 
 def external_launch_rank() -> int | None:
@@ -182,8 +204,15 @@ class Launcher:
         self.store.write(record)
         return record
 
+    def workers_for(self, plan: RunPlan) -> int:
+        """Parallel run processes for this plan's benchmark: ``--workers``, else its profile's ``workers``."""
+        if self.options.workers is not None:
+            return self.options.workers
+        profile = self.specs[plan.benchmark].profiles.get(plan.profile)
+        return profile.workers if profile is not None else 1
+
     def _run_env(self, plan: RunPlan) -> dict[str, str]:
-        env = _worker_env(self.options.workers)
+        env = _worker_env(self.workers_for(plan))
         env["LITBENCH_PARENT_PID"] = str(os.getpid())  # the worker dies with the suite (runner.die_with_parent)
         if self.rank is not None:
             # Each run gets its own rendezvous: torchrun's agent store still holds the previous run's
@@ -312,17 +341,30 @@ class Launcher:
             self._run_slurm(plans, report)
             return
 
+        # Consecutive plans of one benchmark share a worker count (its profile's, unless --workers).
+        groups: list[tuple[int, list[RunPlan]]] = []
+        for plan in plans:
+            workers = self.workers_for(plan)
+            if groups and groups[-1][1][-1].benchmark == plan.benchmark and groups[-1][0] == workers:
+                groups[-1][1].append(plan)
+            else:
+                groups.append((workers, [plan]))
+        for workers, group in groups:
+            self._run_group(group, workers, report)
+
+    def _run_group(self, plans: list[RunPlan], workers: int,
+                   report: Callable[[RunPlan, RunRecord, float], None]) -> None:
         def one(plan: RunPlan) -> tuple[RunPlan, RunRecord, float]:
             started = time.perf_counter()
-            own_process = (self.options.workers > 1 or self.options.timeout_s is not None or self.rank is not None
+            own_process = (workers > 1 or self.options.timeout_s is not None or self.rank is not None
                            or needs_own_process(plan))
             record = self._run_subprocess(plan) if own_process else self._run_in_process(plan)
             return plan, record, time.perf_counter() - started
 
-        if self.options.workers <= 1:
+        if workers <= 1:
             for plan in plans:
                 report(*one(plan))
             return
-        with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
-            for future in as_completed([pool.submit(one, plan) for plan in plans]):
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for future in as_completed([pool.submit(one, plan) for plan in stage_builders_first(plans)]):
                 report(*future.result())

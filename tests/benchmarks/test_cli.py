@@ -117,6 +117,29 @@ def test_workers_give_the_same_records_as_sequential(toy_env, tmp_path: Path) ->
         assert records(parallel)[name]["metrics"]["mse"] == pytest.approx(record["metrics"]["mse"], rel=1e-6)
 
 
+def test_a_profile_sets_the_default_workers_and_stage_builders_go_first(toy_env, tmp_path: Path, monkeypatch) -> None:
+    from benchmarks.launch import LaunchOptions, Launcher, plan_runs, stage_builders_first
+    from benchmarks.spec import load_all_specs
+
+    specs = load_all_specs()
+    plans = plan_runs(specs, benchmarks=["toy"], profile="full", methods=["linear", "finetuned"])
+    order = [(plan.method, plan.seed) for plan in stage_builders_first(plans)]
+    # The one run that builds the shared (seed-independent) stage first, the rest in plan order.
+    assert order == [("finetuned", 0), ("linear", 0), ("linear", 1), ("finetuned", 1)]
+    assert Launcher(specs, LaunchOptions(results_dir=tmp_path, cache_dir=tmp_path)).workers_for(plans[0]) == 2
+    assert Launcher(specs, LaunchOptions(results_dir=tmp_path, cache_dir=tmp_path, workers=1)).workers_for(plans[0]) == 1
+
+    stage_log = tmp_path / "stage.log"
+    monkeypatch.setenv("TOY_STAGE_LOG", str(stage_log))
+    results = tmp_path / "results"
+    assert main(["run", "toy", "--methods", "linear,finetuned", "--results", str(results),
+                 "--wandb", "disabled", "--profile", "full"]) == 0
+    # Worker processes (each run logs to its own file), and the stage was still built once.
+    assert len(list((results / "logs").glob("toy__linear__*.log"))) == 4
+    assert stage_log.read_text() == "pretrain\n"
+    assert all(record["status"] == "ok" for record in records(results).values())
+
+
 def free_port() -> int:
     import socket
 

@@ -52,6 +52,7 @@ def test_every_shipped_benchmark_has_every_profile_and_is_in_every_suite() -> No
     (("baseline: mean}", "baseline: nosuch}"), "claims[0].baseline: unknown method 'nosuch'"),
     (("smoke: {seeds: 2,", "smoke: {seeds: 0,"), "profiles.smoke.seeds: expected a positive integer"),
     (("smoke: {seeds: 2,", "fast: {seeds: 2,"), "unknown profile 'fast'"),
+    (("workers: 2}", "workers: two}"), "profiles.full.workers: expected a positive integer"),
     (("primary: mse", "primary: acc"), "metrics.primary 'acc' has no entry"),
     (("include_methods: [linear, mean]", "include_methods: [linear, nosuch]"), "include_methods: unknown method 'nosuch'"),
     (("class_path: toy_modules.ToyMeanBaseline", "class_path: ToyMeanBaseline"), "must be a dotted path"),

@@ -214,7 +214,8 @@ class IQAPatchDataset(Dataset):
         rng = np.random.default_rng([self.crop_seed, index])
         tops = rng.integers(0, image.shape[1] - self.patch_size + 1, size=self.patches)
         lefts = rng.integers(0, image.shape[2] - self.patch_size + 1, size=self.patches)
-        return torch.stack([self._crop(image, int(t), int(l)) for t, l in zip(tops, lefts)]), self.scores[index]
+        crops = torch.stack([self._crop(image, int(t), int(l)) for t, l in zip(tops, lefts)])
+        return crops, self.scores[index], index  # the index lets the metric drop DDP padding repeats
 
 
 # -- the datamodule --------------------------------------------------------------------------------
@@ -343,6 +344,6 @@ class IQADataModule(L.LightningDataModule):
         return (images.float().div_(255) - mean) / std
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, scores = batch
+        images, *labels = batch  # (images, scores) or, for test crops, (images, scores, image index)
         training = self.trainer is not None and self.trainer.training
-        return self.to_model_input(images, train=training), scores
+        return self.to_model_input(images, train=training), *labels

@@ -242,8 +242,8 @@ class BlindIQAModule(L.LightningModule):
         return self(crops.flatten(0, 1))["score"].view(batch, crops_per_image).mean(dim=1)
 
     def test_step(self, batch, batch_idx: int) -> None:
-        crops, scores = batch
-        self.test_correlations.update(self.predict_image_scores(crops), scores)
+        crops, scores, image_index = batch
+        self.test_correlations.update(self.predict_image_scores(crops), scores, image_index=image_index)
 
     def on_test_epoch_end(self) -> None:
         values = self.test_correlations.compute()  # gathered over ranks: equal everywhere

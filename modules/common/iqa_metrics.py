@@ -9,7 +9,9 @@
   4-parameter form ``f(x) = b2 + (b1 − b2) / (1 + exp(−(x − b3)/|b4|))`` is ``logistic_4``.
 
 ``IQACorrelations`` keeps every (prediction, label) pair as ``cat`` states, so under DDP the
-correlations are computed once on the gathered predictions of all ranks.
+correlations are computed once on the gathered predictions of all ranks. Pass each image's
+dataset index: the DistributedSampler pads the last ranks with repeated images, and those repeats
+would otherwise enter the correlations twice.
 """
 
 from __future__ import annotations
@@ -98,10 +100,23 @@ class IQACorrelations(Metric):
         super().__init__(**kwargs)
         self.add_state("predictions", default=[], dist_reduce_fx="cat")
         self.add_state("labels", default=[], dist_reduce_fx="cat")
+        self.add_state("image_index", default=[], dist_reduce_fx="cat")
 
-    def update(self, predictions: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, predictions: torch.Tensor, labels: torch.Tensor, image_index: torch.Tensor | None = None) -> None:
+        labels = labels.detach().flatten().float()
+        if image_index is None:
+            image_index = torch.full_like(labels, -1)  # -1: not deduplicated
         self.predictions.append(predictions.detach().flatten().float())
-        self.labels.append(labels.detach().flatten().float())
+        self.labels.append(labels)
+        self.image_index.append(image_index.detach().flatten().long().to(labels.device))
 
     def compute(self) -> dict[str, float]:
-        return iqa_correlations(dim_zero_cat(self.predictions), dim_zero_cat(self.labels))
+        predictions, labels = dim_zero_cat(self.predictions), dim_zero_cat(self.labels)
+        image_index = dim_zero_cat(self.image_index)
+        indexed = image_index >= 0
+        if bool(indexed.any()):  # keep the first copy of each indexed image, and every unindexed one
+            positions = torch.nonzero(indexed).flatten()
+            _, first = np.unique(image_index[indexed].cpu().numpy(), return_index=True)
+            keep = torch.cat([positions[torch.from_numpy(first).to(positions.device)], torch.nonzero(~indexed).flatten()])
+            predictions, labels = predictions[keep], labels[keep]
+        return iqa_correlations(predictions, labels)

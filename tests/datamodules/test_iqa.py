@@ -93,8 +93,9 @@ def test_image_folder_database_batches_and_split(tmp_path: Path) -> None:
     assert set(references.iloc[module.split_index["train"]]).isdisjoint(references.iloc[module.split_index["test"]])
     patch, score = train[5]  # the 2nd image (image-major repetition), a 32x32 crop
     assert patch.shape == (3, 32, 32) and patch.dtype == torch.uint8 and score == pytest.approx(0.25)
-    crops, _ = test[1]
-    again, _ = test[1]
+    crops, _, index = test[1]
+    again, _, _ = test[1]
+    assert index == 1  # the metric deduplicates DDP padding by it
     assert crops.shape == (2, 3, 32, 32) and torch.equal(crops, again)  # deterministic test crops
     batch = module.to_model_input(crops, train=False)
     expected = (crops[0, 0].float() / 255 - 0.485) / 0.229

@@ -54,6 +54,19 @@ def test_metric_accumulates_batches_like_one_call() -> None:
     assert metric.compute()["plcc_logistic"] >= abs(metric.compute()["plcc"]) - 1e-9
 
 
+def test_metric_counts_an_image_repeated_by_ddp_padding_once() -> None:
+    generator = torch.Generator().manual_seed(1)
+    predictions, labels = torch.rand(9, generator=generator), torch.rand(9, generator=generator)
+    metric = IQACorrelations()
+    # Two ranks of a DistributedSampler over 9 images: rank 1 is padded with image 0 again.
+    metric.update(predictions[0::2], labels[0::2], image_index=torch.arange(0, 9, 2))
+    metric.update(torch.cat([predictions[1::2], predictions[:1]]), torch.cat([labels[1::2], labels[:1]]),
+                  image_index=torch.tensor([1, 3, 5, 7, 0]))
+    assert metric.compute() == pytest.approx(iqa_correlations(predictions, labels))
+    padded = torch.cat([predictions, predictions[:1]]), torch.cat([labels, labels[:1]])
+    assert iqa_correlations(*padded)["srcc"] != pytest.approx(iqa_correlations(predictions, labels)["srcc"])
+
+
 def test_progressive_schedule_values_and_direction() -> None:
     weights = [task_weights(epoch, 12, schedule="progressive") for epoch in range(12)]
     assert weights[0] == (0.0, 1.0) and weights[-1] == (1.0, 0.0)  # classification first, regression last

@@ -126,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     threads.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
     threads.add_argument("--data-dir", default=None)
     threads.add_argument("--results", default="results")
+    threads.set_defaults(seed=0)  # the measured run is `litbench run ... --seeds 1`, i.e. seed 0
 
     fit = commands.add_parser("fit", help="one run through LightningCLI from a resolved config")
     fit.add_argument("--config", required=True, help="a resolved config (YAML/JSON), e.g. a record's config")
@@ -313,7 +314,7 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     if args.profile not in spec.profiles:
         raise UsageError(f"benchmark {args.benchmark!r} has no profile {args.profile!r}")
     dataset = args.dataset or spec.datasets_for(args.profile)[0]
-    plan = resolve_run(spec, method=args.method, dataset=dataset, profile=args.profile, seed=getattr(args, "seed", 0),
+    plan = resolve_run(spec, method=args.method, dataset=dataset, profile=args.profile, seed=args.seed,
                        sets=args.sets, data_dir=args.data_dir)
     check_stage_sets([plan], args.sets)
     measure = perf_threads if args.perf_command == "threads" else perf_parity

@@ -189,6 +189,10 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
         torch.set_num_threads(int(threads))
     trainer: pl.Trainer | None = None
     logger: Any = False
+    # Files a module writes for readers go to a private staging folder and move next to the record
+    # only when the run succeeds, so a failed rerun never leaves an ok record pointing at its files.
+    # (modules write on global rank 0 only; other ranks' staging folders are dropped).
+    staging = cache_dir / "artifacts-staging" / f"{record.config_hash}-{os.getpid()}"
     try:
         stages_started = time.perf_counter()
         injected, record.stages = _build_stages(config, StageCache(cache_dir), root_dir)
@@ -198,10 +202,6 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
         model_config = {"class_path": config["model"]["class_path"],
                         "init_args": {**config["model"].get("init_args", {}), **injected}}
         model = instantiate_class((), model_config)
-        # Files a module writes for readers go to a private staging folder and move next to the record
-        # only when the run succeeds, so a failed rerun never leaves an ok record pointing at its files.
-        # (modules write on global rank 0 only; other ranks' staging folders are dropped).
-        staging = cache_dir / "artifacts-staging" / f"{record.config_hash}-{os.getpid()}"
         shutil.rmtree(staging, ignore_errors=True)
         model.artifact_dir = staging
         meter = CostMeter()
@@ -246,7 +246,6 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
     record.hardware = hardware_info(config["trainer"], world_size)
     record.finished_at = _now()
     is_rank_zero = trainer.global_rank == 0 if trainer is not None else rank_zero_only.rank == 0
-    staging = cache_dir / "artifacts-staging" / f"{record.config_hash}-{os.getpid()}"
     if write and is_rank_zero and record.ok:
         record.artifacts = _publish_artifacts(staging, results_dir, record.run_id)
     shutil.rmtree(staging, ignore_errors=True)

@@ -185,8 +185,7 @@ def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claim
     return LeaderboardReport(
         results_dir=results_dir, generated_at=generated_at, benchmarks=benchmarks, problems=problems,
         hardware=_run_counts(frame, columns=["accelerator", "devices", "world_size", "num_nodes", "gpu_names", "cpu"]),
-        software=_run_counts(frame, columns=["python_version", "torch_version", "lightning_version",
-                                             "torchmetrics_version", "git_sha", "git_dirty"]),
+        software=_software_counts(frame),
         suite_times=suite_time_rows(frame), parity=parity_rows(results_dir, problems),
         threads=threads_rows(results_dir, problems))
 
@@ -229,12 +228,30 @@ def artifact_groups(runs: pd.DataFrame) -> list[ArtifactGroup]:
 
 def _run_counts(frame: pd.DataFrame, *, columns: list[str]) -> list[tuple[str, int]]:
     """Distinct hardware/software setups of the runs, as 'name value, ...' with a run count each."""
-    counts: Counter = Counter()
-    for _, row in frame[columns].iterrows():
-        parts = [f"{column.removesuffix('_version')} {row[column]}" for column in columns
-                 if not is_missing(row[column]) and row[column] != ""]
-        counts["; ".join(parts) or "unknown"] += 1
+    counts: Counter = Counter(_setup_of(row, columns) for _, row in frame[columns].iterrows())
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _software_counts(frame: pd.DataFrame) -> list[tuple[str, int]]:
+    """Library versions with a run count each, and how many commits (and uncommitted trees) made
+    those runs; every run's own commit stays in its record and in results.csv."""
+    columns = ["python_version", "torch_version", "lightning_version", "torchmetrics_version"]
+    if frame.empty or "git_sha" not in frame:
+        return _run_counts(frame, columns=columns)
+    setups = frame[columns].apply(lambda row: _setup_of(row, columns), axis=1)
+    rows = []
+    for setup, runs in frame.groupby(setups, sort=False):
+        commits = runs["git_sha"].replace("", None).dropna().nunique()
+        dirty = int(runs["git_dirty"].eq(True).sum()) if "git_dirty" in runs else 0
+        detail = f"{commits} commit{'s' if commits != 1 else ''}" + (f", {dirty} run{'s' if dirty != 1 else ''} from an uncommitted tree" if dirty else "")
+        rows.append((f"{setup} ({detail})", len(runs)))
+    return sorted(rows, key=lambda item: (-item[1], item[0]))
+
+
+def _setup_of(row: pd.Series, columns: list[str]) -> str:
+    parts = [f"{column.removesuffix('_version')} {row[column]}" for column in columns
+             if not is_missing(row[column]) and row[column] != ""]
+    return "; ".join(parts) or "unknown"
 
 
 def metric_order(aggregates: pd.DataFrame, *, primary: str | None, higher_is_better: dict[str, bool]) -> list[str]:

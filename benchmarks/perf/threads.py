@@ -40,7 +40,8 @@ def run_once(run_args: list[str], *, run_id: str, env: dict[str, str], results: 
     command = [sys.executable, "-m", "benchmarks", "run", *run_args, "--force", "--wandb", "disabled",
                "--results", str(results)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
-    record = read_record(record_path(results, run_id)) if record_path(results, run_id).is_file() else None
+    path = record_path(results, run_id)
+    record = read_record(path) if path.is_file() else None
     if done.returncode != 0 or record is None or not record.ok:
         raise RuntimeError(f"the measured run failed (exit {done.returncode}): {(done.stdout + done.stderr)[-400:]}")
     return {"run_s": float(record.cost["run_s"]), "fit_s": float(record.cost.get("fit_s") or 0.0)}

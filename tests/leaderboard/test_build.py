@@ -132,7 +132,8 @@ def test_markdown_tables(populated: Path, tmp_path: Path) -> None:
         in summary
     assert "| beta | Beta GAN · ICML 2098 | 0 / 1 | 0 | 1 | 2 | 2 |" in summary
     assert "accelerator cpu; devices 1; world_size 1; num_nodes 1; cpu Test CPU (14 runs)" in summary
-    assert "torch 2.14.1" in summary and "git_sha abc1234" in summary
+    # Versions with a run count; the commits are counted, not listed (each record keeps its own sha).
+    assert "python 3.11.9; torch 2.14.1; lightning 2.6.6; torchmetrics 1.9.0 (1 commit) (14 runs)" in summary
     assert "ghost/cpu/seed-0.json" in markdown[markdown.index("## Problems"):]
 
 
@@ -326,3 +327,17 @@ def test_large_artifact_images_are_embedded_as_thumbnails(write_run, results_dir
     with Image.open(io.BytesIO(base64.b64decode(embedded))) as thumbnail:
         assert thumbnail.size == (360, 360)
     assert (folder / "grid.png").stat().st_size > 1_000_000  # the file itself keeps full size
+
+
+def test_software_summary_counts_commits_and_uncommitted_trees() -> None:
+    import pandas as pd
+
+    from leaderboard.report import _software_counts
+
+    versions = {"python_version": "3.11", "torch_version": "2.14", "lightning_version": "2.6", "torchmetrics_version": "1.9"}
+    frame = pd.DataFrame([{**versions, "git_sha": "a", "git_dirty": False}, {**versions, "git_sha": "b", "git_dirty": True},
+                          {**versions, "git_sha": "b", "git_dirty": False},
+                          {**versions, "torch_version": "2.15", "git_sha": "c", "git_dirty": False}])
+    assert _software_counts(frame) == [
+        ("python 3.11; torch 2.14; lightning 2.6; torchmetrics 1.9 (2 commits, 1 run from an uncommitted tree)", 3),
+        ("python 3.11; torch 2.15; lightning 2.6; torchmetrics 1.9 (1 commit)", 1)]

@@ -28,12 +28,19 @@ Protocol (TFA / iMTFA, as in the paper spec):
   merged when one image is picked for several classes. ``shot_seed=None`` follows the run seed
   (``PL_GLOBAL_SEED``, set by ``seed_everything`` before the harness builds the datamodule), so seed
   s of a benchmark uses K-shot split s, as the paper's seeds do.
+* **FSIS K-shot set** (``setting "fsis"``): the same TFA draws restricted to the novel classes, so
+  each novel class has exactly K instances and no image carries a base-class annotation (the base
+  objects stay in the pixels as background). Because every class has its own random stream, the
+  FSIS draws of a novel class equal its gFSIS draws for the same seed and K.
 * **Test**: every test image with all classes annotated; ``test_coco`` is the pycocotools ground
-  truth that ``modules.common.coco_metrics`` evaluates against.
+  truth that ``modules.common.coco_metrics`` evaluates against (FSIS evaluates the novel categories
+  only; that choice belongs to the module).
 
-The module that trains says which training set it needs through two attributes: ``train_split``
-(``"base"`` or ``"few_shot"``) and ``shots``; ``support_set(shots)`` gives the K-shot set itself
-(the RefT reference modules read support images and masks from it).
+The module that trains says which training set it needs through three attributes: ``train_split``
+(``"base"`` or ``"few_shot"``), ``shots`` and ``setting`` (``"gfsis"``, the default, or ``"fsis"``);
+``support_set(shots, setting)`` gives the K-shot set itself (the RefT reference modules and the
+prototype classifier read support images and masks from it). The setting is a property of the
+method, not of the data, so gFSIS and FSIS arms share one datamodule config and one cached base stage.
 
 Items are dicts: ``image`` uint8 [3, S, S] (resized to ``image_size`` x ``image_size``, bilinear),
 ``labels`` int64 [n], ``masks`` bool [n, S, S] (nearest), ``image_id`` and the original
@@ -66,6 +73,7 @@ from datamodules.synthetic_shapes import NOVEL_SHAPES, write_synthetic_shapes
 
 DATASETS = ("synthetic-shapes", "coco2017", "coco-json")
 TFA_SHOTS = (1, 2, 3, 5, 10, 30)
+SETTINGS = ("gfsis", "fsis")
 VOC_NOVEL_CLASSES = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "boat", "bird", "cat",
                      "dog", "horse", "sheep", "cow", "bottle", "chair", "couch", "potted plant", "dining table", "tv")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -226,7 +234,7 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
         self.novel_class_names = tuple(novel_classes) if novel_classes is not None else \
             {"synthetic-shapes": NOVEL_SHAPES, "coco2017": VOC_NOVEL_CLASSES}.get(dataset, ())
         self.train_coco = self.test_coco = None
-        self._few_shot_cache: dict[int, CocoInstancesDataset] = {}
+        self._few_shot_cache: dict[tuple[int, str], CocoInstancesDataset] = {}
 
     # -- locating files ----------------------------------------------------------------------
     def _paths(self) -> tuple[Path, Path, Path, Path]:
@@ -288,17 +296,25 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
         return CocoInstancesDataset(coco, root, annotations_by_image=annotations, category_ids=self.category_ids,
                                     image_size=self.image_size)
 
-    def support_set(self, shots: int) -> CocoInstancesDataset:
-        """The seeded K-shot set of every class (TFA rule), one item per chosen image."""
+    def setting_labels(self, setting: str = "gfsis") -> list[int]:
+        """The contiguous labels a setting fine-tunes on and evaluates: all (gFSIS) or the novel ones (FSIS)."""
+        if setting not in SETTINGS:
+            raise ValueError(f"unknown few-shot setting {setting!r}; choose one of {', '.join(SETTINGS)}")
         self.setup()
-        if shots not in self._few_shot_cache:
+        return list(range(self.num_classes)) if setting == "gfsis" else sorted(self.novel_labels)
+
+    def support_set(self, shots: int, setting: str = "gfsis") -> CocoInstancesDataset:
+        """The seeded K-shot set (TFA rule) of every class (gFSIS) or of the novel classes only (FSIS),
+        one item per chosen image."""
+        labels = self.setting_labels(setting)
+        if (shots, setting) not in self._few_shot_cache:
             by_image: dict[int, list[dict]] = {}
             for chosen in tfa_few_shot_annotations(self.train_coco, shots=shots, seed=self.shot_seed,
-                                                   category_ids=self.category_ids).values():
+                                                   category_ids=[self.category_ids[label] for label in labels]).values():
                 for annotation in chosen:
                     by_image.setdefault(annotation["image_id"], []).append(annotation)
-            self._few_shot_cache[shots] = self._dataset(self.train_coco, self.train_root, by_image)
-        return self._few_shot_cache[shots]
+            self._few_shot_cache[(shots, setting)] = self._dataset(self.train_coco, self.train_root, by_image)
+        return self._few_shot_cache[(shots, setting)]
 
     # -- loaders -------------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, *, shuffle: bool, batch_size: int, shard: bool) -> DataLoader:
@@ -322,7 +338,8 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
         if split == "base":
             return self._loader(self.base_set, shuffle=True, batch_size=self.batch_size, shard=self.shard_training)
         if split == "few_shot":
-            support = _Repeated(self.support_set(int(module.shots)), self.min_few_shot_epoch)
+            support = _Repeated(self.support_set(int(module.shots), getattr(module, "setting", "gfsis")),
+                                self.min_few_shot_epoch)
             return self._loader(support, shuffle=True, batch_size=self.batch_size, shard=self.shard_training)
         raise ValueError(f"train_split must be 'base' or 'few_shot', got {split!r}")
 

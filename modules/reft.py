@@ -6,20 +6,36 @@ A Simple and Unified Baseline for Few-Shot Instance Segmentation", arXiv 2301.01
 **no code was released**, so every RefT-specific choice below is a reconstruction; those taken
 from the abstract / teaser / Mask2Former defaults rather than from the paper are marked [inferred].
 
-Protocol (gFSIS, TFA style; the data side is ``datamodules.coco_instances``):
+Protocol (TFA style; the data side is ``datamodules.coco_instances``):
 
 1. ``QueryInstanceSegmentation`` — base training of the plain Mask2Former-like network
    (``modules/reft_model.py``) on the base classes (novel annotations removed, images kept), with
    a class head over all C classes + no-object. It is the cached per-seed ``base`` stage that
-   every arm shares; ``save_stage_artifact`` writes the weights.
+   every arm and setting shares; ``save_stage_artifact`` writes the weights.
 2. ``FewShotFineTune`` — loads the base weights, adds the reference modules the arm asks for and
-   fine-tunes *all* weights (ft-full) on the seeded balanced K-shot set of all classes; then tests
-   on the test set with all classes annotated. Arms (one spec method per arm and K):
-   RefT (``feature_reference="cross_attention"``, ``instance_reference=True``); the plain baseline
-   Mask2Former-like + ft-full (both off); RefT without the instance link; RefT without the
-   feature-level re-weighting.
+   fine-tunes on the seeded K-shot set of the run's ``setting``, then tests:
+   * ``setting="gfsis"``: the balanced K-shot set of all classes; tested on all classes (nAP, bAP).
+   * ``setting="fsis"``: the K-shot set of the novel classes only (exactly K instances per novel
+     class, no base annotation); tested with only the novel categories evaluated (pycocotools
+     ``catIds`` = novel: ``test/nAP``, and ``test/AP`` / ``test/AP50`` over the same classes; no bAP).
+     The class head keeps its C + 1 outputs (the base weights are loaded as they are), but in FSIS
+     every base-class logit is masked to -inf in training (loss and Hungarian matching) and at
+     test time, so the head acts as a novel-class + no-object classifier and the top-100
+     detections are (query, novel class) pairs [inferred: the paper does not say how its FSIS
+     head treats base classes; FSIS asks only about novel classes, and unannotated base objects
+     in the support images are background, as in the paper's novel-only fine-tuning].
+   Arms (one spec method per arm, K and setting): RefT (``feature_reference="cross_attention"``,
+   ``instance_reference=True``); the plain baseline Mask2Former-like + ft-full (both off); RefT
+   without the instance link; RefT without the feature-level re-weighting; and **ft-head-only**
+   (``trainable="class_head"``, TFA style: every weight frozen but the final class head
+   ``network.heads.class_head``, same schedule and optimiser; the LayerNorm before the heads and the
+   mask head stay frozen [inferred]).
 3. ``BaseModelEvaluation`` — the base model tested without fine-tuning (a reference point: its bAP
    is what fine-tuning must keep; its nAP is ~0 because the novel classes were never annotated).
+4. ``modules.reft_baselines.PrototypeClassifier`` — no fine-tuning: the base model's class head is
+   replaced by logits = s * cos(e_q, mu_c) over the classes and no-object (s = 20 [inferred]),
+   with mu_c the mean class-head input embedding of the support queries Hungarian-matched to the
+   K-shot instances of class c (see that module).
 
 Reference modules during fine-tuning: every iteration one support image per class is drawn at
 random from the K-shot set (``train_supports_per_class``) [inferred: the paper says centres are
@@ -30,13 +46,15 @@ queries Hungarian-matched to the support GT instances are kept (one query per su
 [inferred K = 1]. The support branch runs without gradients by default (``support_gradients``)
 [inferred; it saves the backward pass through 10 extra images per step on CPU]: the reference
 modules still learn, through the query branch. At test time centres and support queries come once
-from the whole fixed K-shot set.
+from the whole fixed K-shot set. In FSIS the supports (hence centres and support queries) are
+those of the novel classes only.
 
 Metrics (``modules.common.coco_metrics``, pycocotools ``COCOeval(iouType="segm")``, in percent):
-``test/nAP``, ``test/bAP``, ``test/AP``, ``test/AP50``; inference keeps the top-100 (query, class)
-pairs by p(c) with score = p(c) x the mean mask probability inside the binarised mask, masks
-upsampled bilinearly to the original image size. ``test/images_evaluated`` (images after the DDP
-gather: none lost or counted twice) and ``test/mean_score`` (mean detection score) are diagnostics.
+``test/nAP``, ``test/bAP`` (gFSIS only), ``test/AP``, ``test/AP50``; inference keeps the top-100
+(query, class) pairs by p(c) over the evaluated classes with score = p(c) x the mean mask
+probability inside the binarised mask, masks upsampled bilinearly to the original image size.
+``test/images_evaluated`` (images after the DDP gather: none lost or counted twice) and
+``test/mean_score`` (mean detection score) are diagnostics.
 
 Deviations from the paper's setting (no official code exists to deviate from):
 
@@ -49,42 +67,47 @@ Deviations from the paper's setting (no official code exists to deviate from):
 3. Augmentation is a random horizontal flip; large-scale jitter (0.1-2.0, 1024 crop) is not
    implemented.
 4. The fine-tuning schedule is not published: AdamW at the base lr with the same poly decay
-   [inferred], a fixed number of iterations per K.
+   [inferred], a fixed number of iterations per K, the same for every arm and both settings.
 5. Reference-module details [inferred]: the feature reference acts on the three decoder-input
    scales (not on the mask features); the instance link replaces the final prediction (auxiliary
    losses stay on the decoder rounds before it); both modules' output projections start at zero so
    fine-tuning starts from the base model; support images are not re-weighted by the centres.
-6. Only gFSIS is run (the K-shot set holds all classes; nAP and bAP from one evaluation); FSIS
-   (novel-only fine-tuning) and iFSIS (cosine classifier, distillation) are not implemented, nor
-   the paper spec's cheap baselines ft-head-only and the prototype classifier.
+6. Settings: gFSIS (K = 1 / 5 / 10) and FSIS (K = 5 / 10; the paper's FSIS also has K = 30, which
+   the synthetic K-shot sets do not hold) are run; iFSIS (cosine classifier, distillation) is not
+   implemented. FSIS reuses the gFSIS base stage unchanged (same per-seed cache entry).
 7. cpu profile schedule: 4 base epochs (the spec: about 8) and 100 fine-tuning iterations (the
-   spec: about 300), lr 1e-3 for both stages, to fit ~26 min for 3 seeds on 2 idle cores (see the
+   spec: about 300), lr 1e-3 for both stages, to fit the time target on 2 idle cores (see the
    calibration below and the spec's cpu comment).
 
-Calibration of the cpu profile (1 thread; the 2 cores were shared with other jobs, load 8-15, except
-where said). A base-training step (batch 8, 64x64) took 0.13-0.15 s at load < 1 and 0.19-0.38 s
-under load; a fine-tuning step 0.17-0.23 s (ft-full) and 0.29 s (RefT: + one support image per class
-through the network without gradients) under load; a test (300 images, 100 detections each, RLE
-encoding and COCOeval) 8-10 s under load. Two epochs of base training gave bAP 3.7 (lr 3e-4) and
-4.0 (lr 1e-3) on the 7 base classes: the DETR-like model learns slowly from scratch (paper-spec
-pitfall: "DETR-like models need long base training"). Fine-tuning that base model for 100
-iterations on the 10-shot set reached nAP 0.04 at lr 1e-4 (the novel classes are barely learnt)
-and 0.64 at lr 1e-3, hence lr 1e-3 in both stages. These choices were fixed before the cpu-profile
-runs; the claims and margins were fixed before any run. On the idle machine the 4-epoch base
-stage took 96 s (0.064 s per step), a fine-tune 7-11 s and a test 3 s; the whole
-``litbench run reft --profile cpu --seeds 3`` (39 runs, 3 base stages) took 13.8 min and gave
-bit-identical metrics to the earlier run under load.
+Calibration of the cpu profile (1 thread; shared cores, load 8-15, except where said). A base step
+(batch 8, 64x64) took 0.13-0.15 s at load < 1, 0.19-0.38 s under load; a fine-tuning step 0.17-0.23 s
+(ft-full) / 0.29 s (RefT) under load; a test (300 images, COCOeval) 8-10 s under load. Two base
+epochs gave bAP 3.7 (lr 3e-4) / 4.0 (lr 1e-3): the DETR-like model learns slowly from scratch (the
+paper spec's pitfall). 100 fine-tuning iterations on the 10-shot set reached nAP 0.04 at lr 1e-4 and
+0.64 at lr 1e-3, hence lr 1e-3 in both stages; fixed before the cpu-profile runs, the claims and
+margins before any run. Idle machine: a 4-epoch base stage 96 s, a gFSIS fine-tune 7-11 s, a test
+3 s; the 39 gFSIS runs of ``litbench run reft --profile cpu --seeds 3`` took 13.8 min. The new arms,
+timed interleaved with gFSIS ft-full under one load (40 steps + test, ratios to gFSIS ft-full):
+FSIS ft-full fit 0.68x / test 0.47x (60 instead of 200 (query, class) pairs, 3 classes evaluated),
+FSIS RefT fit 0.87x (3 supports per step instead of 10) / test 0.65x, ft-head-only fit 0.34x (no
+backward below the head) / test 0.84x, prototype test 0.94x (no fit).
 
-What the records say (``cpu`` profile, 3 seeds, mean ± std, mask AP in percent): the base model
-reaches only bAP 5.6 ± 0.7 (AP50 7.0) after 4 epochs, so every arm is far from the paper's regime
-and the novel classes stay near nAP 1 after 100 fine-tuning steps: at 10 shots RefT 1.02 ± 0.33 vs
-ft-full 1.08 ± 0.56, at 5 shots 0.84 ± 0.20 vs 0.92 ± 0.27 (1 shot: 0.61 vs 0.42). **The nAP claims
-are not reproduced** (mean differences -0.08 and -0.07 points, intervals spanning 0); the bAP
-non-inferiority claims (within 2 points) are reproduced (+0.38 and +0.05). The likely reason is the
-scale: with a from-scratch base model this weak, neither the class centres nor the matched support
-queries carry the "key instance factors" that the paper's argument relies on (its base model is an
-ImageNet-pretrained R-50 Mask2Former trained 50 epochs on COCO). The comparison says nothing about
-the paper's COCO numbers; a longer base stage (the spec's 8+ epochs) is the first thing to try.
+gFSIS records (``cpu`` profile, 3 seeds, mean ± std, mask AP in percent): the base model reaches
+only bAP 5.6 ± 0.7 (AP50 7.0) after 4 epochs, far from the paper's regime; nAP stays near 1 after
+100 fine-tuning steps: 10 shots RefT 1.02 ± 0.33 vs ft-full 1.08 ± 0.56, 5 shots 0.84 ± 0.20 vs 0.92
+± 0.27 (1 shot 0.61 vs 0.42). **The gFSIS nAP claims are not reproduced** (differences -0.08 / -0.07,
+intervals spanning 0); the bAP non-inferiority claims are (+0.38 / +0.05). Likely reason: with a
+from-scratch base model this weak, neither the class centres nor the matched support queries carry
+the "key instance factors" the paper's argument relies on (its base model is an ImageNet-pretrained
+R-50 Mask2Former trained 50 epochs on COCO); this says nothing about the paper's COCO numbers.
+First records of the new arms (seed 0 only, under load; the claims are judged on 3 seeds): FSIS nAP
+RefT 0.55 / 1.30 vs ft-full 0.51 / 0.70 at 5 / 10 shots; prototype classifier nAP 0.31 / 0.43 / 0.37
+at 1 / 5 / 10 shots (gFSIS ft-full 0.79, RefT 0.65 at 10); **ft-head-only nAP 0.00 at every K**: not
+a bug (a unit test shows the head, and only the head, moves) but the shared schedule: after 100
+head-only steps at lr 1e-3 the class-head biases moved by <= 0.04 and no query gives a novel class
+more than p = 0.004, even on the support images, so no (query, novel class) pair enters the top-100
+(the 7 base classes x 20 queries fill it). The base model learnt the novel objects as "no object";
+with the decoder frozen only the head's logits can undo that, and 100 steps do not.
 """
 
 from __future__ import annotations
@@ -98,9 +121,11 @@ import torch.nn.functional as F
 
 from modules.common.coco_metrics import CocoMaskAP, encode_masks
 from modules.reft_matching import MatchingWeights, hungarian_match, set_loss
-from modules.reft_model import DecoderOutput, QueryInstanceSegmenter, References
+from modules.reft_model import DecoderOutput, QueryInstanceSegmenter, References, restrict_class_logits
 
 STAGE_FILE = "base_model.pt"
+SETTINGS = ("gfsis", "fsis")
+TRAINABLE = ("all", "class_head")
 ARCHITECTURE_KEYS = ("num_classes", "dim", "num_queries", "num_heads", "ffn_dim", "num_layers", "widths")
 
 
@@ -115,6 +140,7 @@ class QueryInstanceSegmentation(L.LightningModule):
     """Mask2Former-like instance segmentation trained on the base classes (the shared ``base`` stage)."""
 
     train_split = "base"
+    setting = "gfsis"  # base training and the base model's test cover all classes
 
     def __init__(self, *, num_classes: int = 10, image_size: int = 64, dim: int = 64, num_queries: int = 20,
                  num_heads: int = 4, ffn_dim: int = 256, num_layers: int = 3,
@@ -147,6 +173,13 @@ class QueryInstanceSegmentation(L.LightningModule):
     def references_for_test(self) -> References | None:
         return None
 
+    def evaluated_labels(self) -> list[int]:
+        """Contiguous labels that this setting predicts and evaluates (all, or the novel ones in FSIS)."""
+        return self.trainer.datamodule.setting_labels(self.setting)
+
+    def network_output(self, images: torch.Tensor, references: References | None) -> DecoderOutput:
+        return self.network(images, references)
+
     # -- training ----------------------------------------------------------------------------------
     def loss(self, output: DecoderOutput, labels: list[torch.Tensor], masks: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Mask2Former set loss summed over every prediction round (auxiliary losses included)."""
@@ -164,7 +197,7 @@ class QueryInstanceSegmentation(L.LightningModule):
         return None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        output = self.network(batch["image"], self.training_references())
+        output = self.network_output(batch["image"], self.training_references())
         terms = self.loss(output, batch["labels"], batch["masks"])
         loss = sum(terms.values())
         self.log_dict({f"train/loss_{name}": value for name, value in terms.items()}, batch_size=len(batch["image"]))
@@ -176,7 +209,8 @@ class QueryInstanceSegmentation(L.LightningModule):
         backbone = [p for p in self.network.backbone.parameters() if p.requires_grad]
         backbone_ids = {id(p) for p in backbone}
         rest = [p for p in self.network.parameters() if p.requires_grad and id(p) not in backbone_ids]
-        optimizer = torch.optim.AdamW([{"params": backbone, "lr": hp.lr * hp.backbone_lr_multiplier}, {"params": rest}],
+        groups = [{"params": backbone, "lr": hp.lr * hp.backbone_lr_multiplier}, {"params": rest}]
+        optimizer = torch.optim.AdamW([group for group in groups if group["params"]],  # ft-head-only: no backbone group
                                       lr=hp.lr, weight_decay=hp.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / total) ** hp.poly_power)
@@ -185,18 +219,20 @@ class QueryInstanceSegmentation(L.LightningModule):
     # -- evaluation --------------------------------------------------------------------------------
     def on_test_epoch_start(self) -> None:
         self.mask_ap.reset()
+        self.test_labels = self.evaluated_labels()
         self.test_references = self.references_for_test()
 
     @torch.no_grad()
     def detections(self, output: DecoderOutput, image_ids: list[int], heights: list[int], widths: list[int]) -> list[list[dict]]:
-        """Top-k (query, class) pairs per image as COCO results with RLE masks at the original size."""
+        """Top-k (query, class) pairs per image over the evaluated classes, as COCO results with RLE
+        masks at the original size."""
         datamodule = self.trainer.datamodule
-        num_classes = self.hparams.num_classes
-        probabilities = output.class_logits[-1].softmax(-1)[..., :num_classes]  # [B, Q, C]
+        labels = torch.as_tensor(self.test_labels, device=output.class_logits[-1].device)
+        probabilities = output.class_logits[-1].softmax(-1)[..., labels]  # [B, Q, C_evaluated]
         results = []
         for index, image_id in enumerate(image_ids):
             scores, flat = probabilities[index].flatten().topk(min(self.hparams.max_detections, probabilities[index].numel()))
-            query, label = flat // num_classes, flat % num_classes
+            query, label = flat // len(labels), labels[flat % len(labels)]
             masks = F.interpolate(output.mask_logits[-1][index][query][None], size=(heights[index], widths[index]),
                                   mode="bilinear", align_corners=False)[0].sigmoid()
             binary = masks > 0.5
@@ -209,7 +245,7 @@ class QueryInstanceSegmentation(L.LightningModule):
         return results
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        output = self.network(batch["image"], self.test_references)
+        output = self.network_output(batch["image"], self.test_references)
         for image_id, detections in zip(batch["image_id"], self.detections(output, batch["image_id"], batch["height"],
                                                                             batch["width"])):
             self.mask_ap.update(image_id, detections)
@@ -217,9 +253,11 @@ class QueryInstanceSegmentation(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         datamodule = self.trainer.datamodule
         category_ids = datamodule.category_ids
+        evaluated = set(self.test_labels)  # FSIS: the novel classes only, so no bAP
         scores = self.mask_ap.compute(datamodule.test_coco,
                                       novel_category_ids=[category_ids[c] for c in datamodule.novel_labels],
-                                      base_category_ids=[category_ids[c] for c in datamodule.base_labels])
+                                      base_category_ids=[category_ids[c] for c in datamodule.base_labels if c in evaluated],
+                                      category_ids=[category_ids[c] for c in sorted(evaluated)])
         # Every rank evaluated the same gathered set, so the values are already global (no sync needed).
         for name, value in scores.items():
             self.log(f"test/{name}", value)
@@ -236,15 +274,21 @@ class QueryInstanceSegmentation(L.LightningModule):
 
 
 class FewShotFineTune(QueryInstanceSegmentation):
-    """Base weights + the arm's reference modules, fine-tuned on the K-shot set of all classes (gFSIS)."""
+    """Base weights + the arm's reference modules, fine-tuned on the K-shot set of the setting (gFSIS:
+    all classes, FSIS: the novel classes); ``trainable="class_head"`` is ft-head-only."""
 
     train_split = "few_shot"
 
-    def __init__(self, *, shots: int = 5, base_checkpoint: str | None = None, train_supports_per_class: int = 1,
-                 support_gradients: bool = False, **network: Any) -> None:
+    def __init__(self, *, shots: int = 5, base_checkpoint: str | None = None, setting: str = "gfsis",
+                 trainable: str = "all", train_supports_per_class: int = 1, support_gradients: bool = False,
+                 **network: Any) -> None:
         super().__init__(**network)
         self.save_hyperparameters()
-        self.shots = shots
+        if setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+        if trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
+        self.shots, self.setting = shots, setting
         if base_checkpoint is None:
             raise ValueError("FewShotFineTune needs base_checkpoint: declare the base stage "
                              "(stages: [{name: base, ..., pass_as: base_checkpoint}]) in the spec")
@@ -256,6 +300,21 @@ class FewShotFineTune(QueryInstanceSegmentation):
         missing, unexpected = self.network.load_state_dict(artifact["state_dict"], strict=False)
         if unexpected or any(not key.startswith(("feature_reference.", "instance_reference.")) for key in missing):
             raise ValueError(f"base checkpoint {base_checkpoint} does not fit the network ({missing[:3]} {unexpected[:3]})")
+        if trainable == "class_head":  # ft-head-only (TFA): the final class layer is the only trainable weight
+            if self.uses_references:
+                raise ValueError("trainable='class_head' (ft-head-only) is a baseline without reference modules")
+            for name, parameter in self.network.named_parameters():
+                parameter.requires_grad_(name.startswith("heads.class_head."))
+
+    def network_output(self, images: torch.Tensor, references: References | None) -> DecoderOutput:
+        return self.restrict(self.network(images, references))
+
+    def restrict(self, output: DecoderOutput) -> DecoderOutput:
+        """FSIS: base-class logits masked out in every prediction round (see the module docstring)."""
+        if self.setting == "gfsis":
+            return output
+        output.class_logits = [restrict_class_logits(logits, self.evaluated_labels()) for logits in output.class_logits]
+        return output
 
     @property
     def uses_references(self) -> bool:
@@ -264,7 +323,7 @@ class FewShotFineTune(QueryInstanceSegmentation):
     def support_examples(self, indices: list[int], labels: list[int]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Support images (normalised, on device) and, per image, the GT instances of its support class."""
         datamodule = self.trainer.datamodule
-        support_set = datamodule.support_set(self.shots)
+        support_set = datamodule.support_set(self.shots, self.setting)
         items = [support_set[index] for index in indices]
         images = datamodule.to_model_input(torch.stack([item["image"] for item in items]).to(self.device))
         keep = [item["labels"] == label for item, label in zip(items, labels)]
@@ -286,7 +345,7 @@ class FewShotFineTune(QueryInstanceSegmentation):
             references.centres = [centres for centres, _ in pooled]
             references.centre_valid = pooled[0][1]
         if network.instance_reference is not None:
-            output = network.decode(scales, mask_features)
+            output = self.restrict(network.decode(scales, mask_features))
             grid = tuple(output.mask_logits[-1].shape[-2:])
             chosen = []
             for index, (image_labels, image_masks) in enumerate(zip(labels, masks)):
@@ -297,7 +356,7 @@ class FewShotFineTune(QueryInstanceSegmentation):
         return references
 
     def on_fit_start(self) -> None:
-        support_set = self.trainer.datamodule.support_set(self.shots)
+        support_set = self.trainer.datamodule.support_set(self.shots, self.setting)
         # (item index, class) pairs per class, so every iteration can draw supports of every class
         self.supports_of_class: dict[int, list[int]] = {}
         for index in range(len(support_set)):
@@ -320,7 +379,7 @@ class FewShotFineTune(QueryInstanceSegmentation):
     def references_for_test(self) -> References | None:
         if not self.uses_references:
             return None
-        support_set = self.trainer.datamodule.support_set(self.shots)
+        support_set = self.trainer.datamodule.support_set(self.shots, self.setting)
         indices, labels = [], []
         for index in range(len(support_set)):
             for label in support_set[index]["labels"].unique().tolist():

@@ -134,6 +134,15 @@ class PredictionHeads(nn.Module):
         return class_logits, mask_logits, blocked.repeat_interleave(self.num_heads, dim=0)
 
 
+def restrict_class_logits(class_logits: torch.Tensor, labels: Sequence[int]) -> torch.Tensor:
+    """[..., C+1] logits with every class outside ``labels`` set to -inf (no-object, the last, kept):
+    the softmax is then over ``labels`` + no-object, as a head built for those classes only would be."""
+    keep = torch.zeros(class_logits.shape[-1], dtype=torch.bool, device=class_logits.device)
+    keep[list(labels)] = True
+    keep[-1] = True
+    return class_logits.masked_fill(~keep, float("-inf"))
+
+
 class FeatureReference(nn.Module):
     """Reference 1: re-weight each decoder-input scale with the per-class support centres."""
 

@@ -6,6 +6,10 @@ AP ``eval["precision"][:, :, k, 0, -1]`` (entries of -1, i.e. recall levels a cl
 with GT absent, ignored) over the novel and the base category ids — the paper spec's nAP / bAP rule.
 AP is reported in percent, as the papers do. A class without any ground truth in the evaluated images
 is left out of its average (pycocotools marks it -1); an empty class set gives NaN.
+``category_ids`` restricts the evaluation to a subset (``params.catIds``): the FSIS setting evaluates
+the novel classes only (``category_ids = novel``, no ``base_category_ids``), and then returns AP,
+AP50 and nAP over the novel classes and no bAP; detections of other categories are ignored, as
+COCOeval ignores them.
 
 ``CocoMaskAP`` collects detections per image during a test loop and evaluates once; besides the
 AP numbers it returns two diagnostics, ``images_evaluated`` and ``mean_score`` (the mean detection
@@ -59,14 +63,19 @@ def _mean(values: Iterable[float]) -> float:
 
 
 def split_mask_ap(gt_coco, detections: list[dict[str, Any]], *, novel_category_ids: Sequence[int],
-                  base_category_ids: Sequence[int], image_ids: Sequence[int] | None = None) -> dict[str, float]:
+                  base_category_ids: Sequence[int], image_ids: Sequence[int] | None = None,
+                  category_ids: Sequence[int] | None = None) -> dict[str, float]:
     """``{"AP", "nAP", "bAP", "AP50"}`` in percent for ``detections`` (COCO result dicts: image_id,
     category_id (COCO id), segmentation RLE, score) against ``gt_coco`` on ``image_ids`` (default:
-    every ground-truth image)."""
+    every ground-truth image) and ``category_ids`` (default: every category; AP and AP50 average over
+    them). ``bAP`` is left out when ``base_category_ids`` is empty (the FSIS setting)."""
     from pycocotools.cocoeval import COCOeval
 
     image_ids = sorted(gt_coco.getImgIds() if image_ids is None else image_ids)
-    category_ids = sorted(gt_coco.getCatIds())
+    category_ids = sorted(gt_coco.getCatIds() if category_ids is None else category_ids)
+    outside = set(novel_category_ids) | set(base_category_ids)
+    if not outside <= set(category_ids):
+        raise ValueError(f"categories {sorted(outside - set(category_ids))} are averaged but not evaluated")
     with_gt = {category for category in category_ids if gt_coco.getAnnIds(imgIds=image_ids, catIds=[category], iscrowd=None)}
     if not detections:  # loadRes cannot take an empty list: no detection is AP 0 for every class with GT
         per_class = {category: (0.0 if category in with_gt else math.nan) for category in category_ids}
@@ -82,9 +91,11 @@ def split_mask_ap(gt_coco, detections: list[dict[str, Any]], *, novel_category_i
         per_class = per_class_ap(evaluator)
         at_50 = evaluator.eval["precision"][0, :, :, 0, -1]
         ap50 = float(at_50[at_50 > -1].mean()) if (at_50 > -1).any() else math.nan
-    return {"AP": 100 * _mean(per_class.values()), "AP50": 100 * ap50,
-            "nAP": 100 * _mean(per_class[c] for c in novel_category_ids),
-            "bAP": 100 * _mean(per_class[c] for c in base_category_ids)}
+    scores = {"AP": 100 * _mean(per_class.values()), "AP50": 100 * ap50,
+              "nAP": 100 * _mean(per_class[c] for c in novel_category_ids)}
+    if len(base_category_ids):
+        scores["bAP"] = 100 * _mean(per_class[c] for c in base_category_ids)
+    return scores
 
 
 def _distributed() -> bool:
@@ -115,11 +126,13 @@ class CocoMaskAP:
                 merged.setdefault(image_id, detections)  # padded repeats of an image are dropped
         return merged
 
-    def compute(self, gt_coco, *, novel_category_ids: Sequence[int], base_category_ids: Sequence[int]) -> dict[str, float]:
+    def compute(self, gt_coco, *, novel_category_ids: Sequence[int], base_category_ids: Sequence[int],
+                category_ids: Sequence[int] | None = None) -> dict[str, float]:
         by_image = self.gathered()
         detections = [detection for image_id in sorted(by_image) for detection in by_image[image_id]]
         scores = split_mask_ap(gt_coco, detections, novel_category_ids=novel_category_ids,
-                               base_category_ids=base_category_ids, image_ids=sorted(by_image))
+                               base_category_ids=base_category_ids, image_ids=sorted(by_image),
+                               category_ids=category_ids)
         # diagnostics of the evaluated set (no "better"): equal under DDP and in one process
         scores["images_evaluated"] = float(len(by_image))
         scores["mean_score"] = float(np.mean([d["score"] for d in detections])) if detections else math.nan

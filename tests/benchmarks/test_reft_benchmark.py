@@ -1,5 +1,6 @@
-"""The RefT benchmark through the real CLI: the smoke profile in one process (records, the shared
-per-seed base stage and its cache hit) and under 2-process DDP (the same numbers)."""
+"""The RefT benchmark through the real CLI: the smoke profile in one process (records of the gFSIS
+and FSIS arms, ft-head-only and the prototype classifier; the shared per-seed base stage and its
+cache hits) and under 2-process DDP (the same numbers)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from leaderboard.records import read_record
 
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 METRICS = {"AP", "AP50", "nAP", "bAP", "images_evaluated", "mean_score"}
+FSIS_METRICS = METRICS - {"bAP"}
 SMOKE_TEST_IMAGES = 20
 
 
@@ -25,18 +27,27 @@ def _record(results: Path, method: str):
 def test_smoke_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LITBENCH_NUM_THREADS", "1")
     results = tmp_path / "results"
-    assert main(["run", "reft", *SMOKE, "--methods", "reft_5shot,ft_full_5shot", "--results", str(results)]) == 0
-    reft, baseline = _record(results, "reft_5shot"), _record(results, "ft_full_5shot")
-    for record in (reft, baseline):
-        assert record.ok and set(record.metrics) == METRICS
+    methods = ["reft_5shot", "ft_full_5shot", "reft_fsis_5shot", "ft_head_5shot", "prototype_5shot"]
+    assert main(["run", "reft", *SMOKE, "--methods", ",".join(methods), "--results", str(results)]) == 0
+    records = {method: _record(results, method) for method in methods}
+    reft, baseline = records["reft_5shot"], records["ft_full_5shot"]
+    for method, record in records.items():
+        # FSIS evaluates the novel classes only: no bAP, and AP is the novel-class average
+        expected = FSIS_METRICS if method == "reft_fsis_5shot" else METRICS
+        assert record.ok and set(record.metrics) == expected, method
         assert record.metrics["images_evaluated"] == SMOKE_TEST_IMAGES
-        assert 0 <= record.metrics["nAP"] <= 100 and 0 <= record.metrics["bAP"] <= 100
-    assert reft.config["model"]["init_args"]["shots"] == 5
+        assert 0 <= record.metrics["nAP"] <= 100 and 0 <= record.metrics.get("bAP", 0) <= 100
+        assert record.config["model"]["init_args"]["shots"] == 5
+        # one base model per seed, trained by the first arm and reused by every other arm and setting
+        assert record.stages["base"]["key"] == reft.stages["base"]["key"]
+        assert record.stages["base"]["cache_hit"] is (method != "reft_5shot"), method
     assert reft.config["model"]["init_args"]["feature_reference"] == "cross_attention"
     assert "feature_reference" not in baseline.config["model"]["init_args"]
-    # one base model per seed, trained by the first arm and reused by the second
-    assert reft.stages["base"]["key"] == baseline.stages["base"]["key"]
-    assert [reft.stages["base"]["cache_hit"], baseline.stages["base"]["cache_hit"]] == [False, True]
+    fsis = records["reft_fsis_5shot"]
+    assert fsis.config["model"]["init_args"]["setting"] == "fsis" and fsis.metrics["AP"] == fsis.metrics["nAP"]
+    assert records["ft_head_5shot"].config["model"]["init_args"]["trainable"] == "class_head"
+    # ft-head-only trains ~1% of the weights; the prototype classifier is not fitted at all
+    assert records["ft_head_5shot"].cost["train_samples_per_s"] and not records["prototype_5shot"].cost["train_samples_per_s"]
     assert main(["run", "reft", *SMOKE, "--methods", "reft_5shot", "--results", str(results), "--force"]) == 0
     again = _record(results, "reft_5shot")
     assert again.stages["base"]["cache_hit"] is True

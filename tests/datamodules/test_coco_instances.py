@@ -1,4 +1,4 @@
-"""The COCO-json reader on the real fruits & nuts set, TFA K-shot sampling and SynthShapes-FSIS."""
+"""The COCO-json reader on the real fruits & nuts set, TFA K-shot sampling (gFSIS and novel-only FSIS) and SynthShapes-FSIS."""
 
 from __future__ import annotations
 
@@ -108,6 +108,25 @@ def test_datamodule_splits_and_support_set(shapes_folder: Path) -> None:
     item = support[0]
     assert item["masks"].shape == (len(item["labels"]), 64, 64)
     assert len(datamodule.test_set) == 20
+
+
+def test_fsis_k_shot_set_is_novel_only_and_exact(shapes_folder: Path) -> None:
+    datamodule = CocoInstanceSegmentationDataModule(cache_dir=str(shapes_folder.parent), synthetic_seed=3,
+                                                    synthetic_train_images=150, synthetic_test_images=20, shot_seed=0)
+    assert datamodule.setting_labels("fsis") == sorted(datamodule.novel_labels) == [3, 5, 9]
+    assert datamodule.setting_labels("gfsis") == list(range(10))
+    for shots in (5, 10):
+        fsis = datamodule.support_set(shots, "fsis")
+        labels = torch.cat([fsis[i]["labels"] for i in range(len(fsis))])
+        # exactly K instances of each novel class, no base annotation at all
+        assert torch.bincount(labels, minlength=10).tolist() == [shots if c in (3, 5, 9) else 0 for c in range(10)]
+        gfsis = datamodule.support_set(shots, "gfsis")
+        novel_of = lambda dataset: {(image_id, a["id"]) for image_id in dataset.image_ids  # noqa: E731
+                                    for a in dataset.annotations_by_image[image_id] if a["category_id"] in (4, 6, 10)}
+        assert novel_of(fsis) == novel_of(gfsis)  # per-class streams: the same novel draws as gFSIS
+        assert all(len(fsis.annotations_by_image[i]) for i in fsis.image_ids)
+    with pytest.raises(ValueError, match="few-shot setting"):
+        datamodule.support_set(5, "ifsis")
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""RefT's hand-written parts against hand-computed values: matching costs, nAP/bAP, class centres,
-and the shapes of the feature re-weighting and the support->query link."""
+"""RefT's hand-written parts against hand-computed values: matching costs, nAP/bAP (gFSIS) and the
+novel-only evaluation (FSIS), class centres, the shapes of the feature re-weighting and the
+support->query link, the FSIS class restriction, ft-head-only and the prototype classifier."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pycocotools.coco import COCO
 
 from modules.common.coco_metrics import CocoMaskAP, encode_masks, split_mask_ap
 from modules.reft import FewShotFineTune, QueryInstanceSegmentation
+from modules.reft_baselines import PrototypeClassifier, class_prototypes, cosine_logits
 from modules.reft_matching import hungarian_match, matching_cost, pairwise_dice, pairwise_sigmoid_bce, set_loss
-from modules.reft_model import FeatureReference, InstanceReference, QueryInstanceSegmenter, References
+from modules.reft_model import FeatureReference, InstanceReference, QueryInstanceSegmenter, References, restrict_class_logits
 
 SMALL = {"num_classes": 4, "dim": 16, "num_queries": 6, "num_heads": 2, "ffn_dim": 32, "widths": (8, 8, 16, 16)}
 
@@ -147,3 +149,84 @@ def test_support_references_from_the_base_model(tmp_path: Path) -> None:
     assert references.support_queries.shape == (3, 16)  # one matched query per support instance
     with pytest.raises(ValueError, match="base checkpoint"):
         FewShotFineTune(**{**SMALL, "dim": 32}, base_checkpoint=str(checkpoint))
+
+
+def _detection(image_id: int, category: int, mask: np.ndarray, score: float) -> dict:
+    return {"image_id": image_id, "category_id": category, "segmentation": encode_masks(mask[None])[0], "score": score}
+
+
+def test_fsis_evaluation_counts_only_novel_categories(tiny_gt: COCO) -> None:
+    perfect_novel = [_detection(2, 2, _square(5, 5), 0.6)]
+    # base-class detections, even confident false positives on the novel object's image, are not evaluated
+    base_noise = [_detection(2, 1, _square(5, 5), 0.99), _detection(1, 1, _square(6, 6), 0.95),
+                  _detection(1, 1, _square(0, 0), 0.9)]
+    alone = split_mask_ap(tiny_gt, perfect_novel, novel_category_ids=[2], base_category_ids=[], category_ids=[2])
+    noisy = split_mask_ap(tiny_gt, perfect_novel + base_noise, novel_category_ids=[2], base_category_ids=[],
+                          category_ids=[2])
+    assert alone == noisy == {"AP": pytest.approx(100.0), "AP50": pytest.approx(100.0), "nAP": pytest.approx(100.0)}
+    # a novel false positive ranked above the true one does count: precision 1/2 at recall 1
+    worse = split_mask_ap(tiny_gt, perfect_novel + [_detection(1, 2, _square(0, 0), 0.7)], novel_category_ids=[2],
+                          base_category_ids=[], category_ids=[2])
+    assert worse["nAP"] == pytest.approx(50.0)
+    # the gFSIS evaluation of the same detections does see the base class (its AP: 1 exact of 3 -> 1/3)
+    gfsis = split_mask_ap(tiny_gt, perfect_novel + base_noise, novel_category_ids=[2], base_category_ids=[1])
+    assert gfsis["nAP"] == pytest.approx(100.0) and gfsis["bAP"] == pytest.approx(100 / 3)
+    with pytest.raises(ValueError, match="not evaluated"):
+        split_mask_ap(tiny_gt, perfect_novel, novel_category_ids=[2], base_category_ids=[1], category_ids=[2])
+
+
+def test_fsis_class_restriction_by_hand() -> None:
+    logits = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]]))  # classes 0..2 + no-object
+    restricted = restrict_class_logits(logits, [1])
+    assert torch.allclose(restricted.softmax(-1), torch.tensor([[0.0, 0.2 / 0.6, 0.0, 0.4 / 0.6]]))
+    # the set loss stays finite with masked classes (targets are never a masked class)
+    raw = torch.zeros(1, 2, 4, requires_grad=True)
+    loss = set_loss(restrict_class_logits(raw, [1]), torch.zeros(1, 2, 4),
+                    [torch.tensor([1])], [torch.tensor([[1.0, 1, 0, 0]])], num_classes=3)
+    assert all(torch.isfinite(value) for value in loss.values())
+    loss["class"].backward()  # no gradient reaches the masked classes, and none is NaN
+    assert torch.isfinite(raw.grad).all() and (raw.grad[..., [0, 2]] == 0).all() and raw.grad[..., 1].abs().sum() > 0
+
+
+def test_ft_head_only_changes_only_the_class_head(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    checkpoint = QueryInstanceSegmentation(**SMALL).save_stage_artifact(tmp_path)
+    model = FewShotFineTune(**SMALL, shots=1, base_checkpoint=str(checkpoint), trainable="class_head", lr=1e-2)
+    trainable = {name for name, parameter in model.network.named_parameters() if parameter.requires_grad}
+    assert trainable == {"heads.class_head.weight", "heads.class_head.bias"}
+    model._trainer = type("FakeTrainer", (), {"estimated_stepping_batches": 10})()
+    optimizer = model.configure_optimizers()["optimizer"]
+    before = {name: tensor.clone() for name, tensor in model.network.state_dict().items()}
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 8:30, 8:30] = True
+    terms = model.loss(model.network(torch.randn(2, 3, 64, 64)), [torch.tensor([3]), torch.tensor([1])],
+                       [masks, masks.flip(-1)])
+    sum(terms.values()).backward()
+    optimizer.step()
+    changed = {name for name, tensor in model.network.state_dict().items() if not torch.equal(tensor, before[name])}
+    assert changed == trainable
+    with pytest.raises(ValueError, match="without reference modules"):
+        FewShotFineTune(**SMALL, base_checkpoint=str(checkpoint), trainable="class_head", instance_reference=True)
+    with pytest.raises(ValueError, match="setting"):
+        FewShotFineTune(**SMALL, base_checkpoint=str(checkpoint), setting="ifsis")
+
+
+def test_prototype_logits_are_scaled_cosines(tmp_path: Path) -> None:
+    embeddings = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, -2.0]])
+    prototypes = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    expected = 20 * torch.tensor([[1.0, 0.0], [2 ** -0.5, 2 ** -0.5], [0.0, -1.0]])
+    assert torch.allclose(cosine_logits(embeddings, prototypes, 20.0), expected)
+    # mu_c = the mean of the embeddings matched to class c; no embedding -> not valid
+    means, valid = class_prototypes(torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]]), torch.tensor([0, 0, 2]), 3)
+    assert torch.equal(means, torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 2.0]])) and valid.tolist() == [True, False, True]
+    checkpoint = QueryInstanceSegmentation(**SMALL).save_stage_artifact(tmp_path)
+    model = PrototypeClassifier(**SMALL, shots=1, base_checkpoint=str(checkpoint), scale=10.0).eval()
+    model.prototypes = torch.randn(SMALL["num_classes"] + 1, SMALL["dim"])
+    model.prototype_valid = torch.tensor([True, True, False, True, True])
+    images = torch.randn(2, 3, 64, 64)
+    output = model.network_output(images, None)
+    embedded = model.network.heads.norm(model.network(images).queries)
+    logits = output.class_logits[-1]
+    assert torch.isinf(logits[..., 2]).all()
+    keep = [0, 1, 3, 4]
+    assert torch.allclose(logits[..., keep], cosine_logits(embedded, model.prototypes[keep], 10.0), atol=1e-5)

@@ -18,7 +18,7 @@ from pathlib import Path
 from leaderboard.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, format_number, format_seconds, format_signed
 from leaderboard.markdown import CLAIM_HEADER, VERDICT_RULE, format_interval, paper_line
-from leaderboard.perf_tables import PARITY_HEADER, THREADS_HEADER
+from leaderboard.perf_tables import PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
 from leaderboard.report import SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
@@ -244,6 +244,10 @@ def render_suite_times(report: LeaderboardReport) -> str:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.suite_times]
         parts.append("<h3>Wall time</h3><p class=\"muted\">Ok runs run one after another; overhead is the time "
                      f"outside stages, fit and test (setup, logger).</p>{render_table(SUITE_TIME_HEADER, rows)}")
+    if report.suite_runs:
+        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.suite_runs]
+        parts.append("<h3>Suite wall time</h3><p class=\"muted\">Each litbench run as it ran: parallel workers, "
+                     f"stages built or reused.</p>{render_table(SUITE_RUNS_HEADER, rows)}")
     if report.parity:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.parity]
         parts.append("<h3>Lightning vs a hand-written loop</h3><p class=\"muted\">litbench perf parity: same model, "

@@ -8,7 +8,7 @@ import pandas as pd
 
 from leaderboard.claims import CONFIDENCE, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, decimals_for, format_number, format_signed, is_missing
-from leaderboard.perf_tables import PARITY_HEADER, THREADS_HEADER
+from leaderboard.perf_tables import PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
 from leaderboard.report import SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTable, LeaderboardReport
 
 VERDICT_RULE = (
@@ -132,6 +132,9 @@ def render_markdown(report: LeaderboardReport) -> str:
     if report.suite_times:
         lines += ["**Wall time** (ok runs run one after another; overhead = time outside stages, fit and test)", "",
                   markdown_table(SUITE_TIME_HEADER, [[escape_markdown(cell) for cell in row] for row in report.suite_times]), ""]
+    if report.suite_runs:
+        lines += ["**Suite wall time** (each `litbench run`, as it ran: parallel workers, stages built or reused)", "",
+                  markdown_table(SUITE_RUNS_HEADER, [[escape_markdown(cell) for cell in row] for row in report.suite_runs]), ""]
     if report.parity:
         lines += ["**Lightning vs a hand-written loop** (`litbench perf parity`; same model, data and seed)", "",
                   markdown_table(PARITY_HEADER, [[escape_markdown(cell) for cell in row] for row in report.parity]), ""]

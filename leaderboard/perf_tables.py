@@ -1,4 +1,5 @@
-"""Tables of the perf records (``<results>/perf/<kind>/*.json``, written by ``litbench perf``)."""
+"""Tables of the perf records (``<results>/perf/<kind>/*.json``): ``litbench perf parity`` / ``threads``,
+and ``suite``, which every ``litbench run`` that ran something writes (its wall time)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any, Callable
 
 PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch", "plain loop s/epoch",
                  "ratio (goal ≤ 1.05)", "losses equal (5 dp)", "steps", "measured"]
+SUITE_RUNS_HEADER = ["benchmarks", "profile", "wall", "runs ran / skipped / failed", "workers",
+                     "stages built / reused", "load before → after (1 min)", "measured"]
 THREADS_HEADER = ["benchmark", "method", "dataset", "profile", "1 thread", "N threads, active wait",
                   "N threads, passive wait", "N", "load before (1/5/15 min)", "measured"]
 
@@ -36,6 +39,20 @@ def _threads_row(record: dict[str, Any]) -> list[str]:
     return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]), *cells,
             str(int(record["threads"])), " / ".join(f"{float(x):.1f}" for x in record["load_before"]),
             str(record.get("measured_at", ""))[:16]]
+
+
+def _suite_row(record: dict[str, Any]) -> list[str]:
+    wall = float(record["wall_s"])
+    return [", ".join(record["benchmarks"]), str(record["profile"]), f"{int(wall // 60)} min {wall % 60:04.1f} s",
+            f"{int(record['ran'])} / {int(record['skipped'])} / {int(record['failed'])}", str(record["workers"]),
+            f"{int(record['stages_built'])} / {int(record['stages_reused'])}",
+            f"{float(record['load_before'][0]):.1f} → {float(record['load_after'][0]):.1f}", str(record.get("measured_at", ""))[:16]]
+
+
+def suite_run_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
+    """SUITE_RUNS_HEADER rows, one per recorded ``litbench run`` (oldest first)."""
+    rows = _rows(results_dir, "suite", _suite_row, problems)
+    return sorted(rows, key=lambda row: row[-1])
 
 
 def parity_rows(results_dir: str, problems: list[str]) -> list[list[str]]:

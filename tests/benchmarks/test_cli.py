@@ -42,10 +42,17 @@ def test_run_records_every_run_and_a_rerun_skips_them(toy_env, tmp_path: Path, c
     assert built["stage_s"] > reused["stage_s"] >= 0  # training the stage is timed apart from fit and overhead
     assert built["run_s"] >= built["stage_s"] + built["fit_s"] + built["eval_s"]
 
+    # The run itself is recorded too: its wall time, what ran and the stage built once, reused once.
+    (suite_path,) = (results / "perf" / "suite").glob("toy-smoke-*.json")
+    suite = json.loads(suite_path.read_text())
+    assert (suite["ran"], suite["skipped"], suite["failed"], suite["workers"]) == (6, 0, 0, "profile")
+    assert (suite["stages_built"], suite["stages_reused"]) == (1, 1) and suite["wall_s"] >= built["run_s"]
+
     capsys.readouterr()
     assert main(["run", "toy", "--methods", "linear,mean,finetuned", "--results", str(results), *FAST]) == 0
     out = capsys.readouterr().out
     assert "0 to run, 6 skipped" in out
+    assert len(list((results / "perf" / "suite").glob("*.json"))) == 1  # nothing ran: no suite record
     assert records(results) == first  # untouched
     assert stage_log.read_text() == "pretrain\n"
 

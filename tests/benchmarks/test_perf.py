@@ -60,6 +60,18 @@ def test_parity_records_show_on_the_leaderboard_and_corrupt_ones_are_problems(to
     assert "Lightning vs a hand-written loop" in paths["html"].read_text()
 
 
+def test_suite_records_show_their_wall_time_on_the_leaderboard(tmp_path: Path) -> None:
+    from benchmarks.perf.records import write_perf_record
+    from leaderboard.build import build_leaderboard
+
+    write_perf_record(tmp_path, kind="suite", name="toy-cpu-1", payload={
+        "benchmarks": ["toy"], "profile": "cpu", "ran": 6, "failed": 1, "skipped": 2, "workers": 2,
+        "stages_built": 3, "stages_reused": 15, "wall_s": 743.04, "load_before": [0.4, 0.9, 1.0], "load_after": [2.1, 2.0, 1.5]})
+    markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| toy | cpu |"))
+    assert [cell.strip() for cell in row.split("|")[3:8]] == ["12 min 23.0 s", "6 / 2 / 1", "2", "3 / 15", "0.4 → 2.1"]
+
+
 def test_gpu_smoke_summary_reads_rate_and_mfu_from_records(tmp_path: Path) -> None:
     from benchmarks.perf.gpu_smoke import summarise
     from leaderboard.records import RecordStore, RunRecord

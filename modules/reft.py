@@ -92,22 +92,33 @@ FSIS ft-full fit 0.68x / test 0.47x (60 instead of 200 (query, class) pairs, 3 c
 FSIS RefT fit 0.87x (3 supports per step instead of 10) / test 0.65x, ft-head-only fit 0.34x (no
 backward below the head) / test 0.84x, prototype test 0.94x (no fit).
 
-gFSIS records (``cpu`` profile, 3 seeds, mean ± std, mask AP in percent): the base model reaches
-only bAP 5.6 ± 0.7 (AP50 7.0) after 4 epochs, far from the paper's regime; nAP stays near 1 after
-100 fine-tuning steps: 10 shots RefT 1.02 ± 0.33 vs ft-full 1.08 ± 0.56, 5 shots 0.84 ± 0.20 vs 0.92
-± 0.27 (1 shot 0.61 vs 0.42). **The gFSIS nAP claims are not reproduced** (differences -0.08 / -0.07,
-intervals spanning 0); the bAP non-inferiority claims are (+0.38 / +0.05). Likely reason: with a
-from-scratch base model this weak, neither the class centres nor the matched support queries carry
-the "key instance factors" the paper's argument relies on (its base model is an ImageNet-pretrained
-R-50 Mask2Former trained 50 epochs on COCO); this says nothing about the paper's COCO numbers.
-First records of the new arms (seed 0 only, under load; the claims are judged on 3 seeds): FSIS nAP
-RefT 0.55 / 1.30 vs ft-full 0.51 / 0.70 at 5 / 10 shots; prototype classifier nAP 0.31 / 0.43 / 0.37
-at 1 / 5 / 10 shots (gFSIS ft-full 0.79, RefT 0.65 at 10); **ft-head-only nAP 0.00 at every K**: not
-a bug (a unit test shows the head, and only the head, moves) but the shared schedule: after 100
-head-only steps at lr 1e-3 the class-head biases moved by <= 0.04 and no query gives a novel class
-more than p = 0.004, even on the support images, so no (query, novel class) pair enters the top-100
-(the 7 base classes x 20 queries fill it). The base model learnt the novel objects as "no object";
-with the decoder frozen only the head's logits can undo that, and 100 steps do not.
+What the records say (``cpu`` profile, 3 seeds, mean ± std, mask AP in percent; ``litbench run reft
+--profile cpu --seeds 3`` took 23.4 min from an empty cache on 2 cores, one of them shared with
+another agent's niced job). The base model reaches only bAP 5.6 ± 1.0 (AP50 6.9) after 4 epochs,
+far from the paper's regime, and nAP stays near 1 after 100 fine-tuning steps:
+
+* gFSIS nAP at 1 / 5 / 10 shots: RefT 0.28 / 0.59 / 0.98, ft-full 0.47 / 0.91 / 1.06, prototype
+  classifier 0.96 / 0.76 / 0.59, ft-head-only 0.00 at every K. **RefT > ft-full: not reproduced**
+  (5 shots -0.32, 95% CI [-0.85, +0.22]; 10 shots -0.08 [-1.54, +1.39]); the bAP
+  non-inferiority claims are reproduced (+0.43 / -0.36 with margin -2).
+* FSIS nAP at 5 / 10 shots: RefT 0.71 / 0.86, ft-full 0.77 / 0.88: **not reproduced** (-0.06 /
+  -0.02, intervals spanning 0).
+* Against the prototype classifier: RefT 5 shots not reproduced (-0.17), 10 shots inconclusive
+  (+0.39 [-0.22, +1.01]); ft-full inconclusive at both (+0.14 / +0.47). The training-free
+  prototype classifier is as good as any fine-tuned arm here, and best at 1 shot.
+* Likely reason for all of it: with a from-scratch base model this weak, neither the class
+  centres nor the matched support queries carry the "key instance factors" the paper's argument
+  relies on (its base model is an ImageNet-pretrained R-50 Mask2Former trained 50 epochs on
+  COCO); this says nothing about the paper's COCO numbers.
+* **ft-head-only nAP 0.00 at every K** is not a bug (a unit test shows the head, and only the
+  head, moves) but the shared schedule: after 100 head-only steps at lr 1e-3 the class-head
+  biases moved by <= 0.04 and no query gives a novel class more than p = 0.004, even on the
+  support images, so no (query, novel class) pair enters the top-100 (the 7 base classes x 20
+  queries fill it). The base model learnt the novel objects as "no object"; with the decoder
+  frozen only the head's logits can undo that, and 100 steps do not.
+* The leaderboard's "Δ nAP vs best baseline" column compares every row with the best baseline of
+  the whole table, which mixes gFSIS and FSIS rows (FSIS evaluates 3 classes); the claims pair
+  methods within one setting and shot count.
 """
 
 from __future__ import annotations

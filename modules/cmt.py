@@ -12,7 +12,7 @@ masked-modal training (``ModalMask3D``): per sample u ~ U(0, 1), u > 0.75 zeroes
 0.5 < u <= 0.75 zeroes the points. Every test scores three conditions on the same scenes: all sensors
 (``map``, ``nds``, ``ate``, ``ase``, ``aoe``, per-class ``ap_*``), LiDAR removed (points zeroed,
 ``*_no_lidar``) and cameras removed (images zeroed, ``*_no_camera``), plus ``map_retained_no_lidar``
-/ ``map_retained_no_camera`` = condition mAP / full mAP. ``test_drop`` changes what the headline
+/ ``map_retained_no_camera`` = condition mAP / full mAP (NaN when the full mAP is below 0.01). ``test_drop`` changes what the headline
 ``map``/``nds`` mean (``points``: the LiDAR-removed arm). ``CMTFromStage`` tests a model trained in a
 cached per-seed stage (the fused model is trained once per seed and serves two arms). The test
 writes ``bev_scene0.png`` (BEV of the first test scene: LiDAR points, GT and predicted boxes) to
@@ -28,7 +28,8 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
    3 decoder layers, 4 heads, FFN 256, 150 queries, 16 depth bins over 1-20 m, 3 DN groups,
    top-100 detections. No image-backbone pretraining (no FCOS3D / nuImages weights).
 2. Box-code quirk **fixed** (see ``modules/cmt_matching.py``): the z-anchored output learns cz,
-   not log w. BEV pos2embed frequency quirk **kept** (every frequency in [pi, 2 pi]).
+   not log w. BEV pos2embed frequency quirk **replaced** by default (``bev_pe="multiscale"``, see
+   10b); ``bev_pe="official"`` restores it (every frequency in [pi, 2 pi]).
 3. The CMT-L heads use kernel-1 (linear) branches like the other variants, not the official
    kernel-3 convolution across the query index (which mixes unrelated queries) [deviation].
 4. No GT-paste, no global rotation/scale/flip and no image resize/crop/flip augmentation, no CBGS,
@@ -41,21 +42,57 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
    (official 0.1): on CPU the attention-weight dropout alone cost ~10% of a training step.
 7. The cls avg factor and the DN avg factor are per rank (as official, not all-reduced); the DN cls
    avg factor is N_dn (pi/6) 0.75^3 as the paper spec states.
-8. Modal masking zeroes the normalised image tensor (the network sees mean-grey images) and the
-   points' (x, y, z, i) (they all fall in the centre pillar); PEs are unchanged, as official.
+8. Modal masking zeroes the image tensor (the network sees black images: 0 in [0, 1] pixels, about
+   -2 after its normalisation) and the points' (x, y, z, i) (they all fall in the centre pillar);
+   PEs are unchanged, as official.
 9. The CEM ablation (learned per-view 2D PE) is not implemented here (see the spec's methods).
+10. Convergence fixes (diagnosed on the ``cpu`` profile, where every arm scored mAP < 0.001; all
+    three are on by default and can be switched back to the official behaviour):
 
-What the records say (``cpu`` profile, 200 steps of batch 4 per arm, 3 seeds): every arm scores
-mAP < 0.001 (NDS_syn 0.009 fused, 0.026-0.028 CMT-L / CMT-C), so the claims cannot be judged there:
-"fused beats camera" is not reproduced and the rest inconclusive (the "within 0.05 mAP of CMT-C"
-claim is met only vacuously, both being ~0; ``map_retained_*`` are ratios of near-zero numbers and
-mean nothing at this scale). This is the budget, not the claims: after 200 steps (and, in a
-calibration CMT-L run on held-out *val* scenes, after 1,200) the decoder is still in DETR's early
-collapsed phase: every query of every scene outputs nearly the same class score (~0.2, the prior of
-the -2.19 bias) and box size / yaw, only the anchor-driven centres differ, so the ranking carries no
-information. The same network overfits 8 scenes to mAP 0.23 in 120 steps (lr 1e-3), i.e. the
-losses, matching and decoding do learn; the spec's small-scale recipe needs ~3,000 steps (the
-``full`` profile: 2,000 scenes x 12 epochs at batch 8), ~15x the cpu budget.
+    a. *No self-attention in the first decoder layer* (``first_self_attention=False``) [bug fix].
+       The query content starts at zero, so the first self-attention can only add its learned
+       output bias, and the post-norm LayerNorm of that near-zero constant has a 1/sqrt(eps)
+       Jacobian: the gradient norm was median 250, max 6,600 over the first 50 steps (clipped to
+       35, so every other parameter's step shrank ~100x), and the LN turned the tiny bias into a
+       unit-RMS vector shared by all queries that swamped the ~0.16-RMS query PE in the
+       cross-attention logits (the first layer's attention was exactly uniform, max weight
+       0.00396 vs 1/256). Without it the gradient norm stays at 20-40 from the start. In exact
+       arithmetic at initialisation (all biases 0) the official layer computes the same thing.
+    b. *Multiscale BEV PE* (``bev_pe="multiscale"``) [deviation]: the official pos2embed puts all
+       128 frequencies in one octave below one cycle per range, so neighbouring BEV cells (2 m)
+       get nearly the same PE; here the frequencies run geometrically from 0.5 to 16 cycles over
+       the range (wavelengths 64 m to 2 m = one BEV token). Same sin/cos layout and MLP.
+    c. *PE gain 6* (``pe_gain``) [deviation, initialisation only]: the last weights of the BEV and
+       image PE MLPs start 6x PyTorch's default, so the PEs have about unit RMS like the LN'd
+       query content and the BEV / image features (default init: ~0.16 RMS, so the positional
+       part of the attention logits started ~30x too small).
+
+    Evidence (CMT-L, seed 0, batch 4, 800 train scenes, held-out test scenes; one thread on a
+    shared machine): the official setting scored mAP 0.000 on train and test scenes after 300,
+    400 and 600 steps, also with lr 1e-3 or 10 DN groups; PE gain alone gave 0.005 after 600
+    steps (attention entropy 2.7 vs 5.55 for uniform); a + b + c gave 0.000 / 0.002 / 0.021 /
+    0.036 after 250 / 500 / 750 / 1,000 steps of a 1,000-step schedule (car AP 0.094), still
+    rising. With the fixes CMT-C reached test mAP 0.023 / 0.101 after 500 / 1,000 steps (car /
+    pedestrian / cone AP 0.12 / 0.10 / 0.08), while the fused model with masked-modal training
+    stayed at 0.001 after 1,000 steps (the same with the image PE gain left at 1), whereas the
+    fused model *without* masked-modal training reached 0.088 (car 0.15, pedestrian 0.11): at this
+    length the masked-modal training is what keeps the fused model at the noise floor (why is
+    open; the zeroed modality's tokens still enter the attention). A diagnostic that seeds each query's content with the BEV feature under its anchor
+    (not the method) reaches test mAP 0.17 in 300 steps: heads, losses, matching, box coding
+    and the metric path learn, and what is slow is the global cross-attention learning to
+    localise. The box coding (centres in metres, log sizes, sin/cos yaw, the same code in the L1
+    loss and the matching cost), the sigmoid-space anchors, the focal loss and its -2.19 bias
+    (official), the BEV grid / box coordinate convention (row = y, column = x in the pillar
+    scatter, the BEV PE and the anchors; checked on a scene: the high pillars lie on the GT
+    boxes) and the train/test frames were checked and are as the official code has them.
+
+What the records say: the earlier ``cpu`` records (200 steps of batch 4 per arm, before the fixes
+of 10.) scored mAP < 0.001 in every arm, so their claims were judged on noise. The ``cpu`` profile
+now trains 1,000 steps per model (see the spec's comment for the cost); at that length CMT-L is at
+mAP ~0.04 on held-out scenes and still rising, so the cpu claims are judged on small, far from
+converged numbers (the ``full`` profile is the spec's ~3,000-step recipe). ``map_retained_*`` is
+NaN (stored as null, so a claim on it reads "inconclusive") whenever the full-sensor mAP is below
+``RETAINED_MAP_FLOOR`` = 0.01, where the ratio would be one of noise.
 """
 
 from __future__ import annotations
@@ -74,7 +111,15 @@ from modules.common.detection_metrics import NuScenesDetectionMetric
 CLASS_NAMES = ("car", "pedestrian", "traffic_cone")
 POINT_CLOUD_RANGE = (-16.0, -16.0, -2.0, 16.0, 16.0, 2.0)
 CONDITIONS = {"": None, "_no_lidar": "points", "_no_camera": "images"}
+# Below this full-sensor mAP a retained share (condition mAP / full mAP) is a ratio of noise: it is
+# logged as NaN (the record stores null), so a claim on it reads "inconclusive", not a verdict.
+RETAINED_MAP_FLOOR = 0.01
 STAGE_FILE = "cmt_model.pt"
+
+
+def retained_share(condition_map: float, full_map: float, *, floor: float = RETAINED_MAP_FLOOR) -> float:
+    """``condition_map / full_map``, or NaN when the full-sensor mAP is below ``floor`` (noise)."""
+    return float(condition_map) / float(full_map) if float(full_map) >= floor else float("nan")
 
 
 def drop_modalities(images: torch.Tensor, points: torch.Tensor, *, drop_images: torch.Tensor,
@@ -91,7 +136,8 @@ class CMTNetwork(nn.Module):
     def __init__(self, *, modalities: str, num_classes: int, point_cloud_range: tuple[float, ...],
                  embed_dim: int, num_layers: int, num_heads: int, ffn_dim: int, num_queries: int,
                  depth_num: int, depth_max: float, pillar_size: float, image_widths: tuple[int, ...],
-                 bev_widths: tuple[int, ...], dropout: float) -> None:
+                 bev_widths: tuple[int, ...], dropout: float, bev_pe: str = "multiscale", pe_gain: float = 6.0,
+                 first_self_attention: bool = False) -> None:
         super().__init__()
         if modalities not in ("fusion", "lidar", "camera"):
             raise ValueError(f"modalities must be fusion, lidar or camera, not {modalities!r}")
@@ -101,11 +147,12 @@ class CMTNetwork(nn.Module):
         self.pillar_backbone = (PillarBackbone(point_cloud_range=point_cloud_range, pillar_size=pillar_size,
                                                widths=bev_widths, embed_dim=embed_dim) if self.uses_lidar else None)
         self.encoding = CoordinatesEncoding(embed_dim=embed_dim, point_cloud_range=point_cloud_range,
-                                            depth_num=depth_num, depth_max=depth_max)
+                                            depth_num=depth_num, depth_max=depth_max, bev_pe=bev_pe, pe_gain=pe_gain)
         self.anchors = nn.Embedding(num_queries, 3)
         nn.init.uniform_(self.anchors.weight, 0, 1)
-        self.layers = nn.ModuleList(DecoderLayer(embed_dim=embed_dim, num_heads=num_heads, ffn_dim=ffn_dim,
-                                                 dropout=dropout) for _ in range(num_layers))
+        self.layers = nn.ModuleList(DecoderLayer(embed_dim=embed_dim, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout,
+                                                 self_attention=index > 0 or first_self_attention)
+                                    for index in range(num_layers))
         self.heads = nn.ModuleList(DetectionHead(embed_dim=embed_dim, num_classes=num_classes,
                                                  point_cloud_range=point_cloud_range) for _ in range(num_layers))
 
@@ -148,7 +195,8 @@ class CMT(L.LightningModule):
                  num_queries: int = 150, depth_num: int = 16, depth_max: float = 20.0, pillar_size: float = 0.5,
                  image_widths: tuple[int, ...] = (32, 64, 64, 128), bev_widths: tuple[int, ...] = (32, 64, 128),
                  dropout: float = 0.1, dn_groups: int = 3, dn_weight: float = 1.0, lr: float = 2e-4,
-                 weight_decay: float = 0.01, cyclic_peak: float = 4.0, max_detections: int = 100) -> None:
+                 weight_decay: float = 0.01, cyclic_peak: float = 4.0, max_detections: int = 100,
+                 bev_pe: str = "multiscale", pe_gain: float = 6.0, first_self_attention: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         if test_drop not in (None, "points", "images"):
@@ -157,7 +205,8 @@ class CMT(L.LightningModule):
                                   point_cloud_range=tuple(point_cloud_range), embed_dim=embed_dim, num_layers=num_layers,
                                   num_heads=num_heads, ffn_dim=ffn_dim, num_queries=num_queries, depth_num=depth_num,
                                   depth_max=depth_max, pillar_size=pillar_size, image_widths=tuple(image_widths),
-                                  bev_widths=tuple(bev_widths), dropout=dropout)
+                                  bev_widths=tuple(bev_widths), dropout=dropout, bev_pe=bev_pe, pe_gain=pe_gain,
+                                  first_self_attention=first_self_attention)
         self.register_buffer("pc_range", torch.tensor(point_cloud_range, dtype=torch.float32), persistent=False)
         self.metrics = nn.ModuleDict({f"condition{suffix}": NuScenesDetectionMetric(class_names=class_names)
                                       for suffix in CONDITIONS})
@@ -253,7 +302,7 @@ class CMT(L.LightningModule):
                 self.log(f"test/{name}{suffix}", float(scores[name]), sync_dist=False)
         full = results[""]["map"] if self.hparams.test_drop is None else self.metrics["condition"].compute()["map"]
         for suffix in ("_no_lidar", "_no_camera"):
-            self.log(f"test/map_retained{suffix}", float(results[suffix]["map"] / full) if full > 0 else 0.0)
+            self.log(f"test/map_retained{suffix}", retained_share(results[suffix]["map"], full))
         for metric in self.metrics.values():
             metric.reset()
         if self.global_rank == 0 and self.visual_scene is not None and self.artifact_dir is not None:
@@ -281,7 +330,8 @@ class CMTFromStage(CMT):
             raise ValueError("CMTFromStage needs checkpoint: declare the fused training stage "
                              "(stages: [{name: fused, ..., pass_as: checkpoint}]) in the spec")
         artifact = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        architecture = ("modalities", "embed_dim", "num_layers", "num_queries", "depth_num", "class_names")
+        architecture = ("modalities", "embed_dim", "num_layers", "num_queries", "depth_num", "class_names", "bev_pe",
+                        "first_self_attention")
         mismatched = [key for key in architecture if tuple(np.atleast_1d(artifact["hparams"][key])) !=
                       tuple(np.atleast_1d(self.hparams[key]))]
         if mismatched:

@@ -33,6 +33,25 @@ def pos2embed(positions: torch.Tensor, *, num_pos_feats: int) -> torch.Tensor:
     return torch.cat((pos_y, pos_x), dim=-1)
 
 
+def multiscale_pos2embed(positions: torch.Tensor, *, num_pos_feats: int, min_cycles: float = 0.5,
+                         max_cycles: float = 16.0) -> torch.Tensor:
+    """Sin/cos embedding of normalised (x, y) -> [..., 2 * num_pos_feats], concatenated [y, x], with
+    ``num_pos_feats / 2`` frequencies spaced geometrically from ``min_cycles`` to ``max_cycles``
+    cycles over the range (at 32 m: wavelengths 64 m down to 2 m = one BEV token). Replaces the
+    official one-octave ``pos2embed`` for the BEV tokens and queries (see ``modules/cmt.py``)."""
+    half = num_pos_feats // 2
+    exponent = torch.arange(half, dtype=torch.float32, device=positions.device) / max(1, half - 1)
+    frequencies = 2 * math.pi * min_cycles * (max_cycles / min_cycles) ** exponent
+    pos_x = positions[..., 0, None] * frequencies
+    pos_y = positions[..., 1, None] * frequencies
+    pos_x = torch.stack((pos_x.sin(), pos_x.cos()), dim=-1).flatten(-2)
+    pos_y = torch.stack((pos_y.sin(), pos_y.cos()), dim=-1).flatten(-2)
+    return torch.cat((pos_y, pos_x), dim=-1)
+
+
+BEV_EMBEDDINGS = {"official": pos2embed, "multiscale": multiscale_pos2embed}
+
+
 def conv_bn_relu(in_channels: int, out_channels: int, *, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
@@ -103,9 +122,13 @@ class CoordinatesEncoding(nn.Module):
     """The CEM: 3D ray position encodings of image tokens, BEV PE of BEV cells, and query PEs."""
 
     def __init__(self, *, embed_dim: int, point_cloud_range: tuple[float, ...], depth_num: int = 16,
-                 depth_start: float = 1.0, depth_max: float = 20.0) -> None:
+                 depth_start: float = 1.0, depth_max: float = 20.0, bev_pe: str = "multiscale",
+                 pe_gain: float = 1.0) -> None:
         super().__init__()
+        if bev_pe not in BEV_EMBEDDINGS:
+            raise ValueError(f"bev_pe must be one of {sorted(BEV_EMBEDDINGS)}, not {bev_pe!r}")
         self.embed_dim = embed_dim
+        self.bev_pos2embed = BEV_EMBEDDINGS[bev_pe]
         self.register_buffer("pc_range", torch.tensor(point_cloud_range, dtype=torch.float32), persistent=False)
         bin_size = (depth_max - depth_start) / depth_num
         self.register_buffer("depths", depth_start + bin_size * torch.arange(depth_num, dtype=torch.float32),
@@ -114,6 +137,12 @@ class CoordinatesEncoding(nn.Module):
                                              nn.Linear(4 * embed_dim, embed_dim))
         self.bev_embedding = nn.Sequential(nn.Linear(2 * embed_dim, embed_dim), nn.ReLU(inplace=True),
                                            nn.Linear(embed_dim, embed_dim))
+        # pe_gain scales the last layer's initial weights: with PyTorch's default Linear init the PEs
+        # come out at ~0.16 RMS, far below the unit-RMS LayerNorm'd query content and BEV features,
+        # so the positional part of the attention logits starts ~30x too small (see modules/cmt.py).
+        with torch.no_grad():
+            for mlp in (self.image_embedding, self.bev_embedding):
+                mlp[-1].weight.mul_(pe_gain)
 
     def ray_points(self, pixels: torch.Tensor, lidar2img: torch.Tensor) -> torch.Tensor:
         """Points [B, V, P, D, 3] of the rays through pixels [B, V, P, 2] (padded-image coords) at every
@@ -145,13 +174,13 @@ class CoordinatesEncoding(nn.Module):
         height, width = feature_shape
         y, x = torch.meshgrid((torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height,
                               (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width, indexing="ij")
-        return self.bev_embedding(pos2embed(torch.stack([x, y], dim=-1).reshape(-1, 2), num_pos_feats=self.embed_dim))
+        return self.bev_embedding(self.bev_pos2embed(torch.stack([x, y], dim=-1).reshape(-1, 2), num_pos_feats=self.embed_dim))
 
     def query_pe(self, anchors: torch.Tensor, *, lidar2img: torch.Tensor | None, image_shape: tuple[int, int]) -> torch.Tensor:
         """Query PE [B, Q, C] of normalised anchors [B, Q, 3]: BEV PE of (x, y) plus, when cameras are
         used, the sum over views of the image ray PE at the anchor's projection (masked to views where
         it lies in front of the camera and inside the image)."""
-        pe = self.bev_embedding(pos2embed(anchors[..., :2], num_pos_feats=self.embed_dim))
+        pe = self.bev_embedding(self.bev_pos2embed(anchors[..., :2], num_pos_feats=self.embed_dim))
         if lidar2img is None:
             return pe
         low, high = self.pc_range[:3], self.pc_range[3:]
@@ -175,22 +204,31 @@ class CoordinatesEncoding(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    """Post-norm DETR layer: self-attn -> LN -> cross-attn -> LN -> FFN(ReLU) -> LN; PEs added to q/k."""
+    """Post-norm DETR layer: self-attn -> LN -> cross-attn -> LN -> FFN(ReLU) -> LN; PEs added to q/k.
+
+    ``self_attention=False`` (the first layer, whose query content is identically zero) leaves the
+    self-attention block out: on zero content it can only add its learned bias, and the post-norm LN
+    of that near-zero constant is degenerate (see ``modules/cmt.py``)."""
 
     def __init__(self, *, embed_dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.1,
-                 attention_dropout: float = 0.0) -> None:
+                 attention_dropout: float = 0.0, self_attention: bool = True) -> None:
         super().__init__()
-        self.self_attention = nn.MultiheadAttention(embed_dim, num_heads, dropout=attention_dropout, batch_first=True)
+        self.self_attention = (nn.MultiheadAttention(embed_dim, num_heads, dropout=attention_dropout, batch_first=True)
+                               if self_attention else None)
         self.cross_attention = nn.MultiheadAttention(embed_dim, num_heads, dropout=attention_dropout, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(embed_dim, ffn_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
                                  nn.Linear(ffn_dim, embed_dim))
-        self.norms = nn.ModuleList(nn.LayerNorm(embed_dim) for _ in range(3))
+        # Without self-attention the first LN has nothing to normalise (an Identity keeps the indices
+        # and leaves no unused parameters for DDP).
+        self.norms = nn.ModuleList([nn.LayerNorm(embed_dim) if self_attention else nn.Identity(),
+                                    nn.LayerNorm(embed_dim), nn.LayerNorm(embed_dim)])
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, queries, query_pos, keys, key_pos, attention_mask=None):
-        q = queries + query_pos
-        queries = self.norms[0](queries + self.dropout(self.self_attention(q, q, queries, attn_mask=attention_mask,
-                                                                          need_weights=False)[0]))
+        if self.self_attention is not None:
+            q = queries + query_pos
+            queries = self.norms[0](queries + self.dropout(self.self_attention(q, q, queries, attn_mask=attention_mask,
+                                                                              need_weights=False)[0]))
         attended = self.cross_attention(queries + query_pos, keys + key_pos, keys, need_weights=False)[0]
         queries = self.norms[1](queries + self.dropout(attended))
         return self.norms[2](queries + self.dropout(self.ffn(queries)))

@@ -204,3 +204,45 @@ def test_variants_see_only_their_modalities() -> None:
         no_points = model.network(batch["images"], batch["points"] * 0, batch["point_mask"], batch["lidar2img"])[-1][0]
         assert (not torch.allclose(reference, no_images)) == changes_with_images, modalities
         assert (not torch.allclose(reference, no_points)) == changes_with_points, modalities
+
+
+def test_retained_share_is_nan_below_the_map_floor() -> None:
+    from modules.cmt import RETAINED_MAP_FLOOR, retained_share
+
+    assert RETAINED_MAP_FLOOR == 0.01
+    assert retained_share(0.15, 0.3) == pytest.approx(0.5)
+    # A full-sensor mAP of noise (below the floor, or 0) makes the share NaN, never 0 or a ratio of noise.
+    assert math.isnan(retained_share(0.0009, 0.0005)) and math.isnan(retained_share(0.0, 0.0))
+    assert retained_share(0.0, 0.01) == 0.0  # at the floor the ratio is reported
+
+
+def test_convergence_choices_multiscale_pe_gain_and_first_layer_without_self_attention() -> None:
+    from modules.cmt_model import multiscale_pos2embed
+
+    # Multiscale BEV PE: frequencies 0.5 .. 16 cycles over the range, geometric; [y, x] halves.
+    positions = torch.tensor([[0.25, 0.5]])
+    embedding = multiscale_pos2embed(positions, num_pos_feats=8)  # 4 frequencies: 0.5, 1.585, 5.04, 16 cycles
+    frequencies = 2 * math.pi * 0.5 * 32.0 ** (torch.arange(4) / 3)
+    assert embedding.shape == (1, 16)
+    assert torch.allclose(embedding[0, 8::2], (0.25 * frequencies).sin(), atol=1e-6)  # x half, sin terms
+    assert torch.allclose(embedding[0, 1:8:2], (0.5 * frequencies).cos(), atol=1e-6)  # y half, cos terms
+    # Two BEV tokens one cell apart (2 m of 32 m) differ clearly in the multiscale PE, barely in the official one.
+    a, b = torch.tensor([[0.5, 0.5]]), torch.tensor([[0.5625, 0.5]])
+    assert ((multiscale_pos2embed(a, num_pos_feats=64) - multiscale_pos2embed(b, num_pos_feats=64)).norm()
+            > 3 * (pos2embed(a, num_pos_feats=64) - pos2embed(b, num_pos_feats=64)).norm())
+    # pe_gain multiplies the PE MLPs' last weights (same seed -> exactly 6x the PE minus the bias).
+    torch.manual_seed(0)
+    plain = CoordinatesEncoding(embed_dim=16, point_cloud_range=RANGE, depth_num=4, pe_gain=1.0)
+    torch.manual_seed(0)
+    scaled = CoordinatesEncoding(embed_dim=16, point_cloud_range=RANGE, depth_num=4, pe_gain=6.0)
+    bias = plain.bev_embedding[-1].bias
+    assert torch.allclose(scaled.bev_tokens_pe((4, 4), torch.device("cpu")) - bias,
+                          6 * (plain.bev_tokens_pe((4, 4), torch.device("cpu")) - bias), atol=1e-5)
+    with pytest.raises(ValueError, match="bev_pe"):
+        CoordinatesEncoding(embed_dim=16, point_cloud_range=RANGE, bev_pe="nope")
+    # The first decoder layer (zero query content) has no self-attention; later layers do.
+    model = CMT(modalities="lidar", embed_dim=16, num_layers=2, num_heads=2, ffn_dim=32, num_queries=8, depth_num=4,
+                bev_widths=(8, 8, 8))
+    assert model.network.layers[0].self_attention is None and model.network.layers[1].self_attention is not None
+    assert CMT(modalities="lidar", embed_dim=16, num_layers=2, num_heads=2, ffn_dim=32, num_queries=8, depth_num=4,
+               bev_widths=(8, 8, 8), first_self_attention=True).network.layers[0].self_attention is not None

@@ -74,6 +74,15 @@ What the records say at the ``cpu`` scale (``results/doorping/*/*/cpu``, seeds 0
   spatial mean or max) still gave ASR (non-target) 0.017-0.021 while δ left the pixel range
   (|δ| up to 33-50 in normalised units): the attack needs the paper's iteration budget (1000),
   which this profile cannot afford on 2 shared cores.
+
+The DM extension (``results/doorping_dm/*/*/cpu``, seeds 0-2, all 24 runs): CTA clean 0.720 / 0.211
+(MNIST / CIFAR-10), NAIVE 0.702 / 0.199, DOORPING 0.703 / 0.214 — within 0.001 of the DC back-end's,
+because at this budget both back-ends leave the synthetic set near its real-image init. Here the
+DOORPING trigger does move (100 updates, 4,663 / 8,933 Adam steps on MNIST / CIFAR-10: DM's
+embedding activations pass the stop rule), yet ASR (non-target) is 0.014 ± 0.024 / 0.090 ± 0.156
+against NAIVE 0.021 / 0.144: "DOORPING beats NAIVE" and "optimising the trigger helps" are not
+reproduced on either dataset; "DOORPING keeps CTA" is reproduced on CIFAR-10, inconclusive on MNIST.
+The 19 missing runs took 7 min 7 s with ``--workers 2`` (suite record in ``results/perf/suite``).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ an empty cache on the quiet machine (2 workers). Its records (3 seeds, mean ± s
   intervals below 0) and "without LiDAR near camera-only" is not reproduced; "robust to a missing
   LiDAR" and "masking helps" are **inconclusive** (CMT's retained share is NaN below the mAP floor;
   the no-masking ablation runs only in ``full``). CMT-L does collapse without LiDAR (0.000).
-* Why: at 1,000 steps the masked-modal fused model has not started to detect, while the same
+* Likely why: at 1,000 steps the masked-modal fused model has not started to detect, while the same
   network trained without masking reached mAP 0.088 in the calibration (seed 0): masking trains the
   fused model on each sensor alone a quarter of the time each, and at this budget that delays
   learning past the end of the schedule. The input-level zeroing is the official ``ModalMask3D``

@@ -68,8 +68,9 @@ stability 10.55, gap 10.26, spread 1.38, perplexity 6.64; both ~99.4% well-forme
   with tied embeddings pretraining teaches that they are improbable; GPT-3 spells drum lines with
   BPE pieces it saw in English). The ablation ``pretrained_char_init`` (line/SEP/END tokens start
   as the mean of their characters' pretrained embeddings; run on request with ``--methods
-  pretrained_char_init``, measured with the 2-layer profile only) did not help: perplexity 5.59 +-
-  0.12, distance 8.37 +- 3.10. So at this scale a briefly trained English network (2.56
+  pretrained_char_init``) helps only a little: perplexity 5.87 +- 0.20 (pretrained 6.64, scratch
+  3.90), distance 6.41 +- 2.55 (2 layers: 5.59 and 8.37). So at this scale a briefly trained
+  English network (2.56
   nats/char at 2 layers, about bigram level) is simply a worse start than random init for a short
   fine-tune; the paper's effect needs a real language model, which 2 cores cannot pretrain.
 * The scratch model does not "only repeat" here (0% pure repetition, stability 8.5, i.e. *more*

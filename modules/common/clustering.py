@@ -33,6 +33,8 @@ from torch_geometric.utils import to_scipy_sparse_matrix
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from modules.common.sample_index import first_copies
+
 CLUSTERING_METRIC_NAMES = ("acc", "nmi", "ari", "f1")
 UNMATCHED_CLUSTER = -1
 
@@ -111,11 +113,8 @@ class ClusteringMetrics(Metric):
         preds = dim_zero_cat(self.preds).cpu().numpy()
         target = dim_zero_cat(self.target).cpu().numpy()
         node_index = dim_zero_cat(self.node_index).cpu().numpy()
-        indexed = node_index >= 0
-        if indexed.any():
-            _, first_seen = np.unique(node_index[indexed], return_index=True)
-            keep = np.concatenate([np.flatnonzero(indexed)[first_seen], np.flatnonzero(~indexed)])
-            preds, target = preds[keep], target[keep]
+        keep = first_copies(node_index)
+        preds, target = preds[keep], target[keep]
         scores = clustering_scores(target, preds)
         return {name: torch.tensor(value, dtype=torch.float32) for name, value in scores.items()}
 

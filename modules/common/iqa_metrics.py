@@ -26,6 +26,8 @@ from torchmetrics import Metric
 from torchmetrics.functional import pearson_corrcoef, spearman_corrcoef
 from torchmetrics.utilities import dim_zero_cat
 
+from modules.common.sample_index import first_copies
+
 
 def logistic_5(x: np.ndarray, b1: float, b2: float, b3: float, b4: float, b5: float) -> np.ndarray:
     # 1/(1+exp(z)) = expit(-z), which cannot overflow
@@ -112,11 +114,5 @@ class IQACorrelations(Metric):
 
     def compute(self) -> dict[str, float]:
         predictions, labels = dim_zero_cat(self.predictions), dim_zero_cat(self.labels)
-        image_index = dim_zero_cat(self.image_index)
-        indexed = image_index >= 0
-        if bool(indexed.any()):  # keep the first copy of each indexed image, and every unindexed one
-            positions = torch.nonzero(indexed).flatten()
-            _, first = np.unique(image_index[indexed].cpu().numpy(), return_index=True)
-            keep = torch.cat([positions[torch.from_numpy(first).to(positions.device)], torch.nonzero(~indexed).flatten()])
-            predictions, labels = predictions[keep], labels[keep]
-        return iqa_correlations(predictions, labels)
+        keep = torch.from_numpy(first_copies(dim_zero_cat(self.image_index).cpu().numpy())).to(labels.device)
+        return iqa_correlations(predictions[keep], labels[keep])

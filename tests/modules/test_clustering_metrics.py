@@ -120,3 +120,13 @@ def test_baselines_run_through_trainer_test_and_beat_chance(baseline_class, tmp_
     minimum_acc = {KMeansClustering: 0.4, SpectralClusteringAdjacency: 0.65, KMeansSmoothedFeatures: 0.75}
     assert results["test/acc"] > minimum_acc[baseline_class]
     assert 0 < results["test/nmi"] <= 1 and results["test/ari"] > 0
+
+
+def test_first_copies_keeps_each_indexed_sample_once_and_every_unindexed_one() -> None:
+    import numpy as np
+
+    from modules.common.sample_index import first_copies
+
+    # Index 3 at positions 0 and 2, 0 at 3 and 5, 5 at 6; -1 (not deduplicated) at 1 and 4.
+    assert first_copies(np.array([3, -1, 3, 0, -1, 0, 5])).tolist() == [3, 0, 6, 1, 4]
+    assert first_copies(np.array([-1, -1])).tolist() == [0, 1]

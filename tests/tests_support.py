@@ -21,15 +21,23 @@ def shared_data_root(required_subpath: str) -> Path:
     return SHARED_DATA
 
 
-def run_ddp_cli(benchmark: str, argv: list[str], *, results: Path, timeout: float) -> None:
-    """``litbench run BENCHMARK ...`` as two CPU DDP processes in a subprocess (never in-process DDP)."""
+def run_cli_in_subprocess(benchmark: str, argv: list[str], *, results: Path, timeout: float, ddp: bool = False,
+                          threads: int | None = None) -> None:
+    """``litbench run BENCHMARK ...`` in a subprocess; ``ddp``: as two CPU DDP processes (never in-process DDP).
+    ``threads`` sets LITBENCH_NUM_THREADS for it (e.g. 1, so both sides of a comparison use one thread)."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", benchmark, *argv, "--results", str(results),
-                           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", **({"LITBENCH_NUM_THREADS": str(threads)} if threads else {})}
+    ddp_args = ["--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"] if ddp else []
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", benchmark, *argv, "--results", str(results), *ddp_args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def run_ddp_cli(benchmark: str, argv: list[str], *, results: Path, timeout: float, threads: int | None = None) -> None:
+    """``litbench run BENCHMARK ...`` as two CPU DDP processes in a subprocess (never in-process DDP)."""
+    run_cli_in_subprocess(benchmark, argv, results=results, timeout=timeout, ddp=True, threads=threads)
 
 
 def assert_ddp_record_matches(one, two, *, top1_tolerance: float) -> None:

@@ -3,16 +3,13 @@ real-data run on Cora read from ../shared/data with a read-only-safe cache."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.cli import main
 from leaderboard.records import read_record
-from tests_support import shared_data_root
+from tests_support import run_ddp_cli, shared_data_root
 
 SMOKE = ["--profile", "smoke", "--wandb", "disabled", "--methods", "dcagc,kmeans_features"]
 
@@ -20,10 +17,7 @@ SMOKE = ["--profile", "smoke", "--wandb", "disabled", "--methods", "dcagc,kmeans
 def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(["run", "dcagc", *SMOKE, "--results", str(single)]) == 0
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", "dcagc", *SMOKE, "--results", str(ddp),
-                           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
-                          capture_output=True, text=True, timeout=400, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run_ddp_cli("dcagc", SMOKE, results=ddp, timeout=400)
     for method in ("dcagc", "kmeans_features"):
         one = read_record(single / f"dcagc/sbm-synthetic/{method}/smoke/seed-0.json")
         two = read_record(ddp / f"dcagc/sbm-synthetic/{method}/smoke/seed-0.json")

@@ -3,15 +3,13 @@ reuse, distilled-image grids) and under 2-process DDP (same numbers)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.cli import main
 from leaderboard.records import read_record
+from tests_support import run_cli_in_subprocess, run_ddp_cli
 
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 METRICS = {"cta", "cta_std", "asr", "asr_std", "asr_nontarget", "asr_nontarget_std", "trigger_max",
@@ -44,13 +42,9 @@ def test_smoke_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LITBENCH_NUM_THREADS": "1"}
-    args = [sys.executable, "-m", "benchmarks", "run", "doorping", *SMOKE, "--methods", "doorping"]
-    done = subprocess.run([*args, "--results", str(single)], capture_output=True, text=True, timeout=400, env=env)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    done = subprocess.run([*args, "--results", str(ddp), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
-                          capture_output=True, text=True, timeout=400, env=env)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    args = [*SMOKE, "--methods", "doorping"]
+    run_cli_in_subprocess("doorping", args, results=single, timeout=400, threads=1)
+    run_ddp_cli("doorping", args, results=ddp, timeout=400, threads=1)
     one, two = _record(single, "doorping"), _record(ddp, "doorping")
     assert one.hardware["world_size"] == 1 and two.hardware["world_size"] == 2
     # Every rank runs the same seeded distillation, the evaluation nets see the same synthetic

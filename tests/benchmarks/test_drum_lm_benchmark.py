@@ -4,8 +4,6 @@ against statistics recomputed here), and the scratch LM under 2-process DDP agai
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mido
@@ -17,6 +15,7 @@ from datamodules.grooves import generate_procedural_corpus
 from leaderboard.records import read_record
 from modules.common.groove_stats import GrooveStructure, corpus_statistics
 from modules.drum_lm import random_reference_grooves
+from tests_support import run_ddp_cli
 
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 SMOKE_SIZES, SMOKE_SEED = (32, 8, 6), 0  # benchmarks/specs/drum_lm.yaml smoke profile
@@ -70,11 +69,7 @@ def test_smoke_references_match_statistics_recomputed_here(smoke_results: Path) 
 
 def test_smoke_ddp_matches_one_process(smoke_results: Path, tmp_path: Path) -> None:
     ddp = tmp_path / "ddp"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", "drum_lm", *SMOKE, "--methods", "scratch",
-                           "--results", str(ddp), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
-                          capture_output=True, text=True, timeout=400,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore", "LITBENCH_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run_ddp_cli("drum_lm", [*SMOKE, "--methods", "scratch"], results=ddp, timeout=400, threads=1)
     one, two = _record(smoke_results, "scratch"), _record(ddp, "scratch")
     assert one.hardware["world_size"] == 1 and two.hardware["world_size"] == 2
     assert set(one.metrics) == set(two.metrics) and two.metrics["num_grooves"] == 6

@@ -4,15 +4,13 @@ cache hits) and under 2-process DDP (the same numbers)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.cli import main
 from leaderboard.records import read_record
+from tests_support import run_cli_in_subprocess, run_ddp_cli
 
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 METRICS = {"AP", "AP50", "nAP", "bAP", "images_evaluated", "mean_score"}
@@ -56,16 +54,11 @@ def test_smoke_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LITBENCH_NUM_THREADS": "1"}
     # shard_training=false: every rank trains on the same seeded batches, so the 2-process model equals
     # the 1-process one, while the test set is still split over the ranks and gathered for COCOeval.
-    args = [sys.executable, "-m", "benchmarks", "run", "reft", *SMOKE, "--methods", "reft_5shot",
-            "--set", "data.init_args.shard_training=false"]
-    done = subprocess.run([*args, "--results", str(single)], capture_output=True, text=True, timeout=400, env=env)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    done = subprocess.run([*args, "--results", str(ddp), "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
-                          capture_output=True, text=True, timeout=400, env=env)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    args = [*SMOKE, "--methods", "reft_5shot", "--set", "data.init_args.shard_training=false"]
+    run_cli_in_subprocess("reft", args, results=single, timeout=400, threads=1)
+    run_ddp_cli("reft", args, results=ddp, timeout=400, threads=1)
     one, two = _record(single, "reft_5shot"), _record(ddp, "reft_5shot")
     assert one.hardware["world_size"] == 1 and two.hardware["world_size"] == 2
     assert one.metrics["images_evaluated"] == two.metrics["images_evaluated"] == SMOKE_TEST_IMAGES

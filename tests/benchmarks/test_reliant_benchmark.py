@@ -4,16 +4,13 @@ run of the German teacher read from ../shared/data."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from benchmarks.cli import main
 from leaderboard.records import read_record
-from tests_support import shared_data_root
+from tests_support import run_ddp_cli, shared_data_root
 
 SMOKE = ["--profile", "smoke", "--wandb", "disabled", "--methods", "teacher_gcn,kd_plp,reliant_sp_plp"]
 METRICS = {"acc", "auroc", "f1", "sp", "eo"}
@@ -24,10 +21,7 @@ def test_smoke_end_to_end_and_ddp_matches_one_process(tmp_path: Path) -> None:
     assert main(["run", "reliant", *SMOKE, "--results", str(single)]) == 0
     teacher_folders = list((single / "cache" / "stages").glob("teacher-*"))
     assert len(teacher_folders) == 1  # one teacher per (config, seed), shared by the three methods
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", "reliant", *SMOKE, "--results", str(ddp),
-                           "--devices", "2", "--strategy", "ddp", "--accelerator", "cpu"],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    run_ddp_cli("reliant", SMOKE, results=ddp, timeout=600)
     for method in ("teacher_gcn", "kd_plp", "reliant_sp_plp"):
         one = read_record(single / f"reliant/fair-sbm-synthetic/{method}/smoke/seed-0.json")
         two = read_record(ddp / f"reliant/fair-sbm-synthetic/{method}/smoke/seed-0.json")

@@ -8,12 +8,10 @@ always with a one-line message on stderr.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -221,9 +219,12 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     launcher.preflight(todo)
     console.print(f"litbench: {len(plans)} runs planned ({profile} profile), {len(todo)} to run, "
                   f"{len(skipped)} skipped (an ok record with the same config exists; --force reruns)")
+    from benchmarks.perf.suite import SuiteTally
+
+    tally = SuiteTally(profile=profile)
+    for plan, skipped_plan in [(plan, False) for plan in todo] + [(plan, True) for plan in skipped]:
+        tally.plan(plan.benchmark, workers=launcher.workers_for(plan), skipped=skipped_plan)
     failed = 0
-    stage_builds: list[bool] = []  # per stage of each finished run: was it a cache hit?
-    suite_started, load_before = time.perf_counter(), os.getloadavg()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("running", total=len(todo))
@@ -233,7 +234,8 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             nonlocal done, failed
             done += 1
             progress.advance(task)
-            stage_builds.extend(bool(stage.get("cache_hit")) for stage in (record.stages or {}).values())
+            tally.finished(plan.benchmark, ok=record.ok, seconds=seconds,
+                           stage_hits=[bool(stage.get("cache_hit")) for stage in (record.stages or {}).values()])
             if record.ok:
                 metric_text = "  ".join(f"{k}={v:.4f}" for k, v in list(record.metrics.items())[:4] if isinstance(v, float))
                 console.print(f"[green]ok[/]     [{done}/{len(todo)}] {plan.run_id}  {metric_text}  ({seconds:.1f}s)")
@@ -246,27 +248,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
 
         launcher.run(todo, report)
     if todo and launcher.is_writer:
-        _write_suite_record(results_dir, names=names, profile=profile, ran=len(todo), failed=failed, skipped=len(skipped),
-                            workers=args.workers, stage_hits=stage_builds, wall_s=time.perf_counter() - suite_started,
-                            load_before=load_before)
+        # A suite's wall time is a recorded number too, in total and per benchmark.
+        tally.write(results_dir)
     console.print(f"litbench: {len(todo) - failed} ok, {failed} failed, {len(skipped)} skipped; records in {results_dir}")
     return EXIT_FAILED_RUNS if failed else EXIT_OK
-
-
-def _write_suite_record(results_dir: Path, *, names: list[str], profile: str, ran: int, failed: int, skipped: int,
-                        workers: int | None, stage_hits: list[bool], wall_s: float, load_before: tuple[float, ...]) -> None:
-    """A perf record of one `litbench run` (kind ``suite``): its wall time, what ran, and whether the
-    stages were built or found in the cache, so a suite's wall time is a recorded number too."""
-    from benchmarks.perf.records import write_perf_record
-
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
-    selection = "+".join(sorted(names)) if len(names) <= 3 else f"{len(names)}-benchmarks"
-    write_perf_record(results_dir, kind="suite", name=f"{selection}-{profile}-{stamp}",
-                      payload={"benchmarks": sorted(names), "profile": profile, "ran": ran, "failed": failed,
-                               "skipped": skipped, "workers": workers if workers is not None else "profile",
-                               "stages_built": stage_hits.count(False), "stages_reused": stage_hits.count(True),
-                               "wall_s": round(wall_s, 1), "load_before": [round(x, 2) for x in load_before],
-                               "load_after": [round(x, 2) for x in os.getloadavg()]})
 
 
 def _devices(text: str | None) -> Any:

@@ -10,18 +10,19 @@ from typing import Any, Callable
 PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch", "plain loop s/epoch",
                  "ratio (goal ≤ 1.05)", "losses equal (5 dp)", "steps", "measured"]
 SUITE_RUNS_HEADER = ["benchmarks", "profile", "wall", "runs ran / skipped / failed", "workers",
-                     "stages built / reused", "load before → after (1 min)", "measured"]
+                     "stages built / reused", "part of", "load before → after (1 min)", "measured"]
 THREADS_HEADER = ["benchmark", "method", "dataset", "profile", "1 thread", "N threads, active wait",
                   "N threads, passive wait", "N", "load before (1/5/15 min)", "measured"]
 
 
-def _rows(results_dir: str, kind: str, row: Callable[[dict[str, Any]], list[str]], problems: list[str]) -> list[list[str]]:
+def _rows(results_dir: str, kind: str, row: Callable[[dict[str, Any]], Any], problems: list[str]) -> list[Any]:
     rows = []
     for path in sorted((Path(results_dir) / "perf" / kind).glob("*.json")):
         try:
             rows.append(row(json.loads(path.read_text())))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            problems.append(f"{path}: unreadable perf record ({type(exc).__name__}); rerun `litbench perf {kind}`")
+            rerun = "the `litbench run` that wrote it" if kind == "suite" else f"`litbench perf {kind}`"
+            problems.append(f"{path}: unreadable perf record ({type(exc).__name__}); delete it or rerun {rerun}")
     return rows
 
 
@@ -41,18 +42,34 @@ def _threads_row(record: dict[str, Any]) -> list[str]:
             str(record.get("measured_at", ""))[:16]]
 
 
-def _suite_row(record: dict[str, Any]) -> list[str]:
-    wall = float(record["wall_s"])
-    return [", ".join(record["benchmarks"]), str(record["profile"]), f"{int(wall // 60)} min {wall % 60:04.1f} s",
-            f"{int(record['ran'])} / {int(record['skipped'])} / {int(record['failed'])}", str(record["workers"]),
-            f"{int(record['stages_built'])} / {int(record['stages_reused'])}",
-            f"{float(record['load_before'][0]):.1f} → {float(record['load_after'][0]):.1f}", str(record.get("measured_at", ""))[:16]]
+def _wall_text(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:04.1f} s"
+
+
+def _suite_cells(names: str, profile: str, part: dict[str, Any], part_of: str, record: dict[str, Any]) -> list[str]:
+    return [names, profile, _wall_text(float(part["wall_s"])),
+            f"{int(part['ran'])} / {int(part['skipped'])} / {int(part['failed'])}", str(part["workers"]),
+            f"{int(part['stages_built'])} / {int(part['stages_reused'])}", part_of,
+            f"{float(record['load_before'][0]):.1f} → {float(record['load_after'][0]):.1f}",
+            str(record.get("measured_at", ""))[:16]]
+
+
+def _suite_rows(record: dict[str, Any]) -> list[list[str]]:
+    """One row for the whole ``litbench run``; when it ran several benchmarks, one row per benchmark
+    before it (its span inside that run, first run's start to last run's end)."""
+    profile = str(record["profile"])
+    per_benchmark = record.get("per_benchmark") or {}
+    if len(per_benchmark) <= 1:
+        return [_suite_cells(", ".join(record["benchmarks"]), profile, record, "—", record)]
+    total = f"a run of {len(per_benchmark)} ({_wall_text(float(record['wall_s']))})"
+    rows = [_suite_cells(str(name), profile, part, total, record) for name, part in per_benchmark.items()]
+    return rows + [_suite_cells(f"all {len(per_benchmark)}", profile, record, "—", record)]
 
 
 def suite_run_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
     """SUITE_RUNS_HEADER rows, one per recorded ``litbench run`` (oldest first)."""
-    rows = _rows(results_dir, "suite", _suite_row, problems)
-    return sorted(rows, key=lambda row: row[-1])
+    groups = _rows(results_dir, "suite", _suite_rows, problems)
+    return [row for group in sorted(groups, key=lambda group: group[-1][-1]) for row in group]
 
 
 def parity_rows(results_dir: str, problems: list[str]) -> list[list[str]]:

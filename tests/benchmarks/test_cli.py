@@ -45,8 +45,11 @@ def test_run_records_every_run_and_a_rerun_skips_them(toy_env, tmp_path: Path, c
     # The run itself is recorded too: its wall time, what ran and the stage built once, reused once.
     (suite_path,) = (results / "perf" / "suite").glob("toy-smoke-*.json")
     suite = json.loads(suite_path.read_text())
-    assert (suite["ran"], suite["skipped"], suite["failed"], suite["workers"]) == (6, 0, 0, "profile")
+    assert (suite["ran"], suite["skipped"], suite["failed"], suite["workers"]) == (6, 0, 0, 1)
     assert (suite["stages_built"], suite["stages_reused"]) == (1, 1) and suite["wall_s"] >= built["run_s"]
+    toy = suite["per_benchmark"]["toy"]  # the resolved worker count, not "profile"
+    assert (toy["ran"], toy["workers"], toy["stages_built"], toy["stages_reused"]) == (6, 1, 1, 1)
+    assert suite["wall_s"] >= toy["wall_s"] >= built["run_s"] and toy["run_s"] >= built["run_s"]
 
     capsys.readouterr()
     assert main(["run", "toy", "--methods", "linear,mean,finetuned", "--results", str(results), *FAST]) == 0

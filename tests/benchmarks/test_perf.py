@@ -69,7 +69,49 @@ def test_suite_records_show_their_wall_time_on_the_leaderboard(tmp_path: Path) -
         "stages_built": 3, "stages_reused": 15, "wall_s": 743.04, "load_before": [0.4, 0.9, 1.0], "load_after": [2.1, 2.0, 1.5]})
     markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
     row = next(line for line in markdown.splitlines() if line.startswith("| toy | cpu |"))
-    assert [cell.strip() for cell in row.split("|")[3:8]] == ["12 min 23.0 s", "6 / 2 / 1", "2", "3 / 15", "0.4 → 2.1"]
+    assert [cell.strip() for cell in row.split("|")[3:9]] == ["12 min 23.0 s", "6 / 2 / 1", "2", "3 / 15", "—",
+                                                             "0.4 → 2.1"]
+
+
+def test_suite_tally_splits_a_suite_run_per_benchmark() -> None:
+    """Per benchmark: the span from its first run's start to its last run's end (parallel workers
+    overlap, so the span is below the summed run seconds), its counts and its resolved worker count."""
+    from benchmarks.perf.suite import SuiteTally
+
+    now = [100.0]
+    tally = SuiteTally(profile="cpu", clock=lambda: now[0])
+    for benchmark, workers, skipped in (("a", 1, False), ("a", 1, True), ("b", 2, False), ("b", 2, False)):
+        tally.plan(benchmark, workers=workers, skipped=skipped)
+    now[0] = 110.0
+    tally.finished("a", ok=True, seconds=10.0, stage_hits=[False])
+    now[0] = 140.0  # b's two runs ran side by side: 25 s and 30 s, both ending here
+    tally.finished("b", ok=True, seconds=30.0, stage_hits=[False])
+    tally.finished("b", ok=False, seconds=25.0, stage_hits=[True])
+    payload = tally.payload()
+    assert payload["per_benchmark"]["a"] == {"ran": 1, "failed": 0, "skipped": 1, "workers": 1, "wall_s": 10.0,
+                                             "run_s": 10.0, "stages_built": 1, "stages_reused": 0}
+    assert payload["per_benchmark"]["b"] == {"ran": 2, "failed": 1, "skipped": 0, "workers": 2, "wall_s": 30.0,
+                                             "run_s": 55.0, "stages_built": 1, "stages_reused": 1}
+    assert (payload["ran"], payload["failed"], payload["skipped"], payload["workers"], payload["wall_s"]) == (3, 1, 1, "mixed", 40.0)
+    assert (payload["stages_built"], payload["stages_reused"]) == (2, 1)
+
+
+def test_a_multi_benchmark_suite_record_shows_a_row_per_benchmark_and_the_total(tmp_path: Path) -> None:
+    from benchmarks.perf.records import write_perf_record
+    from leaderboard.build import build_leaderboard
+
+    part = {"ran": 3, "failed": 0, "skipped": 0, "workers": 1, "stages_built": 0, "stages_reused": 0}
+    write_perf_record(tmp_path, kind="suite", name="2-benchmarks-smoke-1", payload={
+        "benchmarks": ["a", "b"], "profile": "smoke", "ran": 6, "failed": 0, "skipped": 0, "workers": 1,
+        "stages_built": 0, "stages_reused": 0, "wall_s": 95.0, "load_before": [0.1], "load_after": [1.0],
+        "per_benchmark": {"a": {**part, "wall_s": 30.0, "run_s": 29.0}, "b": {**part, "wall_s": 61.0, "run_s": 60.0}}})
+    (tmp_path / "perf" / "suite" / "broken.json").write_text("{not json")
+    markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[3:8]]
+            for line in markdown.splitlines() if "| smoke |" in line}
+    assert rows["a"] == ["0 min 30.0 s", "3 / 0 / 0", "1", "0 / 0", "a run of 2 (1 min 35.0 s)"]
+    assert rows["b"][0] == "1 min 01.0 s" and rows["all 2"][:2] == ["1 min 35.0 s", "6 / 0 / 0"]
+    assert "broken.json: unreadable perf record (JSONDecodeError); delete it or rerun the `litbench run`" in markdown
 
 
 def test_gpu_smoke_summary_reads_rate_and_mfu_from_records(tmp_path: Path) -> None:

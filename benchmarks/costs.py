@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 import psutil
 import torch
+from lightning.pytorch.profilers import PassThroughProfiler
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -69,36 +70,76 @@ class PeakRSSSampler:
         return self.peak_bytes / 2**20
 
 
+class DataWaitProfiler(PassThroughProfiler):
+    """Lightning's no-op profiler, except that it times the training loop's data actions.
+
+    Lightning wraps each training batch's fetch (``[_TrainingEpochLoop].train_dataloader_next``),
+    ``on_before_batch_transfer`` and ``batch_to_device`` (which holds ``transfer_batch_to_device``
+    and ``on_after_batch_transfer``, i.e. GPU-side batch augmentation) in profiler actions. Timing
+    exactly those keeps out what runs between two steps but is not data: the module's own
+    ``on_train_batch_end`` (LRPET's SVD projection), LR schedulers and logger writes, which a
+    gap-between-steps measure counted as data time. ``active`` is switched by ``CostMeter``, so
+    validation batches inside fit are left out.
+    """
+
+    DATA_ACTIONS = (".train_dataloader_next", ".on_before_batch_transfer", ".batch_to_device")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = False
+        self.seconds = 0.0
+        self._open: dict[str, float] = {}
+
+    def start(self, action_name: str) -> None:
+        if self.active and action_name.endswith(self.DATA_ACTIONS):
+            self._open[action_name] = time.perf_counter()
+
+    def stop(self, action_name: str) -> None:
+        started = self._open.pop(action_name, None)
+        if started is not None:
+            self.seconds += time.perf_counter() - started
+
+
 class CostMeter(pl.Callback):
     """Counts training samples and step time, and the FLOPs of the first training step.
 
     Throughput is samples (all ranks) per second of training-step time (forward, backward,
     optimiser), without data loading or validation, and without the FLOP-counted first step.
-    Data time is the gap between one step's end and the next step's start within an epoch: fetching
-    the batch, moving it to the device and ``on_after_batch_transfer`` (batch augmentation);
-    ``data_share`` is its fraction of data + step time.
+    Data time is what ``profiler`` (give it to the Trainer) times: fetching each training batch,
+    ``on_before_batch_transfer``, moving it to the device and ``on_after_batch_transfer`` (batch
+    augmentation); ``data_share`` is its fraction of data + step time. With another profiler on
+    the Trainer (a user's ``trainer.profiler``) there is no data time and ``data_share`` is None.
     """
 
     def __init__(self) -> None:
         self.train_samples = 0
         self.train_seconds = 0.0
-        self.data_seconds = 0.0
+        self.profiler = DataWaitProfiler()
         self.flops_per_step: int | None = None
         self.flops_step_samples = 0  # samples (all ranks) of the FLOP-counted step
         self._batch_started = 0.0
-        self._previous_step_ended: float | None = None
+        self._measuring_data = False
         self._flop_counter: FlopCounterMode | None = None
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._previous_step_ended = time.perf_counter()
+    @property
+    def data_seconds(self) -> float:
+        return self.profiler.seconds
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._measuring_data = trainer.profiler is self.profiler
+        self.profiler.active = True  # before the first fetch: the prefetching loader fetches ahead
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.profiler.active = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.profiler.active = not trainer.sanity_checking and trainer.state.fn == "fit"
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if self.flops_per_step is None and self._flop_counter is None:
             self._flop_counter = FlopCounterMode(display=False)
             self._flop_counter.__enter__()
         self._batch_started = time.perf_counter()
-        if self._previous_step_ended is not None:
-            self.data_seconds += self._batch_started - self._previous_step_ended
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._flop_counter is not None:
@@ -107,13 +148,12 @@ class CostMeter(pl.Callback):
             self.flops_per_step = int(self._flop_counter.get_total_flops())
             self.flops_step_samples = count_samples(batch) * trainer.world_size
             self._flop_counter = None
-            self._previous_step_ended = time.perf_counter()
             return
-        self._previous_step_ended = time.perf_counter()
-        self.train_seconds += self._previous_step_ended - self._batch_started
+        self.train_seconds += time.perf_counter() - self._batch_started
         self.train_samples += count_samples(batch) * trainer.world_size
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.profiler.active = False
         self._close_flop_counter()  # a step that was skipped
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -129,7 +169,9 @@ class CostMeter(pl.Callback):
     @property
     def data_share(self) -> float | None:
         total = self.data_seconds + self.train_seconds
-        return round(self.data_seconds / total, 4) if total > 0 and self.train_samples else None
+        if not self._measuring_data or total <= 0 or not self.train_samples:
+            return None
+        return round(self.data_seconds / total, 4)
 
     def model_flops_utilisation(self, peak_flops_per_s: float | None) -> float | None:
         """Achieved training FLOP/s (FLOPs per sample of the counted step × samples/s) over the peak.

@@ -114,8 +114,10 @@ def _now() -> str:
 
 
 def _make_trainer(trainer_config: dict[str, Any], *, root_dir: Path, callbacks: list[pl.Callback],
-                  logger: Any = False) -> pl.Trainer:
+                  logger: Any = False, profiler: Any = None) -> pl.Trainer:
     kwargs = {k: v for k, v in trainer_config.items() if k not in LIGHTNING_SETUP_KEYS}
+    if profiler is not None and kwargs.get("profiler") is None:
+        kwargs["profiler"] = profiler  # the cost meter's data-time profiler; a configured profiler wins
     return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(root_dir))
 
@@ -206,7 +208,8 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
         model.artifact_dir = staging
         meter = CostMeter()
         logger = _wandb_logger(config, mode=wandb_mode, project=wandb_project, save_dir=results_dir)
-        trainer = _make_trainer(config["trainer"], root_dir=root_dir, callbacks=[meter], logger=logger)
+        trainer = _make_trainer(config["trainer"], root_dir=root_dir, callbacks=[meter], logger=logger,
+                                profiler=meter.profiler)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         with PeakRSSSampler() as rss:

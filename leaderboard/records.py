@@ -26,7 +26,9 @@ paths relative to the results folder, under ``<run_id>.artifacts/`` next to the 
 ``cost.run_s`` is the run's whole wall time (stages, setup, logger, fit, test; not the record write);
 ``cost.stage_s`` the time spent building (or fetching) its cached stages, so
 ``run_s - stage_s - fit_s - eval_s`` is the harness's overhead. ``cost.data_share`` is the fraction of
-training time spent between steps (fetching, transferring and augmenting batches). ``cost.mfu``
+training time spent fetching, transferring and augmenting batches (Lightning's data actions, timed by
+``benchmarks.costs.DataWaitProfiler``; records before it counted every gap between steps, module hooks
+such as LRPET's projection included). ``cost.mfu``
 (GPU runs) is the model FLOPs utilisation: training FLOP/s over the GPUs' peak at the run's precision.
 ``cost.flops`` is the FLOP count of one training step (forward + backward + optimiser) as counted by
 ``torch.utils.flop_counter``; ``null`` where nothing was trained. ``spec`` is a snapshot of the

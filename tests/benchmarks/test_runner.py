@@ -27,19 +27,31 @@ def test_cost_meter_splits_data_time_from_step_time(monkeypatch) -> None:
 
     import benchmarks.costs as costs
 
-    clock = iter([0.0,   # epoch start
-                  1.0,   # step 0 (FLOP-counted) starts: 1 s of data
-                  3.0,   # step 0 ends (not timed: the FLOP counter slows it)
-                  3.5,   # step 1 starts: 0.5 s of data
-                  5.5])  # step 1 ends: 2 s of step
+    clock = iter([0.0, 1.0,   # fetch of batch 0: 1 s of data
+                  1.0,        # step 0 (FLOP-counted) starts; its end is not timed: the counter slows it
+                  3.0, 3.5,   # fetch of batch 1: 0.5 s
+                  6.0, 8.0])  # step 1: 2 s of step
     monkeypatch.setattr(costs.time, "perf_counter", lambda: next(clock))
     meter = costs.CostMeter()
-    trainer = SimpleNamespace(world_size=1)
+    trainer = SimpleNamespace(world_size=1, profiler=meter.profiler, sanity_checking=False,
+                              state=SimpleNamespace(fn="fit"))
     batch = (torch.zeros(4, 2), torch.zeros(4))
-    meter.on_train_epoch_start(trainer, None)
-    for index in range(2):
-        meter.on_train_batch_start(trainer, None, batch, index)
-        meter.on_train_batch_end(trainer, None, None, batch, index)
+    meter.on_train_start(trainer, None)
+    with meter.profiler.profile("[_TrainingEpochLoop].train_dataloader_next"):
+        pass
+    meter.on_train_batch_start(trainer, None, batch, 0)
+    meter.on_train_batch_end(trainer, None, None, batch, 0)
+    with meter.profiler.profile("[_TrainingEpochLoop].train_dataloader_next"):
+        pass
+    # Neither a validation transfer inside fit nor a module hook between steps reads the clock.
+    meter.on_validation_start(trainer, None)
+    with meter.profiler.profile("[Strategy]SingleDeviceStrategy.batch_to_device"):
+        pass
+    meter.on_validation_end(trainer, None)
+    with meter.profiler.profile("[LightningModule]LRPET.on_train_batch_end"):
+        pass
+    meter.on_train_batch_start(trainer, None, batch, 1)
+    meter.on_train_batch_end(trainer, None, None, batch, 1)
     assert meter.data_seconds == 1.5 and meter.train_seconds == 2.0
     assert meter.data_share == round(1.5 / 3.5, 4)
     assert meter.samples_per_s == 4 / 2.0
@@ -47,6 +59,55 @@ def test_cost_meter_splits_data_time_from_step_time(monkeypatch) -> None:
     meter.flops_per_step, meter.flops_step_samples = 1000, 4
     assert meter.model_flops_utilisation(1000.0) == pytest.approx(1000 / 4 * 2.0 / 1000.0)
     assert meter.model_flops_utilisation(None) is None
+
+
+def test_data_share_counts_slow_loading_but_not_slow_module_hooks(tmp_path) -> None:
+    """A real fit: each batch takes 60 ms to load, each step sleeps 60 ms, and the module's
+    on_train_batch_end sleeps 120 ms (like LRPET's projection). Data time is the loading alone
+    (share ~0.5); the gap between steps, the old measure, would say ~0.75."""
+    import time as real_time
+
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, Dataset
+
+    from benchmarks.costs import CostMeter
+    from benchmarks.runner import _make_trainer
+
+    class SlowDataset(Dataset):
+        def __len__(self) -> int:
+            return 5
+
+        def __getitem__(self, index: int):
+            real_time.sleep(0.06)
+            return torch.zeros(2), torch.zeros(1)
+
+    class SlowHooks(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            real_time.sleep(0.06)
+            return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
+
+        def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+            real_time.sleep(0.12)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    meter = CostMeter()
+    trainer = _make_trainer({"max_epochs": 1, "accelerator": "cpu", "devices": 1}, root_dir=tmp_path,
+                            callbacks=[meter], profiler=meter.profiler)
+    trainer.fit(SlowHooks(), train_dataloaders=DataLoader(SlowDataset(), batch_size=1))
+    assert 4 * 0.06 <= meter.data_seconds < 5 * 0.06 + 0.12  # 5 fetches, none of the 120 ms hooks
+    assert 0.35 < meter.data_share < 0.65
+    # With a user's own profiler on the Trainer there is no data time to report.
+    other = CostMeter()
+    trainer = _make_trainer({"max_epochs": 1, "accelerator": "cpu", "devices": 1, "profiler": "simple"},
+                            root_dir=tmp_path, callbacks=[other], profiler=other.profiler)
+    trainer.fit(SlowHooks(), train_dataloaders=DataLoader(SlowDataset(), batch_size=1))
+    assert other.data_share is None and other.samples_per_s
 
 
 def test_a_step_that_raises_does_not_leak_the_flop_counter_hooks() -> None:

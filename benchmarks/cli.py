@@ -340,11 +340,16 @@ def perf_parity(args: argparse.Namespace, plan, dataset: str, console: Console) 
                              payload={"benchmark": plan.benchmark, "method": plan.method, "dataset": dataset,
                                       "profile": args.profile, "config_hash": plan.config_hash, **result.as_dict()})
     console.print(f"{plan.benchmark}/{plan.method} on {dataset} ({args.profile}): Lightning {result.lightning_epoch_s:.3f} s/epoch, "
-                  f"plain {result.plain_epoch_s:.3f} s/epoch, ratio {result.ratio:.3f} (goal <= 1.05); "
+                  f"plain {result.plain_epoch_s:.3f} s/epoch, ratio {result.ratio:.3f} "
+                  f"(95% CI {_interval_text(result.ratio_ci)}; goal <= 1.05: {result.goal}); "
                   f"max |loss diff| {result.max_loss_diff:.2e} over {result.steps} steps "
                   f"({'equal' if result.losses_equal_5_decimals else 'NOT equal'} to 5 decimals)")
     console.print(f"perf record: {path}")
     return EXIT_OK
+
+
+def _interval_text(interval: tuple[float, float] | None) -> str:
+    return "n/a: fewer than 2 epochs a side" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def perf_threads(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:

@@ -21,7 +21,23 @@ def test_parity_on_the_toy_benchmark_gives_equal_losses_and_a_perf_record(toy_en
     assert record["losses_equal_5_decimals"] and record["max_loss_diff"] < 5e-6
     assert len(record["lightning_runs"]) == len(record["plain_runs"]) == 2
     assert record["ratio"] == pytest.approx(record["lightning_epoch_s"] / record["plain_epoch_s"])
+    low, high = record["ratio_ci"]  # each run's first epoch is left out: 2 repeats x 1 epoch a side
+    assert low <= record["ratio"] <= high and record["goal"] in ("met", "not met", "inconclusive")
     assert record["software"]["torch"] and record["hardware"]["cpu"]
+
+
+def test_the_parity_goal_is_judged_from_the_ratio_interval() -> None:
+    from benchmarks.perf.parity import goal_verdict, ratio_interval
+
+    plain = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00]
+    same = ratio_interval([1.00, 1.01, 0.99, 1.00, 1.01, 0.99], plain)
+    assert same[0] < 1.0 < same[1] and same[1] - same[0] < 0.05 and goal_verdict(same) == "met"
+    slow = ratio_interval([1.20, 1.22, 1.18, 1.21, 1.19, 1.20], plain)
+    assert 1.1 < slow[0] < 1.2 < slow[1] < 1.25 and goal_verdict(slow) == "not met"
+    noisy = ratio_interval([0.8, 1.3, 1.0, 1.25, 0.85, 1.1], plain)  # ±20%: the interval spans 1.05
+    assert noisy[0] < 1.05 < noisy[1] and goal_verdict(noisy) == "inconclusive"
+    assert ratio_interval([1.0], plain) is None and goal_verdict(None) == "inconclusive"
+    assert ratio_interval([1.0, 1.1], plain) == ratio_interval([1.0, 1.1], plain)  # seeded
 
 
 def test_optimizer_forms_are_read_like_lightning_reads_them() -> None:
@@ -55,7 +71,8 @@ def test_parity_records_show_on_the_leaderboard_and_corrupt_ones_are_problems(to
     paths = build_leaderboard(tmp_path, tmp_path / "out")
     markdown = paths["markdown"].read_text()
     row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | smoke |"))
-    assert row.split("|")[8].strip() == "yes"
+    # one epoch a side: no interval, so the goal cannot be judged
+    assert [cell.strip() for cell in row.split("|")[8:10]] == ["inconclusive", "yes"]
     assert "broken.json: unreadable perf record" in markdown
     assert "Lightning vs a hand-written loop" in paths["html"].read_text()
 

@@ -2,6 +2,9 @@
 
     python -m benchmarks.perf.gpu_smoke [--results results-gpu] [--precision bf16-mixed] [BENCHMARK ...]
 
+``--accelerator cpu`` runs the same path without a GPU (bf16 autocast on CPU; no MFU: Lightning's
+peak table is for GPUs), which is how the tests exercise it.
+
 Each run is a normal litbench run (``--accelerator gpu --devices 1 --precision bf16-mixed``), so
 its record holds ``cost.train_samples_per_s`` and ``cost.mfu`` (training FLOP/s of the counted step
 over the GPU's peak at that precision, Lightning's ``get_available_flops`` table). The table printed
@@ -32,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("benchmarks", nargs="*", help="default: every benchmark")
     parser.add_argument("--results", default="results-gpu")
     parser.add_argument("--precision", default="bf16-mixed")
+    parser.add_argument("--accelerator", default="gpu", choices=["gpu", "cpu"])
     args = parser.parse_args(argv)
-    code = litbench_main(["run", *args.benchmarks, "--profile", "smoke", "--accelerator", "gpu", "--devices", "1",
+    code = litbench_main(["run", *args.benchmarks, "--profile", "smoke", "--accelerator", args.accelerator, "--devices", "1",
                           "--precision", args.precision, "--results", args.results, "--wandb", "disabled"])
     print(f"{'benchmark':12} {'method':24} {'dataset':18} {'samples/s':>12} {'MFU':>8}  status")
     for benchmark, method, dataset, rate, mfu, status in summarise(args.results):

@@ -144,6 +144,24 @@ def test_gpu_smoke_summary_reads_rate_and_mfu_from_records(tmp_path: Path) -> No
                                         ("emo", "mobilenetv2", "generated", 7000.0, None, "ok")]
 
 
+def test_gpu_smoke_runs_bf16_autocast_and_prints_the_rates_it_recorded(toy_env, tmp_path: Path, capsys) -> None:
+    """The script's whole path on CPU (bf16 autocast works there too): runs recorded at bf16-mixed,
+    and the printed table is the records' samples/s."""
+    from benchmarks.perf.gpu_smoke import main as gpu_smoke_main
+    from leaderboard.records import RecordStore
+
+    # exit 1: the toy benchmark's `broken` method fails on purpose; the others are recorded
+    assert gpu_smoke_main(["toy", "--accelerator", "cpu", "--results", str(tmp_path)]) == 1
+    records = [record for record in RecordStore(tmp_path).iter_records() if record.method != "broken"]
+    assert records and all(record.status == "ok" and record.config["trainer"]["precision"] == "bf16-mixed"
+                           for record in records)
+    printed = capsys.readouterr().out.splitlines()
+    trained = next(record for record in records if record.cost.get("train_samples_per_s"))
+    line = next(line for line in printed if line.split()[:2] == [trained.benchmark, trained.method]
+                and f"{trained.cost['train_samples_per_s']:.1f}" in line)
+    assert line.split()[-1] == "ok" and trained.cost.get("mfu") is None  # no GPU peak on CPU
+
+
 def test_perf_threads_alternates_the_settings_and_records_medians(toy_env, tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The measured runs are stubbed (a real one is a subprocess of many seconds): what is tested is

@@ -12,7 +12,8 @@ PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch
 SUITE_RUNS_HEADER = ["benchmarks", "profile", "wall", "runs ran / skipped / failed", "workers",
                      "stages built / reused", "part of", "load before → after (1 min)", "measured"]
 THREADS_HEADER = ["benchmark", "method", "dataset", "profile", "1 thread", "N threads, active wait",
-                  "N threads, passive wait", "N", "load before (1/5/15 min)", "measured"]
+                  "N threads, passive wait", "N, passive, glibc malloc (before)", "N", "load before (1/5/15 min)",
+                  "measured"]
 
 
 def _rows(results_dir: str, kind: str, row: Callable[[dict[str, Any]], Any], problems: list[str]) -> list[Any]:
@@ -40,9 +41,11 @@ def _ratio_text(record: dict[str, Any]) -> str:
 
 
 def _threads_row(record: dict[str, Any]) -> list[str]:
-    # Settings in the order `thread_settings` writes them: 1 thread, N active, N passive.
+    # Settings in the order `thread_settings` writes them: 1 thread, N active, N passive, N passive with
+    # glibc's malloc (records before that setting have three).
     cells = [f"{float(setting['median_run_s']):.1f} s ({float(record['slowdown_vs_fastest'][name]):.2f}×)"
-             for name, setting in list(record["settings"].items())[:3]]
+             for name, setting in list(record["settings"].items())[:4]]
+    cells += ["—"] * (4 - len(cells))
     return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]), *cells,
             str(int(record["threads"])), " / ".join(f"{float(x):.1f}" for x in record["load_before"]),
             str(record.get("measured_at", ""))[:16]]

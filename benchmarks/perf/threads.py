@@ -1,5 +1,6 @@
-"""CPU thread settings compared on one real run: how the intra-op thread count and OpenMP's wait
-policy change a run's wall time on this machine.
+"""CPU thread settings compared on one real run: how the intra-op thread count, OpenMP's wait
+policy and glibc's handling of freed memory (``benchmarks.keep_freed_host_memory``) change a run's
+wall time on this machine.
 
 Why it exists: on the 2-core development machine, shared with other jobs, RELIANT's cpu-profile
 students took 250-1100 s per run with 2 intra-op threads (OpenMP's default wait policy spins at
@@ -28,11 +29,16 @@ from leaderboard.records import read_record, record_path
 
 
 def thread_settings(threads: int) -> dict[str, dict[str, str]]:
-    """Setting name -> environment: one thread, and ``threads`` threads under each wait policy."""
-    many = {"LITBENCH_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-    return {"1 thread": {"LITBENCH_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"},
+    """Setting name -> environment: one thread, and ``threads`` threads under each wait policy, all
+    with litbench's kept host memory; last, the passive default with glibc's own malloc behaviour
+    (``LITBENCH_MALLOC=default``: freed memory returned to the OS), i.e. before that fix."""
+    many = {"LITBENCH_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "LITBENCH_MALLOC": "kept"}
+    return {"1 thread": {"LITBENCH_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+                         "LITBENCH_MALLOC": "kept"},
             f"{threads} threads, OpenMP active wait": {**many, "OMP_WAIT_POLICY": "ACTIVE"},
-            f"{threads} threads, OpenMP passive wait": {**many, "OMP_WAIT_POLICY": "PASSIVE"}}
+            f"{threads} threads, OpenMP passive wait": {**many, "OMP_WAIT_POLICY": "PASSIVE"},
+            f"{threads} threads, passive wait, glibc malloc": {**many, "OMP_WAIT_POLICY": "PASSIVE",
+                                                               "LITBENCH_MALLOC": "default"}}
 
 
 def run_once(run_args: list[str], *, run_id: str, env: dict[str, str], results: Path, timeout: float) -> dict[str, float]:

@@ -168,11 +168,12 @@ def test_perf_threads_alternates_the_settings_and_records_medians(toy_env, tmp_p
     the environment each setting gets, the warm-up, the medians, the ratios and the leaderboard row."""
     import benchmarks.perf.threads as threads
 
-    seconds = {("1", "PASSIVE"): [3.0, 5.0], ("2", "ACTIVE"): [20.0, 10.0], ("2", "PASSIVE"): [2.0, 2.0]}
+    seconds = {("1", "PASSIVE", "kept"): [3.0, 5.0], ("2", "ACTIVE", "kept"): [20.0, 10.0],
+               ("2", "PASSIVE", "kept"): [2.0, 2.0], ("2", "PASSIVE", "default"): [2.4, 2.6]}
     calls = []
 
     def fake_run_once(run_args, *, run_id, env, results, timeout):
-        key = (env["LITBENCH_NUM_THREADS"], env["OMP_WAIT_POLICY"])
+        key = (env["LITBENCH_NUM_THREADS"], env["OMP_WAIT_POLICY"], env["LITBENCH_MALLOC"])
         calls.append((*key, run_args))
         if len(calls) == 1:
             return {"run_s": 99.0, "fit_s": 1.0}  # the warm-up: never measured
@@ -180,21 +181,59 @@ def test_perf_threads_alternates_the_settings_and_records_medians(toy_env, tmp_p
 
     monkeypatch.setattr(threads, "run_once", fake_run_once)
     assert main(["perf", "threads", "toy", "linear", "--threads", "2", "--repeats", "2", "--results", str(tmp_path)]) == 0
-    # one warm-up (1 thread), then 2 rounds over the 3 settings in order, all on the same run and cache
-    assert [c[:2] for c in calls] == [("1", "PASSIVE")] + [("1", "PASSIVE"), ("2", "ACTIVE"), ("2", "PASSIVE")] * 2
-    assert all(c[2][:5] == ["toy", "--profile", "cpu", "--methods", "linear"] and "--cache-dir" in c[2] for c in calls)
+    # one warm-up (1 thread), then 2 rounds over the 4 settings in order, all on the same run and cache
+    assert [c[:3] for c in calls] == [("1", "PASSIVE", "kept")] + [
+        ("1", "PASSIVE", "kept"), ("2", "ACTIVE", "kept"), ("2", "PASSIVE", "kept"), ("2", "PASSIVE", "default")] * 2
+    assert all(c[3][:5] == ["toy", "--profile", "cpu", "--methods", "linear"] and "--cache-dir" in c[3] for c in calls)
     record = json.loads((tmp_path / "perf/threads/toy-linear-linear-cpu.json").read_text())
     settings = record["settings"]
-    assert list(settings) == ["1 thread", "2 threads, OpenMP active wait", "2 threads, OpenMP passive wait"]
-    assert [s["median_run_s"] for s in settings.values()] == [4.0, 15.0, 2.0]
+    assert list(settings) == ["1 thread", "2 threads, OpenMP active wait", "2 threads, OpenMP passive wait",
+                              "2 threads, passive wait, glibc malloc"]
+    assert [s["median_run_s"] for s in settings.values()] == [4.0, 15.0, 2.0, 2.5]
     assert record["fastest"] == "2 threads, OpenMP passive wait"
     assert record["slowdown_vs_fastest"] == {"1 thread": 2.0, "2 threads, OpenMP active wait": 7.5,
-                                             "2 threads, OpenMP passive wait": 1.0}
+                                             "2 threads, OpenMP passive wait": 1.0,
+                                             "2 threads, passive wait, glibc malloc": 1.25}
     from leaderboard.build import build_leaderboard
 
     markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
     row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | cpu |"))
-    assert "| 4.0 s (2.00×) | 15.0 s (7.50×) | 2.0 s (1.00×) | 2 |" in row
+    assert "| 4.0 s (2.00×) | 15.0 s (7.50×) | 2.0 s (1.00×) | 2.5 s (1.25×) | 2 |" in row
+
+
+FREED_BLOCK_PROBE = """
+import ctypes, benchmarks
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+libc.mallinfo2.restype = MallInfo2
+block = libc.malloc(16 * 2**20)
+ctypes.memset(block, 1, 16 * 2**20)
+libc.free(block)
+print(benchmarks.HOST_MEMORY_KEPT, libc.mallinfo2().fordblks // 2**20)
+"""
+
+
+def test_freed_host_memory_is_kept_unless_the_user_says_otherwise() -> None:
+    """In a fresh process, after importing benchmarks: a freed 16 MiB block stays in the heap as free
+    space for the next step (glibc's default maps it and unmaps it on free: 0 MiB kept), unless
+    LITBENCH_MALLOC=default or the user's own MALLOC_* setting says otherwise."""
+    import os
+    import subprocess
+    import sys
+
+    def probe(**extra: str) -> list[str]:
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("MALLOC_", "LITBENCH_MALLOC"))}
+        done = subprocess.run([sys.executable, "-c", FREED_BLOCK_PROBE], capture_output=True, text=True, check=True,
+                              env={**env, **extra})
+        return done.stdout.split()
+
+    assert probe() == ["True", "16"]
+    assert probe(LITBENCH_MALLOC="default") == ["False", "0"]
+    assert probe(MALLOC_TRIM_THRESHOLD_="1000000") == ["False", "0"]
 
 
 def test_openmp_waits_passively_unless_the_user_says_otherwise() -> None:

@@ -14,18 +14,19 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def keep_freed_host_memory() -> bool:
-    """Stop glibc from handing freed tensor memory back to the OS after every step.
+    """Opt-in (``LITBENCH_MALLOC=kept``): stop glibc from handing freed tensor memory back to the OS.
 
     glibc's malloc serves large blocks with mmap and trims the heap top on free, so each training
-    step page-faults its activation buffers back in: on the 2-core machine a small conv net's step
-    spent 0.6-0.9 s of every 3.5 s in the kernel (sys time), and with the heap kept it spent 0.05 s
-    and ran 15-20% faster (`litbench perf threads` measures it on a real run). mallopt at run time
-    has the effect of MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ at start-up: blocks up to 32 MiB
-    (glibc's cap) come from the heap, and the heap is not trimmed. Peak RSS is unchanged (memory
-    is kept for reuse, not added). Off with ``LITBENCH_MALLOC=default``, or when the user set either
-    variable; a no-op off glibc. Returns whether it applied.
+    step can page-fault its activation buffers back in (kernel time). mallopt at run time has the
+    effect of MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ at start-up: blocks up to 32 MiB (glibc's
+    cap) come from the heap, and the heap is not trimmed. It is not the default because it did not
+    pay on a real run: `litbench perf threads emo emo_1m --profile cpu --repeats 2 --set
+    trainer.max_epochs=1` (2 cores, quiet) gave a median run of 56.3 s with the heap kept against
+    49.0 s with glibc's behaviour, although a synthetic conv-net loop spent far less time in the
+    kernel with it. Ignored when the user set either MALLOC_ variable; a no-op off glibc. Returns
+    whether it applied.
     """
-    if os.environ.get("LITBENCH_MALLOC", "").lower() == "default" or sys.platform != "linux" \
+    if os.environ.get("LITBENCH_MALLOC", "").lower() != "kept" or sys.platform != "linux" \
             or any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
         return False
     try:

@@ -12,7 +12,7 @@ PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch
 SUITE_RUNS_HEADER = ["benchmarks", "profile", "wall", "runs ran / skipped / failed", "workers",
                      "stages built / reused", "part of", "load before → after (1 min)", "measured"]
 THREADS_HEADER = ["benchmark", "method", "dataset", "profile", "1 thread", "N threads, active wait",
-                  "N threads, passive wait", "N, passive, glibc malloc (before)", "N", "load before (1/5/15 min)",
+                  "N threads, passive wait", "N, passive, heap kept", "N", "load before (1/5/15 min)",
                   "measured"]
 
 
@@ -40,12 +40,21 @@ def _ratio_text(record: dict[str, Any]) -> str:
     return f"{text} [{float(interval[0]):.3f}, {float(interval[1]):.3f}]" if interval else text
 
 
+def _threads_column(environment: dict[str, str]) -> int:
+    """Which THREADS_HEADER setting column a setting's environment belongs to (0-3)."""
+    if environment.get("OMP_NUM_THREADS") == "1":
+        return 0
+    if environment.get("OMP_WAIT_POLICY") == "ACTIVE":
+        return 1
+    return 3 if environment.get("LITBENCH_MALLOC") == "kept" else 2
+
+
 def _threads_row(record: dict[str, Any]) -> list[str]:
-    # Settings in the order `thread_settings` writes them: 1 thread, N active, N passive, N passive with
-    # glibc's malloc (records before that setting have three).
-    cells = [f"{float(setting['median_run_s']):.1f} s ({float(record['slowdown_vs_fastest'][name]):.2f}×)"
-             for name, setting in list(record["settings"].items())[:4]]
-    cells += ["—"] * (4 - len(cells))
+    # Placed by each setting's environment, not its position: settings were added over time.
+    cells = ["—"] * 4
+    for name, setting in record["settings"].items():
+        cells[_threads_column(setting["environment"])] = (
+            f"{float(setting['median_run_s']):.1f} s ({float(record['slowdown_vs_fastest'][name]):.2f}×)")
     return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]), *cells,
             str(int(record["threads"])), " / ".join(f"{float(x):.1f}" for x in record["load_before"]),
             str(record.get("measured_at", ""))[:16]]

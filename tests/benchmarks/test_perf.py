@@ -168,8 +168,8 @@ def test_perf_threads_alternates_the_settings_and_records_medians(toy_env, tmp_p
     the environment each setting gets, the warm-up, the medians, the ratios and the leaderboard row."""
     import benchmarks.perf.threads as threads
 
-    seconds = {("1", "PASSIVE", "kept"): [3.0, 5.0], ("2", "ACTIVE", "kept"): [20.0, 10.0],
-               ("2", "PASSIVE", "kept"): [2.0, 2.0], ("2", "PASSIVE", "default"): [2.4, 2.6]}
+    seconds = {("1", "PASSIVE", "default"): [3.0, 5.0], ("2", "ACTIVE", "default"): [20.0, 10.0],
+               ("2", "PASSIVE", "default"): [2.0, 2.0], ("2", "PASSIVE", "kept"): [2.4, 2.6]}
     calls = []
 
     def fake_run_once(run_args, *, run_id, env, results, timeout):
@@ -182,18 +182,18 @@ def test_perf_threads_alternates_the_settings_and_records_medians(toy_env, tmp_p
     monkeypatch.setattr(threads, "run_once", fake_run_once)
     assert main(["perf", "threads", "toy", "linear", "--threads", "2", "--repeats", "2", "--results", str(tmp_path)]) == 0
     # one warm-up (1 thread), then 2 rounds over the 4 settings in order, all on the same run and cache
-    assert [c[:3] for c in calls] == [("1", "PASSIVE", "kept")] + [
-        ("1", "PASSIVE", "kept"), ("2", "ACTIVE", "kept"), ("2", "PASSIVE", "kept"), ("2", "PASSIVE", "default")] * 2
+    assert [c[:3] for c in calls] == [("1", "PASSIVE", "default")] + [
+        ("1", "PASSIVE", "default"), ("2", "ACTIVE", "default"), ("2", "PASSIVE", "default"), ("2", "PASSIVE", "kept")] * 2
     assert all(c[3][:5] == ["toy", "--profile", "cpu", "--methods", "linear"] and "--cache-dir" in c[3] for c in calls)
     record = json.loads((tmp_path / "perf/threads/toy-linear-linear-cpu.json").read_text())
     settings = record["settings"]
     assert list(settings) == ["1 thread", "2 threads, OpenMP active wait", "2 threads, OpenMP passive wait",
-                              "2 threads, passive wait, glibc malloc"]
+                              "2 threads, passive wait, heap kept"]
     assert [s["median_run_s"] for s in settings.values()] == [4.0, 15.0, 2.0, 2.5]
     assert record["fastest"] == "2 threads, OpenMP passive wait"
     assert record["slowdown_vs_fastest"] == {"1 thread": 2.0, "2 threads, OpenMP active wait": 7.5,
                                              "2 threads, OpenMP passive wait": 1.0,
-                                             "2 threads, passive wait, glibc malloc": 1.25}
+                                             "2 threads, passive wait, heap kept": 1.25}
     from leaderboard.build import build_leaderboard
 
     markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
@@ -217,10 +217,10 @@ print(benchmarks.HOST_MEMORY_KEPT, libc.mallinfo2().fordblks // 2**20)
 """
 
 
-def test_freed_host_memory_is_kept_unless_the_user_says_otherwise() -> None:
-    """In a fresh process, after importing benchmarks: a freed 16 MiB block stays in the heap as free
-    space for the next step (glibc's default maps it and unmaps it on free: 0 MiB kept), unless
-    LITBENCH_MALLOC=default or the user's own MALLOC_* setting says otherwise."""
+def test_freed_host_memory_is_kept_only_when_asked() -> None:
+    """In a fresh process, after importing benchmarks: with LITBENCH_MALLOC=kept a freed 16 MiB block
+    stays in the heap as free space for the next step; by default (and when the user's own MALLOC_*
+    setting is there) glibc maps it and unmaps it on free: 0 MiB kept."""
     import os
     import subprocess
     import sys
@@ -231,9 +231,9 @@ def test_freed_host_memory_is_kept_unless_the_user_says_otherwise() -> None:
                               env={**env, **extra})
         return done.stdout.split()
 
-    assert probe() == ["True", "16"]
-    assert probe(LITBENCH_MALLOC="default") == ["False", "0"]
-    assert probe(MALLOC_TRIM_THRESHOLD_="1000000") == ["False", "0"]
+    assert probe(LITBENCH_MALLOC="kept") == ["True", "16"]
+    assert probe() == ["False", "0"]
+    assert probe(LITBENCH_MALLOC="kept", MALLOC_TRIM_THRESHOLD_="1000000") == ["False", "0"]
 
 
 def test_openmp_waits_passively_unless_the_user_says_otherwise() -> None:
@@ -245,3 +245,28 @@ def test_openmp_waits_passively_unless_the_user_says_otherwise() -> None:
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
     assert subprocess.run(probe, capture_output=True, text=True, env=env).stdout.strip() == "PASSIVE"
     assert subprocess.run(probe, capture_output=True, text=True, env={**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout.strip() == "ACTIVE"
+
+
+def test_threads_table_places_each_setting_by_its_environment(tmp_path: Path) -> None:
+    """A record from before the heap setting (three settings, no LITBENCH_MALLOC) and one whose
+    settings come in another order land in the right columns."""
+    from leaderboard.perf_tables import threads_rows
+
+    def setting(seconds: float, **environment: str) -> dict:
+        return {"environment": environment, "median_run_s": seconds, "runs": []}
+
+    old = {"1 thread": setting(4.0, OMP_NUM_THREADS="1"), "2 active": setting(8.0, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="ACTIVE"),
+           "2 passive": setting(2.0, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE")}
+    reordered = {"2 passive glibc": setting(2.0, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE", LITBENCH_MALLOC="default"),
+                 "2 passive kept": setting(3.0, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE", LITBENCH_MALLOC="kept")}
+    for name, settings in (("old", old), ("reordered", reordered)):
+        path = tmp_path / "perf" / "threads" / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"benchmark": name, "method": "m", "dataset": "d", "profile": "cpu", "threads": 2,
+                                    "load_before": [0.0, 0.0, 0.0], "settings": settings,
+                                    "slowdown_vs_fastest": {key: value["median_run_s"] / 2.0 for key, value in settings.items()}}))
+    problems: list[str] = []
+    rows = {row[0]: row[4:8] for row in threads_rows(str(tmp_path), problems)}
+    assert not problems
+    assert rows["old"] == ["4.0 s (2.00×)", "8.0 s (4.00×)", "2.0 s (1.00×)", "—"]
+    assert rows["reordered"] == ["—", "—", "2.0 s (1.00×)", "3.0 s (1.50×)"]

@@ -222,8 +222,9 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     from benchmarks.perf.suite import SuiteTally
 
     tally = SuiteTally(profile=profile)
-    for plan, skipped_plan in [(plan, False) for plan in todo] + [(plan, True) for plan in skipped]:
-        tally.plan(plan.benchmark, workers=launcher.workers_for(plan), skipped=skipped_plan)
+    for plans_of_kind, were_skipped in ((todo, False), (skipped, True)):
+        for plan in plans_of_kind:
+            tally.plan(plan.benchmark, workers=launcher.workers_for(plan), skipped=were_skipped)
     failed = 0
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:

@@ -79,9 +79,10 @@ def test_missing_gmd_files_name_what_to_get(tmp_path) -> None:
 
 def test_gmd_paper_split_counts(tmp_path, request) -> None:
     data_root = shared_data_root("groove_midi/groove-midionly.zip")
-    # The MIDI -> text result is cached across test sessions (pytest's cache dir); test_drumroll.py
-    # checks the uncached pipeline against the paper's own files.
-    cache = request.config.cache.mkdir("drum_lm_gmd")
+    # The MIDI -> text result is cached across test sessions (pytest's cache dir, or this test's own
+    # folder under -p no:cacheprovider); test_drumroll.py checks the uncached pipeline against the paper's own files.
+    pytest_cache = getattr(request.config, "cache", None)
+    cache = pytest_cache.mkdir("drum_lm_gmd") if pytest_cache is not None else tmp_path / "drum_lm_gmd"
     datamodule = GrooveDataModule(dataset="gmd-paper", data_dir=str(data_root), cache_dir=str(cache))
     datamodule.setup()
     assert [len(datamodule.grooves[s]) for s in ("train", "dev", "test")] == [373, 47, 37]  # text files

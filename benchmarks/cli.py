@@ -343,6 +343,7 @@ def perf_parity(args: argparse.Namespace, plan, dataset: str, console: Console) 
     console.print(f"{plan.benchmark}/{plan.method} on {dataset} ({args.profile}): Lightning {result.lightning_epoch_s:.3f} s/epoch, "
                   f"plain {result.plain_epoch_s:.3f} s/epoch, ratio {result.ratio:.3f} "
                   f"(95% CI {_interval_text(result.ratio_ci)}; goal <= 1.05: {result.goal}); "
+                  f"CPU-time ratio {result.cpu_ratio:.3f} (95% CI {_interval_text(result.cpu_ratio_ci)}: {result.cpu_goal}); "
                   f"max |loss diff| {result.max_loss_diff:.2e} over {result.steps} steps "
                   f"({'equal' if result.losses_equal_5_decimals else 'NOT equal'} to 5 decimals)")
     console.print(f"perf record: {path}")

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch", "plain loop s/epoch",
-                 "ratio [95% CI]", "goal ≤ 1.05", "losses equal (5 dp)", "steps", "measured"]
+                 "ratio [95% CI]", "goal ≤ 1.05", "CPU-time ratio [95% CI]", "CPU-time goal", "losses equal (5 dp)",
+                 "steps", "measured"]
 SUITE_RUNS_HEADER = ["benchmarks", "profile", "wall", "runs ran / skipped / failed", "workers",
                      "stages built / reused", "part of", "load before → after (1 min)", "measured"]
 THREADS_HEADER = ["benchmark", "method", "dataset", "profile", "1 thread", "N threads, active wait",
@@ -30,13 +31,16 @@ def _rows(results_dir: str, kind: str, row: Callable[[dict[str, Any]], Any], pro
 def _parity_row(record: dict[str, Any]) -> list[str]:
     return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]),
             f"{float(record['lightning_epoch_s']):.3f}", f"{float(record['plain_epoch_s']):.3f}",
-            _ratio_text(record), str(record.get("goal", "—")), "yes" if record["losses_equal_5_decimals"] else "NO",
+            _ratio_text(record, "ratio"), str(record.get("goal", "—")),
+            _ratio_text(record, "cpu_ratio"), str(record.get("cpu_goal", "—")), "yes" if record["losses_equal_5_decimals"] else "NO",
             str(int(record["steps"])), str(record.get("measured_at", ""))[:16]]
 
 
-def _ratio_text(record: dict[str, Any]) -> str:
-    interval = record.get("ratio_ci")  # records before the interval have none
-    text = f"{float(record['ratio']):.3f}"
+def _ratio_text(record: dict[str, Any], key: str) -> str:
+    if record.get(key) is None:  # records before CPU time was measured have no cpu_ratio
+        return "—"
+    interval = record.get(f"{key}_ci")  # nor (older still) an interval
+    text = f"{float(record[key]):.3f}"
     return f"{text} [{float(interval[0]):.3f}, {float(interval[1]):.3f}]" if interval else text
 
 

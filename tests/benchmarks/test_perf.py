@@ -23,6 +23,13 @@ def test_parity_on_the_toy_benchmark_gives_equal_losses_and_a_perf_record(toy_en
     assert record["ratio"] == pytest.approx(record["lightning_epoch_s"] / record["plain_epoch_s"])
     low, high = record["ratio_ci"]  # each run's first epoch is left out: 2 repeats x 1 epoch a side
     assert low <= record["ratio"] <= high and record["goal"] in ("met", "not met", "inconclusive")
+    # the same epochs in CPU seconds: positive, one per epoch, and the ratio is of their medians
+    lightning_cpu, plain_cpu = record["lightning_cpu_runs"], record["plain_cpu_runs"]
+    assert [len(run) for run in lightning_cpu + plain_cpu] == [2] * 4 and min(map(min, lightning_cpu + plain_cpu)) > 0
+    # each run's first epoch is left out, as for wall time: the median of 2 values is their mean
+    expected = (lightning_cpu[0][1] + lightning_cpu[1][1]) / (plain_cpu[0][1] + plain_cpu[1][1])
+    assert record["cpu_ratio"] == pytest.approx(expected)
+    assert record["cpu_goal"] in ("met", "not met", "inconclusive")
     assert record["software"]["torch"] and record["hardware"]["cpu"]
 
 
@@ -68,11 +75,12 @@ def test_parity_records_show_on_the_leaderboard_and_corrupt_ones_are_problems(to
 
     assert main(["perf", "parity", "toy", "linear", "--epochs", "1", "--repeats", "1", "--results", str(tmp_path)]) == 0
     (tmp_path / "perf/parity/broken.json").write_text("{")
+    record_cpu_ratio = f'{json.loads((tmp_path / "perf/parity/toy-linear-linear-smoke.json").read_text())["cpu_ratio"]:.3f}'
     paths = build_leaderboard(tmp_path, tmp_path / "out")
     markdown = paths["markdown"].read_text()
     row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | smoke |"))
-    # one epoch a side: no interval, so the goal cannot be judged
-    assert [cell.strip() for cell in row.split("|")[8:10]] == ["inconclusive", "yes"]
+    # one epoch a side: no interval, so neither goal can be judged
+    assert [cell.strip() for cell in row.split("|")[8:12]] == ["inconclusive", record_cpu_ratio, "inconclusive", "yes"]
     assert "broken.json: unreadable perf record" in markdown
     assert "Lightning vs a hand-written loop" in paths["html"].read_text()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch_geometric.data import Data
@@ -137,3 +139,17 @@ def test_a_step_that_raises_does_not_leak_the_flop_counter_hooks() -> None:
     with pytest.raises(RuntimeError, match="step failed"):
         trainer.fit(Raises(), DataLoader(TensorDataset(torch.randn(4, 2)), batch_size=2))
     assert len(torch_module._global_forward_pre_hooks) + len(torch_module._global_forward_hooks) == hooks_before
+
+
+def test_software_versions_come_from_metadata_without_importing_timm_or_pyg() -> None:
+    """Reading timm's and PyG's versions must not import them (1.6 s of every run's overhead)."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from benchmarks.runner import software_versions; v = software_versions(); "
+            "print(json.dumps([v['timm'], v['torch_geometric'], 'timm' in sys.modules, 'torch_geometric' in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    timm_version, pyg_version, timm_imported, pyg_imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert timm_version == importlib.metadata.version("timm") and pyg_version == importlib.metadata.version("torch_geometric")
+    assert not timm_imported and not pyg_imported

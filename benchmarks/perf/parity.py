@@ -11,7 +11,7 @@ progress bars are off on the Lightning side too: the comparison is of the traini
 
 The two paths alternate ``repeats`` times in one process (Lightning first, then plain, ...), so
 slow drifts of the machine hit both; the ratio is of the median epoch times. On a 2-core machine
-epochs of the same path vary more than Lightning costs (DCAGC's Lightning epochs on Cora ran 1.8-4.2 s
+epochs of the same path vary more than Lightning costs (DCAGC's Lightning epochs on Cora ran 1.0-2.2 s
 in the committed parity record), so the ratio comes with a 95% bootstrap interval over epochs, and the 5% goal is called ``met`` or ``not met`` only when the
 whole interval is on one side of it (else ``inconclusive``: run more ``--repeats``).
 

@@ -205,14 +205,15 @@ def compare(config: dict[str, Any], *, epochs: int, repeats: int) -> ParityResul
         lightning_runs.append(lightning_fit(config, epochs=epochs))
         plain_runs.append(plain_fit(config, epochs=epochs))
     # the first epoch carries one-off costs (allocations, lazy init) on both sides: keep the rest when there are any
-    def pooled(runs: list[LoopResult], clock: str) -> list[float]:
-        return [s for run in runs for s in (getattr(run, clock)[1:] or getattr(run, clock))]
+    def pooled(per_run: list[list[float]]) -> list[float]:
+        return [s for epochs in per_run for s in (epochs[1:] or epochs)]
 
-    lightning_epochs, plain_epochs = pooled(lightning_runs, "epoch_seconds"), pooled(plain_runs, "epoch_seconds")
+    lightning_epochs = pooled([run.epoch_seconds for run in lightning_runs])
+    plain_epochs = pooled([run.epoch_seconds for run in plain_runs])
     lightning_s, plain_s = statistics.median(lightning_epochs), statistics.median(plain_epochs)
     ratio_ci = ratio_interval(lightning_epochs, plain_epochs)
-    lightning_cpu = pooled(lightning_runs, "epoch_cpu_seconds")
-    plain_cpu = pooled(plain_runs, "epoch_cpu_seconds")
+    lightning_cpu = pooled([run.epoch_cpu_seconds for run in lightning_runs])
+    plain_cpu = pooled([run.epoch_cpu_seconds for run in plain_runs])
     cpu_ratio_ci = ratio_interval(lightning_cpu, plain_cpu)
     reference, other = lightning_runs[0].losses, plain_runs[0].losses
     if len(reference) != len(other):

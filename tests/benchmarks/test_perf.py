@@ -278,3 +278,14 @@ def test_threads_table_places_each_setting_by_its_environment(tmp_path: Path) ->
     assert not problems
     assert rows["old"] == ["4.0 s (2.00×)", "8.0 s (4.00×)", "2.0 s (1.00×)", "—"]
     assert rows["reordered"] == ["—", "—", "2.0 s (1.00×)", "3.0 s (1.50×)"]
+
+
+def test_parity_records_from_before_cpu_time_show_a_dash() -> None:
+    from leaderboard.perf_tables import PARITY_HEADER, _parity_row
+
+    old = {"benchmark": "emo", "method": "emo_1m", "dataset": "cifar10-jpg", "profile": "cpu", "lightning_epoch_s": 2.05,
+           "plain_epoch_s": 2.0, "ratio": 1.025, "ratio_ci": [0.87, 1.12], "goal": "inconclusive",
+           "losses_equal_5_decimals": True, "steps": 48, "measured_at": "2026-12-02T14:00:00"}
+    row = dict(zip(PARITY_HEADER, _parity_row(old)))
+    assert row["ratio [95% CI]"] == "1.025 [0.870, 1.120]" and row["CPU-time ratio [95% CI]"] == "—"
+    assert row["CPU-time goal"] == "—"

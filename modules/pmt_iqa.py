@@ -67,12 +67,12 @@ fixed_weights                 0.653 ± 0.022    0.859 ± 0.006    0.862 ± 0.004
 
 * ``pmt-beats-single-task`` **not reproduced** (−0.015 SRCC, 95 % CI [−0.082, +0.053]),
   ``progressive-beats-fixed`` not reproduced (−0.014, CI [−0.097, +0.069]) and
-  ``multiscale-helps`` not reproduced (−0.046, CI [−0.088, −0.004]: the single-scale head is better here).
-  These are the records re-run on 2026-12-03 (deterministic: a repeat of seed 0 gives the same SRCC
-  to all printed digits). An earlier, now lost, set of records (made with an earlier revision of
-  the IQA datamodule and metric; which change moved the numbers is not known) had
-  progressive-beats-fixed at +0.007, inconclusive; both sets agree that the arms are within seed
-  noise of each other at this scale.
+  ``multiscale-helps`` not reproduced (−0.046, CI [−0.088, −0.004]: here the single-scale head
+  is better beyond seed noise; why was not investigated).
+  These are the records re-run on 2026-12-03; the code is deterministic (a repeat of seed 0 gave
+  the same SRCC to all digits). An earlier, now lost, set of records (made with an earlier
+  revision of the IQA datamodule and metric; which change moved the numbers is not known) had
+  progressive-beats-fixed at +0.007, inconclusive; neither set has PMT-IQA ahead of a baseline.
   No arm reaches the spec's expected SRCC 0.8 (the noise-free SSIM-DMOS ranks the same test images
   at SRCC 0.99, so the target is learnable; the models are what is short).
 * Why, as far as these runs show (not tested further): (a) the backbone is randomly initialised and

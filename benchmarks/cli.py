@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--dataset", default=None, help="default: the profile's first dataset")
     parity.add_argument("--profile", choices=PROFILES, default="smoke")
     parity.add_argument("--epochs", type=int, default=3)
-    parity.add_argument("--repeats", type=int, default=3, help="alternating Lightning/plain pairs")
+    parity.add_argument("--repeats", type=int, default=3, help="Lightning/plain pairs, in counterbalanced order")
     parity.add_argument("--seed", type=int, default=0)
     parity.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
     parity.add_argument("--data-dir", default=None)
@@ -351,7 +351,7 @@ def perf_parity(args: argparse.Namespace, plan, dataset: str, console: Console) 
 
 
 def _interval_text(interval: tuple[float, float] | None) -> str:
-    return "n/a: fewer than 2 epochs a side" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+    return "n/a: fewer than 2 repeats" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
 def perf_threads(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:

@@ -9,11 +9,16 @@ what a careful user would write by hand: it calls the module's own ``training_st
 clipping/``step`` and the LR scheduler at its interval. Validation, checkpointing, logging and
 progress bars are off on the Lightning side too: the comparison is of the training loops.
 
-The two paths alternate ``repeats`` times in one process (Lightning first, then plain, ...), so
-slow drifts of the machine hit both; the ratio is of the median epoch times. On a 2-core machine
-epochs of the same path vary more than Lightning costs (DCAGC's Lightning epochs on Cora ran 1.0-2.2 s
-in the committed parity record), so the ratio comes with a 95% bootstrap interval over epochs, and the 5% goal is called ``met`` or ``not met`` only when the
-whole interval is on one side of it (else ``inconclusive``: run more ``--repeats``).
+The two paths alternate ``repeats`` times in one process, in counterbalanced order (Lightning
+then plain, then plain then Lightning, ...), so a slow drift of the machine hits both sides of a
+pair alike and a linear drift cancels over two pairs. The analysis follows the design: each repeat
+gives one paired ratio (Lightning's mean epoch time / the plain loop's, in that repeat), and the
+ratio reported is the geometric mean of the paired ratios with a 95% percentile-bootstrap interval
+over repeats. An unpaired comparison (pooling all epochs of a side) counts the machine's drift
+between repeats as noise: on this 2-core VM epoch times drifted 2.5x within one 10-minute EMO
+measurement while the paired ratios stayed within 0.8-1.3. The 5% goal is called ``met`` or ``not
+met`` only when the whole interval is on one side of it (else ``inconclusive``: run more
+``--repeats``). The median epoch time of each side is recorded for reference.
 
 Each epoch is also timed in CPU seconds of this process (``time.process_time``, all its threads),
 and the same ratio, interval and verdict are given for them. Wall time is what the goal is about,
@@ -39,18 +44,21 @@ from lightning.pytorch.cli import instantiate_class
 GOAL_RATIO = 1.05
 
 
-def ratio_interval(lightning_s: list[float], plain_s: list[float], *, seed: int = 0) -> tuple[float, float] | None:
-    """95% percentile-bootstrap interval of median(lightning) / median(plain), epochs resampled."""
-    if min(len(lightning_s), len(plain_s)) < 2:
-        return None
+def paired_ratio(lightning_s: list[float], plain_s: list[float], *, seed: int = 0) -> tuple[float, tuple[float, float] | None]:
+    """Geometric mean of the paired ratios lightning_s[i] / plain_s[i] (one pair per repeat) and its
+    95% percentile-bootstrap interval over pairs (None with fewer than 2 pairs)."""
+    if len(lightning_s) != len(plain_s) or not lightning_s:
+        raise ValueError(f"paired ratio needs as many Lightning as plain repeats, got {len(lightning_s)} and {len(plain_s)}")
+    log_ratios = np.log(np.asarray(lightning_s, dtype=float) / np.asarray(plain_s, dtype=float))
+    estimate = float(np.exp(log_ratios.mean()))
+    if len(log_ratios) < 2:
+        return estimate, None
     from scipy import stats
 
-    def median_ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.median(a, axis=axis) / np.median(b, axis=axis)
-
-    result = stats.bootstrap((np.asarray(lightning_s), np.asarray(plain_s)), median_ratio, vectorized=True,
-                             n_resamples=4000, confidence_level=0.95, method="percentile", rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    result = stats.bootstrap((log_ratios,), np.mean, vectorized=True, n_resamples=4000, confidence_level=0.95,
+                             method="percentile", rng=np.random.default_rng(seed))
+    interval = result.confidence_interval
+    return estimate, (float(np.exp(interval.low)), float(np.exp(interval.high)))
 
 
 def goal_verdict(ratio_ci: tuple[float, float] | None) -> str:
@@ -71,8 +79,9 @@ class LoopResult:
 class ParityResult:
     lightning_epoch_s: float
     plain_epoch_s: float
-    ratio: float  # Lightning / plain, median epoch time; the goal is <= 1.05
-    ratio_ci: tuple[float, float] | None  # 95% bootstrap interval over epochs; None with < 2 epochs a side
+    ratio: float  # Lightning / plain: geometric mean of the per-repeat paired ratios; the goal is <= 1.05
+    ratio_ci: tuple[float, float] | None  # 95% bootstrap interval over repeats; None with < 2 repeats
+    pair_ratios: list[float]  # per repeat: Lightning's mean epoch time / the plain loop's
     goal: str  # "met" / "not met" / "inconclusive": the interval against GOAL_RATIO
     max_loss_diff: float
     losses_equal_5_decimals: bool
@@ -85,6 +94,7 @@ class ParityResult:
     cpu_ratio: float
     cpu_ratio_ci: tuple[float, float] | None
     cpu_goal: str
+    cpu_pair_ratios: list[float]
     lightning_cpu_runs: list[list[float]]
     plain_cpu_runs: list[list[float]]
 
@@ -199,33 +209,46 @@ def plain_fit(config: dict[str, Any], *, epochs: int) -> LoopResult:
     return result
 
 
+def _timed_mean(epoch_seconds: list[float]) -> float:
+    """A run's mean epoch time. The first epoch carries one-off costs (allocations, lazy init) on
+    both sides: it is left out when there are others."""
+    return statistics.fmean(epoch_seconds[1:] or epoch_seconds)
+
+
 def compare(config: dict[str, Any], *, epochs: int, repeats: int) -> ParityResult:
     lightning_runs, plain_runs = [], []
-    for _ in range(repeats):
-        lightning_runs.append(lightning_fit(config, epochs=epochs))
-        plain_runs.append(plain_fit(config, epochs=epochs))
-    # the first epoch carries one-off costs (allocations, lazy init) on both sides: keep the rest when there are any
+    for repeat in range(repeats):
+        if repeat % 2 == 0:  # counterbalanced order: L P, P L, L P, ...
+            lightning_runs.append(lightning_fit(config, epochs=epochs))
+            plain_runs.append(plain_fit(config, epochs=epochs))
+        else:
+            plain_runs.append(plain_fit(config, epochs=epochs))
+            lightning_runs.append(lightning_fit(config, epochs=epochs))
+
     def pooled(per_run: list[list[float]]) -> list[float]:
         return [s for epochs in per_run for s in (epochs[1:] or epochs)]
 
-    lightning_epochs = pooled([run.epoch_seconds for run in lightning_runs])
-    plain_epochs = pooled([run.epoch_seconds for run in plain_runs])
-    lightning_s, plain_s = statistics.median(lightning_epochs), statistics.median(plain_epochs)
-    ratio_ci = ratio_interval(lightning_epochs, plain_epochs)
-    lightning_cpu = pooled([run.epoch_cpu_seconds for run in lightning_runs])
-    plain_cpu = pooled([run.epoch_cpu_seconds for run in plain_runs])
-    cpu_ratio_ci = ratio_interval(lightning_cpu, plain_cpu)
+    def pairs(lightning: list[list[float]], plain: list[list[float]]) -> tuple[list[float], list[float]]:
+        return [_timed_mean(run) for run in lightning], [_timed_mean(run) for run in plain]
+
+    lightning_wall, plain_wall = pairs([run.epoch_seconds for run in lightning_runs], [run.epoch_seconds for run in plain_runs])
+    ratio, ratio_ci = paired_ratio(lightning_wall, plain_wall)
+    lightning_cpu, plain_cpu = pairs([run.epoch_cpu_seconds for run in lightning_runs],
+                                     [run.epoch_cpu_seconds for run in plain_runs])
+    cpu_ratio, cpu_ratio_ci = paired_ratio(lightning_cpu, plain_cpu)
     reference, other = lightning_runs[0].losses, plain_runs[0].losses
     if len(reference) != len(other):
         raise RuntimeError(f"the loops ran a different number of steps: Lightning {len(reference)}, plain {len(other)}")
     max_diff = max((abs(a - b) for a, b in zip(reference, other)), default=0.0)
-    return ParityResult(lightning_epoch_s=lightning_s, plain_epoch_s=plain_s, ratio=lightning_s / plain_s,
-                        ratio_ci=ratio_ci, goal=goal_verdict(ratio_ci),
+    return ParityResult(lightning_epoch_s=statistics.median(pooled([run.epoch_seconds for run in lightning_runs])),
+                        plain_epoch_s=statistics.median(pooled([run.epoch_seconds for run in plain_runs])),
+                        ratio=ratio, ratio_ci=ratio_ci, goal=goal_verdict(ratio_ci),
+                        pair_ratios=[a / b for a, b in zip(lightning_wall, plain_wall)],
                         max_loss_diff=max_diff, losses_equal_5_decimals=max_diff < 5e-6, steps=len(reference),
                         epochs=epochs, repeats=repeats,
                         lightning_runs=[run.epoch_seconds for run in lightning_runs],
                         plain_runs=[run.epoch_seconds for run in plain_runs],
-                        cpu_ratio=statistics.median(lightning_cpu) / statistics.median(plain_cpu),
-                        cpu_ratio_ci=cpu_ratio_ci, cpu_goal=goal_verdict(cpu_ratio_ci),
+                        cpu_ratio=cpu_ratio, cpu_ratio_ci=cpu_ratio_ci, cpu_goal=goal_verdict(cpu_ratio_ci),
+                        cpu_pair_ratios=[a / b for a, b in zip(lightning_cpu, plain_cpu)],
                         lightning_cpu_runs=[run.epoch_cpu_seconds for run in lightning_runs],
                         plain_cpu_runs=[run.epoch_cpu_seconds for run in plain_runs])

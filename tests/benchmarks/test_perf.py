@@ -20,31 +20,42 @@ def test_parity_on_the_toy_benchmark_gives_equal_losses_and_a_perf_record(toy_en
     assert record["steps"] == 4 and record["epochs"] == 2
     assert record["losses_equal_5_decimals"] and record["max_loss_diff"] < 5e-6
     assert len(record["lightning_runs"]) == len(record["plain_runs"]) == 2
-    assert record["ratio"] == pytest.approx(record["lightning_epoch_s"] / record["plain_epoch_s"])
-    low, high = record["ratio_ci"]  # each run's first epoch is left out: 2 repeats x 1 epoch a side
+    # one paired ratio per repeat, each run's first epoch left out: 2 repeats x 1 timed epoch a side
+    lightning, plain = record["lightning_runs"], record["plain_runs"]
+    pair_ratios = [lightning[0][1] / plain[0][1], lightning[1][1] / plain[1][1]]
+    assert record["pair_ratios"] == pytest.approx(pair_ratios)
+    assert record["ratio"] == pytest.approx((pair_ratios[0] * pair_ratios[1]) ** 0.5)  # their geometric mean
+    low, high = record["ratio_ci"]
     assert low <= record["ratio"] <= high and record["goal"] in ("met", "not met", "inconclusive")
-    # the same epochs in CPU seconds: positive, one per epoch, and the ratio is of their medians
+    # the same epochs in CPU seconds: positive, one per epoch, paired the same way
     lightning_cpu, plain_cpu = record["lightning_cpu_runs"], record["plain_cpu_runs"]
     assert [len(run) for run in lightning_cpu + plain_cpu] == [2] * 4 and min(map(min, lightning_cpu + plain_cpu)) > 0
-    # each run's first epoch is left out, as for wall time: the median of 2 values is their mean
-    expected = (lightning_cpu[0][1] + lightning_cpu[1][1]) / (plain_cpu[0][1] + plain_cpu[1][1])
+    expected = (lightning_cpu[0][1] / plain_cpu[0][1] * lightning_cpu[1][1] / plain_cpu[1][1]) ** 0.5
     assert record["cpu_ratio"] == pytest.approx(expected)
     assert record["cpu_goal"] in ("met", "not met", "inconclusive")
     assert record["software"]["torch"] and record["hardware"]["cpu"]
 
 
-def test_the_parity_goal_is_judged_from_the_ratio_interval() -> None:
-    from benchmarks.perf.parity import goal_verdict, ratio_interval
+def test_the_parity_goal_is_judged_from_the_paired_ratio_interval() -> None:
+    from benchmarks.perf.parity import goal_verdict, paired_ratio
 
     plain = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00]
-    same = ratio_interval([1.00, 1.01, 0.99, 1.00, 1.01, 0.99], plain)
-    assert same[0] < 1.0 < same[1] and same[1] - same[0] < 0.05 and goal_verdict(same) == "met"
-    slow = ratio_interval([1.20, 1.22, 1.18, 1.21, 1.19, 1.20], plain)
-    assert 1.1 < slow[0] < 1.2 < slow[1] < 1.25 and goal_verdict(slow) == "not met"
-    noisy = ratio_interval([0.8, 1.3, 1.0, 1.25, 0.85, 1.1], plain)  # ±20%: the interval spans 1.05
+    ratio, same = paired_ratio([1.00, 1.01, 0.99, 1.00, 1.01, 0.99], plain)
+    assert ratio == pytest.approx(1.0, abs=0.01) and same[0] < 1.0 < same[1] and same[1] - same[0] < 0.05
+    assert goal_verdict(same) == "met"
+    ratio, slow = paired_ratio([1.20, 1.22, 1.18, 1.21, 1.19, 1.20], plain)
+    assert 1.1 < slow[0] < ratio < slow[1] < 1.25 and goal_verdict(slow) == "not met"
+    ratio, noisy = paired_ratio([0.8, 1.3, 1.0, 1.25, 0.85, 1.1], plain)  # ±20%: the interval spans 1.05
     assert noisy[0] < 1.05 < noisy[1] and goal_verdict(noisy) == "inconclusive"
-    assert ratio_interval([1.0], plain) is None and goal_verdict(None) == "inconclusive"
-    assert ratio_interval([1.0, 1.1], plain) == ratio_interval([1.0, 1.1], plain)  # seeded
+    # The machine slows down 2x half-way and both sides of every pair with it: pooled epochs would
+    # span 1-2 s a side, but each pair's ratio is 1.02, and so is the interval.
+    drifting_plain = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    ratio, drift = paired_ratio([1.02 * s for s in drifting_plain], drifting_plain)
+    assert ratio == pytest.approx(1.02) and drift == pytest.approx((1.02, 1.02)) and goal_verdict(drift) == "met"
+    assert paired_ratio([1.1], [1.0]) == (pytest.approx(1.1), None) and goal_verdict(None) == "inconclusive"
+    assert paired_ratio([1.0, 1.1], plain[:2]) == paired_ratio([1.0, 1.1], plain[:2])  # seeded
+    with pytest.raises(ValueError, match="as many Lightning as plain"):
+        paired_ratio([1.0, 1.1], plain)
 
 
 def test_optimizer_forms_are_read_like_lightning_reads_them() -> None:
@@ -289,3 +300,21 @@ def test_parity_records_from_before_cpu_time_show_a_dash() -> None:
     row = dict(zip(PARITY_HEADER, _parity_row(old)))
     assert row["ratio [95% CI]"] == "1.025 [0.870, 1.120]" and row["CPU-time ratio [95% CI]"] == "—"
     assert row["CPU-time goal"] == "—"
+
+
+def test_parity_pairs_run_in_counterbalanced_order(monkeypatch) -> None:
+    from benchmarks.perf import parity
+
+    calls = []
+
+    def fake_fit(side: str):
+        def fit(config, *, epochs):
+            calls.append(side)
+            return parity.LoopResult(losses=[0.5] * epochs, epoch_seconds=[1.0] * epochs, epoch_cpu_seconds=[1.0] * epochs)
+        return fit
+
+    monkeypatch.setattr(parity, "lightning_fit", fake_fit("L"))
+    monkeypatch.setattr(parity, "plain_fit", fake_fit("P"))
+    result = parity.compare({}, epochs=2, repeats=4)
+    assert calls == ["L", "P", "P", "L", "L", "P", "P", "L"]  # a linear drift cancels over two pairs
+    assert result.pair_ratios == [1.0] * 4 and result.ratio == pytest.approx(1.0)

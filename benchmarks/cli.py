@@ -102,31 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--results", default="results")
     show.add_argument("--json", action="store_true", help="print the raw JSON")
 
-    perf = commands.add_parser("perf", help="performance measurements, written as perf records under RESULTS/perf/")
-    perf_kinds = perf.add_subparsers(dest="perf_command", required=True, parser_class=_ArgumentParser)
-    parity = perf_kinds.add_parser("parity", help="Lightning vs a hand-written PyTorch loop: epoch time and losses")
-    parity.add_argument("benchmark")
-    parity.add_argument("method")
-    parity.add_argument("--dataset", default=None, help="default: the profile's first dataset")
-    parity.add_argument("--profile", choices=PROFILES, default="smoke")
-    parity.add_argument("--epochs", type=int, default=3)
-    parity.add_argument("--repeats", type=int, default=3, help="Lightning/plain pairs, in counterbalanced order")
-    parity.add_argument("--seed", type=int, default=0)
-    parity.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
-    parity.add_argument("--data-dir", default=None)
-    parity.add_argument("--results", default="results")
+    from benchmarks.perf.commands import add_perf_parser  # the perf commands live with the measurements
 
-    threads = perf_kinds.add_parser("threads", help="one run under 1 thread and N threads with OpenMP active/passive wait")
-    threads.add_argument("benchmark")
-    threads.add_argument("method")
-    threads.add_argument("--dataset", default=None, help="default: the profile's first dataset")
-    threads.add_argument("--profile", choices=PROFILES, default="cpu")
-    threads.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="N (default: the CPU count)")
-    threads.add_argument("--repeats", type=int, default=2, help="alternating rounds over the settings")
-    threads.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE")
-    threads.add_argument("--data-dir", default=None)
-    threads.add_argument("--results", default="results")
-    threads.set_defaults(seed=0)  # the measured run is `litbench run ... --seeds 1`, i.e. seed 0
+    add_perf_parser(commands, parser_class=_ArgumentParser)
 
     fit = commands.add_parser("fit", help="one run through LightningCLI from a resolved config")
     fit.add_argument("--config", required=True, help="a resolved config (YAML/JSON), e.g. a record's config")
@@ -316,62 +294,9 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_perf(args: argparse.Namespace, console: Console) -> int:
-    from benchmarks.resolve import check_stage_sets, resolve_run
+    from benchmarks.perf.commands import run_perf_command
 
-    specs = load_all_specs()
-    if args.benchmark not in specs:
-        raise UsageError(f"unknown benchmark {args.benchmark!r} (known: {', '.join(sorted(specs))})")
-    spec = specs[args.benchmark]
-    if args.profile not in spec.profiles:
-        raise UsageError(f"benchmark {args.benchmark!r} has no profile {args.profile!r}")
-    dataset = args.dataset or spec.datasets_for(args.profile)[0]
-    plan = resolve_run(spec, method=args.method, dataset=dataset, profile=args.profile, seed=args.seed,
-                       sets=args.sets, data_dir=args.data_dir)
-    check_stage_sets([plan], args.sets)
-    measure = perf_threads if args.perf_command == "threads" else perf_parity
-    return measure(args, plan, dataset, console)
-
-
-def perf_parity(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:
-    from benchmarks.perf.parity import compare
-    from benchmarks.perf.records import write_perf_record
-
-    result = compare(plan.config, epochs=args.epochs, repeats=args.repeats)
-    path = write_perf_record(Path(args.results), kind="parity", name=f"{plan.benchmark}-{plan.method}-{dataset}-{args.profile}",
-                             payload={"benchmark": plan.benchmark, "method": plan.method, "dataset": dataset,
-                                      "profile": args.profile, "config_hash": plan.config_hash, **result.as_dict()})
-    console.print(f"{plan.benchmark}/{plan.method} on {dataset} ({args.profile}): Lightning {result.lightning_epoch_s:.3f} s/epoch, "
-                  f"plain {result.plain_epoch_s:.3f} s/epoch, ratio {result.ratio:.3f} "
-                  f"(95% CI {_interval_text(result.ratio_ci)}; goal <= 1.05: {result.goal}); "
-                  f"CPU-time ratio {result.cpu_ratio:.3f} (95% CI {_interval_text(result.cpu_ratio_ci)}: {result.cpu_goal}); "
-                  f"max |loss diff| {result.max_loss_diff:.2e} over {result.steps} steps "
-                  f"({'equal' if result.losses_equal_5_decimals else 'NOT equal'} to 5 decimals)")
-    console.print(f"perf record: {path}")
-    return EXIT_OK
-
-
-def _interval_text(interval: tuple[float, float] | None) -> str:
-    return "n/a: fewer than 2 repeats" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-
-
-def perf_threads(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:
-    from benchmarks.perf.records import write_perf_record
-    from benchmarks.perf.threads import compare_thread_settings
-
-    run_args = [plan.benchmark, "--profile", args.profile, "--methods", plan.method, "--datasets", dataset, "--seeds", "1",
-                *(f"--set={assignment}" for assignment in args.sets), *(["--data-dir", args.data_dir] if args.data_dir else [])]
-    try:
-        result = compare_thread_settings(run_args, run_id=plan.run_id, threads=args.threads, repeats=args.repeats)
-    except RuntimeError as exc:
-        raise UsageError(f"perf threads: {exc}") from exc
-    path = write_perf_record(Path(args.results), kind="threads", name=f"{plan.benchmark}-{plan.method}-{dataset}-{args.profile}",
-                             payload={"benchmark": plan.benchmark, "method": plan.method, "dataset": dataset,
-                                      "profile": args.profile, "config_hash": plan.config_hash, **result})
-    for name, setting in result["settings"].items():
-        console.print(f"{name}: median run {setting['median_run_s']:.1f} s "
-                      f"({result['slowdown_vs_fastest'][name]:.2f}x the fastest)")
-    console.print(f"load average before {result['load_before']}, after {result['load_after']}; perf record: {path}")
-    return EXIT_OK
+    return run_perf_command(args, console)
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "show": cmd_show, "fit": cmd_fit,

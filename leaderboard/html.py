@@ -18,7 +18,7 @@ from pathlib import Path
 from leaderboard.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, format_number, format_seconds, format_signed
 from leaderboard.markdown import CLAIM_HEADER, VERDICT_RULE, format_interval, paper_line
-from leaderboard.perf_tables import PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
+from leaderboard.perf_tables import BEFORE_AFTER_HEADER, PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
 from leaderboard.report import SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
@@ -251,11 +251,17 @@ def render_suite_times(report: LeaderboardReport) -> str:
     if report.parity:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.parity]
         parts.append("<h3>Lightning vs a hand-written loop</h3><p class=\"muted\">litbench perf parity: same model, "
-                     f"data and seed, alternating runs.</p>{render_table(PARITY_HEADER, rows)}")
+                     "data and seed, counterbalanced Lightning/plain pairs; ratio = geometric mean of the per-pair "
+                     f"ratios, 95% bootstrap interval over pairs.</p>{render_table(PARITY_HEADER, rows)}")
     if report.threads:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.threads]
         parts.append("<h3>CPU threads</h3><p class=\"muted\">litbench perf threads: one run under each setting, "
                      f"alternating; median wall time (× the fastest).</p>{render_table(THREADS_HEADER, rows)}")
+    if report.before_after:
+        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.before_after]
+        parts.append("<h3>Before/after a code change</h3><p class=\"muted\">litbench perf before-after: the model module "
+                     "at an earlier revision vs now, counterbalanced pairs in one process; speed-up = before / after."
+                     f"</p>{render_table(BEFORE_AFTER_HEADER, rows)}")
     return "".join(parts)
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from leaderboard.claims import CONFIDENCE, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from leaderboard.formatting import MISSING, decimals_for, format_number, format_signed, is_missing
-from leaderboard.perf_tables import PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
+from leaderboard.perf_tables import BEFORE_AFTER_HEADER, PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
 from leaderboard.report import SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTable, LeaderboardReport
 
 VERDICT_RULE = (
@@ -136,11 +136,16 @@ def render_markdown(report: LeaderboardReport) -> str:
         lines += ["**Suite wall time** (each `litbench run`, as it ran: parallel workers, stages built or reused)", "",
                   markdown_table(SUITE_RUNS_HEADER, [[escape_markdown(cell) for cell in row] for row in report.suite_runs]), ""]
     if report.parity:
-        lines += ["**Lightning vs a hand-written loop** (`litbench perf parity`; same model, data and seed)", "",
+        lines += ["**Lightning vs a hand-written loop** (`litbench perf parity`; same model, data and seed; ratio = geometric mean "
+                  "of the per-pair ratios of counterbalanced Lightning/plain pairs, 95% bootstrap interval over pairs)", "",
                   markdown_table(PARITY_HEADER, [[escape_markdown(cell) for cell in row] for row in report.parity]), ""]
     if report.threads:
         lines += ["**CPU threads** (`litbench perf threads`; one run's median wall time per setting, × the fastest)", "",
                   markdown_table(THREADS_HEADER, [[escape_markdown(cell) for cell in row] for row in report.threads]), ""]
+    if report.before_after:
+        lines += ["**Before/after a code change** (`litbench perf before-after`; the model module at an earlier revision "
+                  "vs now, counterbalanced pairs in one process; speed-up = before / after)", "",
+                  markdown_table(BEFORE_AFTER_HEADER, [[escape_markdown(cell) for cell in row] for row in report.before_after]), ""]
     for title, setups in (("Hardware", report.hardware), ("Software", report.software)):
         lines += [f"**{title}**", ""] + [f"- {escape_markdown(setup)} ({count} runs)" for setup, count in setups] + [""]
     if report.problems:

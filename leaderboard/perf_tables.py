@@ -1,4 +1,5 @@
-"""Tables of the perf records (``<results>/perf/<kind>/*.json``): ``litbench perf parity`` / ``threads``,
+"""Tables of the perf records (``<results>/perf/<kind>/*.json``): ``litbench perf parity`` / ``threads`` /
+``before-after``,
 and ``suite``, which every ``litbench run`` that ran something writes (its wall time)."""
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch
                  "steps", "measured"]
 SUITE_RUNS_HEADER = ["benchmarks", "profile", "wall", "runs ran / skipped / failed", "workers",
                      "stages built / reused", "part of", "load before → after (1 min)", "measured"]
+BEFORE_AFTER_HEADER = ["benchmark", "method", "dataset", "profile", "module", "before (revision)", "before s/epoch",
+                       "after s/epoch", "speed-up [95% CI]", "faster", "max rel. loss diff", "measured"]
 THREADS_HEADER = ["benchmark", "method", "dataset", "profile", "1 thread", "N threads, active wait",
                   "N threads, passive wait", "N, passive, heap kept", "N", "load before (1/5/15 min)",
                   "measured"]
@@ -23,7 +26,7 @@ def _rows(results_dir: str, kind: str, row: Callable[[dict[str, Any]], Any], pro
         try:
             rows.append(row(json.loads(path.read_text())))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
-            rerun = "the `litbench run` that wrote it" if kind == "suite" else f"`litbench perf {kind}`"
+            rerun = "the `litbench run` that wrote it" if kind == "suite" else f"`litbench perf {kind.replace('_', '-')}`"
             problems.append(f"{path}: unreadable perf record ({type(exc).__name__}); delete it or rerun {rerun}")
     return rows
 
@@ -42,6 +45,15 @@ def _ratio_text(record: dict[str, Any], key: str) -> str:
     interval = record.get(f"{key}_ci")  # nor (older still) an interval
     text = f"{float(record[key]):.3f}"
     return f"{text} [{float(interval[0]):.3f}, {float(interval[1]):.3f}]" if interval else text
+
+
+def _before_after_row(record: dict[str, Any]) -> list[str]:
+    interval = record.get("speedup_ci")
+    speedup = f"{float(record['speedup']):.3f}" + (f" [{float(interval[0]):.3f}, {float(interval[1]):.3f}]" if interval else "")
+    return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]),
+            str(record["module"]), str(record["revision"])[:10], f"{float(record['before_epoch_s']):.3f}",
+            f"{float(record['after_epoch_s']):.3f}", speedup, str(record["faster"]), f"{float(record['max_rel_loss_diff']):.1e}",
+            str(record.get("measured_at", ""))[:16]]
 
 
 def _threads_column(environment: dict[str, str]) -> int:
@@ -97,6 +109,11 @@ def suite_run_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
 def parity_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
     """PARITY_HEADER rows (``litbench perf parity``); unreadable records become problems."""
     return _rows(results_dir, "parity", _parity_row, problems)
+
+
+def before_after_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
+    """BEFORE_AFTER_HEADER rows (``litbench perf before-after``); unreadable records become problems."""
+    return _rows(results_dir, "before_after", _before_after_row, problems)
 
 
 def threads_rows(results_dir: str, problems: list[str]) -> list[list[str]]:

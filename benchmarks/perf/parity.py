@@ -33,7 +33,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -215,15 +215,24 @@ def _timed_mean(epoch_seconds: list[float]) -> float:
     return statistics.fmean(epoch_seconds[1:] or epoch_seconds)
 
 
-def compare(config: dict[str, Any], *, epochs: int, repeats: int) -> ParityResult:
-    lightning_runs, plain_runs = [], []
+def counterbalanced_pairs(first: Callable[[], LoopResult], second: Callable[[], LoopResult],
+                          *, repeats: int) -> tuple[list[LoopResult], list[LoopResult]]:
+    """``repeats`` pairs of runs in counterbalanced order (first second, second first, ...), so a
+    linear drift of the machine cancels over two pairs; returns each side's runs in pair order."""
+    firsts, seconds = [], []
     for repeat in range(repeats):
-        if repeat % 2 == 0:  # counterbalanced order: L P, P L, L P, ...
-            lightning_runs.append(lightning_fit(config, epochs=epochs))
-            plain_runs.append(plain_fit(config, epochs=epochs))
+        if repeat % 2 == 0:
+            firsts.append(first())
+            seconds.append(second())
         else:
-            plain_runs.append(plain_fit(config, epochs=epochs))
-            lightning_runs.append(lightning_fit(config, epochs=epochs))
+            seconds.append(second())
+            firsts.append(first())
+    return firsts, seconds
+
+
+def compare(config: dict[str, Any], *, epochs: int, repeats: int) -> ParityResult:
+    lightning_runs, plain_runs = counterbalanced_pairs(lambda: lightning_fit(config, epochs=epochs),
+                                                       lambda: plain_fit(config, epochs=epochs), repeats=repeats)
 
     def pooled(per_run: list[list[float]]) -> list[float]:
         return [s for epochs in per_run for s in (epochs[1:] or epochs)]

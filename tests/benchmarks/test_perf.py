@@ -318,3 +318,119 @@ def test_parity_pairs_run_in_counterbalanced_order(monkeypatch) -> None:
     result = parity.compare({}, epochs=2, repeats=4)
     assert calls == ["L", "P", "P", "L", "L", "P", "P", "L"]  # a linear drift cancels over two pairs
     assert result.pair_ratios == [1.0] * 4 and result.ratio == pytest.approx(1.0)
+
+
+def _git_repo_with_two_versions(root: Path, module: str, before: str, after: str) -> str:
+    """A git repository holding ``module``.py: ``before`` committed, ``after`` in the work tree; returns the commit."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    (root / f"{module}.py").write_text(before)
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "before")
+    (root / f"{module}.py").write_text(after)
+    return git("rev-parse", "HEAD")
+
+
+_SLOW_THEN_FAST = '''
+import time
+from toy_modules import ToyLinear
+
+
+class TimedLinear(ToyLinear):
+    def training_step(self, batch, batch_idx):
+        time.sleep({sleep})  # the "before" version wastes time per step; the maths is the same
+        return super().training_step(batch, batch_idx)
+'''
+
+
+def test_before_after_times_the_old_module_against_the_working_tree(toy_env, tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from benchmarks.perf.before_after import compare_revisions
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sha = _git_repo_with_two_versions(repo, "timed_linear_module", _SLOW_THEN_FAST.format(sleep=0.05),
+                                      _SLOW_THEN_FAST.format(sleep=0.0))
+    monkeypatch.syspath_prepend(str(repo))
+    monkeypatch.delitem(sys.modules, "timed_linear_module", raising=False)
+    config = {"seed_everything": 0, "trainer": {},
+              "data": {"class_path": "toy_modules.ToyRegressionData", "init_args": {}},
+              "model": {"class_path": "timed_linear_module.TimedLinear", "init_args": {"lr": 0.1}}}
+    result = compare_revisions(config, revision="HEAD", epochs=2, repeats=3)
+    assert result.revision == sha and result.module == "timed_linear_module"
+    # 2 steps per epoch: before sleeps 0.1 s an epoch more than after, in every pair
+    assert len(result.pair_speedups) == 3 and min(result.pair_speedups) > 2
+    assert result.speedup_ci[0] > 2 and result.faster == "yes"
+    assert result.before_epoch_s - result.after_epoch_s > 0.09
+    assert result.max_rel_loss_diff == 0.0 and result.steps == 4  # same maths, same seed: equal losses
+    assert config["model"]["class_path"] == "timed_linear_module.TimedLinear"  # the caller's config is left alone
+
+
+def test_before_after_rejects_an_unknown_revision_or_a_module_missing_there(toy_env, tmp_path: Path, monkeypatch,
+                                                                            capsys) -> None:
+    import sys
+
+    from benchmarks.perf.before_after import RevisionError, load_module_at
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git_repo_with_two_versions(repo, "timed_linear_module", "X = 1\n", "X = 2\n")
+    (repo / "added_later.py").write_text("Y = 1\n")
+    monkeypatch.syspath_prepend(str(repo))
+    for name in ("timed_linear_module", "added_later"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    sha, alias = load_module_at("HEAD", "timed_linear_module")
+    assert sys.modules[alias].X == 1  # the committed version, not the work tree's X = 2
+    with pytest.raises(RevisionError, match="unknown git revision 'no-such-rev'"):
+        load_module_at("no-such-rev", "timed_linear_module")
+    with pytest.raises(RevisionError, match="added_later.py does not exist at HEAD"):
+        load_module_at("HEAD", "added_later")
+    # through the CLI: a one-line error and exit code 2, no record written
+    assert main(["perf", "before-after", "toy", "linear", "--rev", "no-such-rev", "--results", str(tmp_path / "r")]) == 2
+    assert "unknown git revision 'no-such-rev'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_before_after_records_show_on_the_leaderboard(tmp_path: Path) -> None:
+    from benchmarks.perf.records import write_perf_record
+    from leaderboard.build import build_leaderboard
+
+    write_perf_record(tmp_path, kind="before_after", name="toy-linear-linear-smoke-abc",
+                      payload={"benchmark": "toy", "method": "linear", "dataset": "linear", "profile": "smoke",
+                               "module": "toy_modules", "revision": "0123456789abcdef", "before_epoch_s": 2.0,
+                               "after_epoch_s": 1.0, "speedup": 2.0, "speedup_ci": [1.9, 2.1], "faster": "yes",
+                               "max_rel_loss_diff": 0.0})
+    (tmp_path / "perf/before_after/broken.json").write_text("{")
+    markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | smoke | toy_modules"))
+    assert [cell.strip() for cell in row.split("|")[6:12]] == ["0123456789", "2.000", "1.000", "2.000 [1.900, 2.100]",
+                                                               "yes", "0.0e+00"]
+    assert "broken.json: unreadable perf record" in markdown and "`litbench perf before-after`" in markdown
+
+
+def test_before_after_takes_further_modules_from_the_old_revision_only_when_asked(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from benchmarks.perf.before_after import load_module_at
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "helper_values.py").write_text("VALUE = 1\n")
+    _git_repo_with_two_versions(repo, "uses_helper", "from helper_values import VALUE\nX = VALUE\n",
+                                "from helper_values import VALUE\nX = VALUE\n")
+    (repo / "helper_values.py").write_text("VALUE = 2\n")  # changed after the commit
+    monkeypatch.syspath_prepend(str(repo))
+    for name in ("uses_helper", "helper_values"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import helper_values  # the working tree's version, imported before
+
+    _, alias = load_module_at("HEAD", "uses_helper")
+    assert sys.modules[alias].X == 2  # only uses_helper is old; its import sees today's helper
+    _, alias_with_helper = load_module_at("HEAD", "uses_helper", also=("helper_values",))
+    assert alias_with_helper != alias and sys.modules[alias_with_helper].X == 1
+    assert sys.modules["helper_values"] is helper_values and helper_values.VALUE == 2  # restored afterwards

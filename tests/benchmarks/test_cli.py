@@ -354,11 +354,17 @@ def test_killing_a_suite_also_stops_its_running_worker(toy_env, tmp_path: Path, 
             "--results", str(tmp_path / "results"), *FAST]
     suite = subprocess.Popen(argv, env={**toy_env, "TOY_SLEEP_S": "600"}, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
+    def command_line(process: psutil.Process) -> str:
+        try:
+            return " ".join(process.cmdline())
+        except psutil.NoSuchProcess:  # a short-lived child (e.g. git) that exited, or is a zombie, meanwhile
+            return ""
+
     deadline = time.time() + 120
     workers: list = []
     while time.time() < deadline and not workers:
         workers = [child for child in psutil.Process(suite.pid).children(recursive=True)
-                   if "benchmarks.runner" in " ".join(child.cmdline())]
+                   if "benchmarks.runner" in command_line(child)]
         time.sleep(0.2)
     assert workers, "the run should be executing in a worker process"
     time.sleep(2)  # let the worker get past its start-up

@@ -16,7 +16,11 @@ A spec (``benchmarks/specs/<paper>.yaml``) declares one benchmark::
         datasets: {CiteSeer: {init_args: {hidden: 1024}, trainer: {max_epochs: 150}}}
         stages: [{name: teacher, class_path: ..., init_args: {}, trainer: {}, pass_as: teacher_ckpt}]
     metrics: {primary: acc, higher_is_better: {acc: true}}
-    claims: [{id: beats-kmeans, text: ..., metric: acc, method: dcagc, baseline: kmeans_features}]
+    claims:                                       # judged by leaderboard.claims (its docstring: the rule)
+      - {id: beats-kmeans, text: ..., metric: acc, method: dcagc, baseline: kmeans_features,
+         margin: 0.0, relative: false, min_effect: 0.05, note: "why it may not reproduce at cpu scale"}
+    gates:                                        # did the arms learn? (leaderboard.gates: the kinds)
+      - {id: above-one-cluster, metric: acc, reference_metric: majority_share, why: ...}
     paper_results: {Cora: {dcagc: {acc: 0.70}}}
     profiles:
       smoke: {seeds: 1, trainer: {max_epochs: 2}, data: {datasets: [sbm-synthetic]},
@@ -42,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from leaderboard.gates import MalformedGateError, parse_gate
 
 # $LITBENCH_SPECS_DIR / $LITBENCH_SUITES_DIR point the harness at other spec folders (tests use a
 # toy benchmark this way; users can keep private benchmarks outside the package).
@@ -112,6 +118,9 @@ class ClaimSpec:
     baseline: str
     datasets: list[str] = field(default_factory=list)
     margin: float = 0.0
+    relative: bool = False  # margin and min_effect are fractions of the baseline's value
+    min_effect: float | None = None  # the smallest improvement the paper's claim implies
+    note: str = ""  # why the claim may not reproduce at a scaled profile; shown beside the verdict
 
 
 @dataclass
@@ -140,6 +149,7 @@ class BenchmarkSpec:
     paper_results: dict[str, Any]
     profiles: dict[str, ProfileSpec]
     trainer: dict[str, Any] = field(default_factory=dict)
+    gates: list[dict[str, Any]] = field(default_factory=list)  # validity gates, see leaderboard.gates
 
     def datasets_for(self, profile: str) -> list[str]:
         chosen = self.profiles[profile].datasets
@@ -151,11 +161,18 @@ class BenchmarkSpec:
             "paper": copy.deepcopy(self.paper),
             "task": self.task,
             "metrics": {"primary": self.primary_metric, "higher_is_better": dict(self.higher_is_better)},
-            # An empty datasets list means "every dataset", so it is left out rather than sent as [].
-            "claims": [{k: v for k, v in vars(claim).items() if k != "datasets" or v} for claim in self.claims],
+            "claims": [_claim_snapshot(claim) for claim in self.claims],
+            "gates": copy.deepcopy(self.gates),
             "paper_results": copy.deepcopy(self.paper_results),
             "roles": {name: method.role for name, method in self.methods.items()},
         }
+
+
+def _claim_snapshot(claim: ClaimSpec) -> dict[str, Any]:
+    # Optional keys at their defaults are left out (an empty datasets list means "every dataset"),
+    # so a snapshot reads like the spec that was written.
+    defaults = {"datasets": [], "relative": False, "min_effect": None, "note": ""}
+    return {key: value for key, value in vars(claim).items() if key not in defaults or value != defaults[key]}
 
 
 @dataclass
@@ -302,7 +319,8 @@ def _read_yaml(path: Path) -> Any:
 def load_spec(path: str | Path) -> BenchmarkSpec:
     path = Path(path)
     raw = _mapping(_read_yaml(path), str(path),
-                   {"name", "paper", "task", "data", "trainer", "methods", "metrics", "claims", "paper_results", "profiles"},
+                   {"name", "paper", "task", "data", "trainer", "methods", "metrics", "claims", "gates", "paper_results",
+                    "profiles"},
                    {"name", "data", "methods", "metrics", "profiles"})
     where = str(path)
     name = _string(raw["name"], f"{where}: name")
@@ -327,7 +345,8 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
         raise SpecError(f"{where}: claims: expected a list of claims, got {type(claims_raw).__name__}")
     for index, claim_raw in enumerate(claims_raw):
         at = f"{where}: claims[{index}]"
-        claim = _mapping(claim_raw, at, {"id", "text", "metric", "method", "baseline", "datasets", "margin"},
+        claim = _mapping(claim_raw, at, {"id", "text", "metric", "method", "baseline", "datasets", "margin",
+                                         "relative", "min_effect", "note"},
                          {"id", "metric", "method", "baseline"})
         for key in ("metric", "method", "baseline"):
             claim[key] = _string(claim[key], f"{at}.{key}")
@@ -339,9 +358,19 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
         margin = claim.get("margin", 0.0)
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
             raise SpecError(f"{at}.margin: expected a number, got {margin!r}")
+        min_effect = claim.get("min_effect")
+        if min_effect is not None and (isinstance(min_effect, bool) or not isinstance(min_effect, (int, float))
+                                       or not math.isfinite(min_effect) or min_effect < 0):
+            raise SpecError(f"{at}.min_effect: expected a number >= 0 (an improvement in the metric's units), got {min_effect!r}")
+        if not isinstance(claim.get("relative", False), bool):
+            raise SpecError(f"{at}.relative: expected true or false, got {claim['relative']!r}")
         claims.append(ClaimSpec(id=_string(claim["id"], f"{at}.id"), text=str(claim.get("text", "")),
                                 metric=claim["metric"], method=claim["method"], baseline=claim["baseline"],
-                                datasets=_string_list(claim.get("datasets"), f"{at}.datasets"), margin=float(margin)))
+                                datasets=_string_list(claim.get("datasets"), f"{at}.datasets"), margin=float(margin),
+                                relative=bool(claim.get("relative", False)),
+                                min_effect=None if min_effect is None else float(min_effect),
+                                note=str(claim.get("note") or "")))
+    gates = _gates(raw.get("gates"), where, directions=directions, methods=methods)
     profiles_raw = _free_mapping(raw["profiles"], f"{where}: profiles")
     profiles = {}
     for profile_name, block in profiles_raw.items():
@@ -352,7 +381,26 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
                          task=str(raw.get("task", "")), data=data, methods=methods, primary_metric=primary,
                          higher_is_better=directions, claims=claims,
                          paper_results=_free_mapping(raw.get("paper_results"), f"{where}: paper_results"),
-                         profiles=profiles, trainer=_free_mapping(raw.get("trainer"), f"{where}: trainer"))
+                         profiles=profiles, trainer=_free_mapping(raw.get("trainer"), f"{where}: trainer"),
+                         gates=gates)
+
+
+def _gates(value: Any, where: str, *, directions: dict[str, bool], methods: dict[str, MethodSpec]) -> list[dict[str, Any]]:
+    """The spec's validity gates, checked by the leaderboard's own parser so both agree on the format."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SpecError(f"{where}: gates: expected a list of gates, got {type(value).__name__}")
+    ids = set()
+    for index, gate in enumerate(value):
+        try:
+            parsed = parse_gate(gate, higher_is_better=directions, methods=methods)
+        except MalformedGateError as exc:
+            raise SpecError(f"{where}: gates[{index}]: {exc}") from None
+        if parsed.id in ids:
+            raise SpecError(f"{where}: gates[{index}]: gate id {parsed.id!r} is used twice")
+        ids.add(parsed.id)
+    return copy.deepcopy(value)
 
 
 def load_suite(path: str | Path) -> SuiteSpec:

@@ -5,7 +5,7 @@ the benchmarks' claims (``leaderboard.claims``, whose docstring states the verdi
 writes the four files into ``out_dir``; with ``wandb_mode`` offline/online it also logs one
 "leaderboard" run (``leaderboard.wandb_export``).
 
-Specs: ``specs`` maps a benchmark name to ``{metrics: {primary, higher_is_better}, claims: [...],
+Specs: ``specs`` maps a benchmark name to ``{metrics: {primary, higher_is_better}, claims: [...], gates: [...],
 paper_results: {dataset: {method: {metric: value}}}, paper: {title, venue, arxiv, code}}``. A
 benchmark missing from it is read with the ``spec`` snapshot of its newest record, so a results
 folder is readable without the spec files that produced it.
@@ -75,7 +75,8 @@ def build_leaderboard(results_dir: str | Path, out_dir: str | Path, specs: dict[
                             "metrics are not ranked and claims are not judged")
             continue
         verdicts.append(judge_claims(frame, benchmark=benchmark, metrics=dict(spec.get("metrics") or {}),
-                                     claims=list(spec.get("claims") or []), problems=problems))
+                                     claims=list(spec.get("claims") or []), gates=spec.get("gates"),
+                                     problems=problems))
     claims = pd.concat(verdicts, ignore_index=True) if verdicts else claims_frame([])
     for problem in problems:
         log.warning("%s", problem)

@@ -15,9 +15,9 @@ import mimetypes
 import re
 from pathlib import Path
 
-from leaderboard.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from leaderboard.formatting import MISSING, format_number, format_seconds, format_signed
-from leaderboard.markdown import CLAIM_HEADER, VERDICT_RULE, format_interval, paper_line
+from leaderboard.formatting import MISSING, format_number, format_seconds
+from leaderboard.markdown import (CLAIM_HEADER, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
+                                  summary_cells)
 from leaderboard.perf_tables import BEFORE_AFTER_HEADER, PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
 from leaderboard.report import SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
 
@@ -41,6 +41,8 @@ table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 .verdict-reproduced { color: #1b7f3b; font-weight: 600; }
 .verdict-not-reproduced { color: #b00020; font-weight: 600; }
 .verdict-inconclusive { color: #a36b00; font-weight: 600; }
+.verdict-invalid { color: #5a5a5a; background: #ececec; font-weight: 600; font-style: italic; }
+tr.claim-invalid td { color: #666; }
 .gallery { display: flex; flex-wrap: wrap; gap: .75rem; } figure { margin: 0; }
 figure img { max-width: 360px; image-rendering: pixelated; border: 1px solid #ddd; }
 .group { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
@@ -126,23 +128,16 @@ def render_group(benchmark: str, table: GroupTable) -> str:
 def render_claims(benchmark: BenchmarkReport) -> str:
     if benchmark.claims.empty:
         return '<p class="muted">No claims could be judged (none in the spec, or no records of their methods).</p>'
+    # data-sort keys: numbers where the column is numeric, so a click sorts them as numbers
+    numeric = {"n": "n", "mean diff": "diff_mean", CLAIM_HEADER[7]: "ci_low", "detectable": "detectable"}
     rows = []
     for claim in benchmark.claims.itertuples(index=False):
-        label = f"{claim.claim}: {claim.text}" if claim.text else str(claim.claim)
-        metric = claim.metric + (f" (margin {format_number(claim.margin)})" if claim.margin else "")
-        cells = [
-            f"<td{sort_attribute(str(claim.claim))}>{esc(label)}</td>",
-            f"<td{sort_attribute(str(claim.dataset))}>{esc(claim.dataset)}</td>",
-            f"<td{sort_attribute(str(claim.profile))}>{esc(claim.profile)}</td>",
-            f"<td>{esc(f'{claim.method} vs {claim.baseline}')}</td>",
-            f"<td>{esc(metric)}</td>",
-            f"<td{sort_attribute(float(claim.n))}>{claim.n}</td>",
-            f"<td{sort_attribute(float(claim.diff_mean))}>{esc(format_signed(claim.diff_mean))}</td>",
-            f"<td{sort_attribute(float(claim.ci_low))}>"
-            f"{esc(format_interval(claim.ci_low, claim.ci_high, reference=claim.diff_mean))}</td>",
-            f'<td{sort_attribute(claim.verdict)} class="verdict-{slug(claim.verdict)}">{esc(claim.verdict)}</td>',
-        ]
-        rows.append("<tr>" + "".join(cells) + "</tr>")
+        cells = []
+        for header, text in zip(CLAIM_HEADER, claim_cells(claim)):
+            key = float(getattr(claim, numeric[header])) if header in numeric else text
+            style = f' class="verdict-{slug(text)}"' if header == CLAIM_HEADER[VERDICT_INDEX] else ""
+            cells.append(f"<td{sort_attribute(key)}{style}>{esc(text)}</td>")
+        rows.append(f'<tr class="claim-{slug(claim.verdict)}">' + "".join(cells) + "</tr>")
     return render_table(CLAIM_HEADER, rows)
 
 
@@ -215,21 +210,14 @@ def render_benchmark(benchmark: BenchmarkReport, results_dir: Path | None = None
 def render_summary(report: LeaderboardReport) -> str:
     rows = []
     for benchmark in report.benchmarks:
-        counts = benchmark.verdict_counts()
-        reproduced = counts.get(REPRODUCED, 0)
         anchor = f'<a href="#bench-{esc(slug(benchmark.name))}">{esc(benchmark.name)}</a>'
-        cells = [
-            f'<td data-sort="{esc(benchmark.name)}">{anchor}</td>',
-            f"<td>{esc(paper_line(benchmark) or MISSING)}</td>",
-            f'<td data-sort="{reproduced}">{reproduced} / {len(benchmark.claims)}</td>',
-            f'<td data-sort="{counts.get(NOT_REPRODUCED, 0)}">{counts.get(NOT_REPRODUCED, 0)}</td>',
-            f'<td data-sort="{counts.get(INCONCLUSIVE, 0)}">{counts.get(INCONCLUSIVE, 0)}</td>',
-            f'<td data-sort="{benchmark.runs_ok}">{benchmark.runs_ok}</td>',
-            f'<td data-sort="{benchmark.runs_failed}">{benchmark.runs_failed}</td>',
-        ]
+        counts = summary_cells(benchmark)
+        cells = [f'<td data-sort="{esc(benchmark.name)}">{anchor}</td>',
+                 f"<td>{esc(paper_line(benchmark) or MISSING)}</td>",
+                 f'<td data-sort="{benchmark.verdict_counts().get("reproduced", 0)}">{esc(counts[0])}</td>',
+                 *(f'<td data-sort="{esc(count)}">{esc(count)}</td>' for count in counts[1:])]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    header = ["benchmark", "paper", "claims reproduced / judged", "not reproduced", "inconclusive",
-              "ok runs", "failed runs"]
+    header = SUMMARY_HEADER
     setups = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.hardware)
     versions = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.software)
     return (f'<section id="summary"><h2>Summary</h2>{render_table(header, rows)}'

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from leaderboard.claims import CONFIDENCE, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from leaderboard.claims import CONFIDENCE, INCONCLUSIVE, INVALID, NOT_REPRODUCED, REPRODUCED, VERDICTS
 from leaderboard.formatting import MISSING, decimals_for, format_number, format_signed, is_missing
 from leaderboard.perf_tables import BEFORE_AFTER_HEADER, PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
 from leaderboard.report import SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTable, LeaderboardReport
@@ -14,8 +14,13 @@ from leaderboard.report import SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTa
 VERDICT_RULE = (
     f"Verdicts pair the ok runs of method and baseline by seed (n pairs) and take the "
     f"{CONFIDENCE:.0%} Student-t interval of the mean improvement (positive = the method is better): "
-    f"n < 2 → {INCONCLUSIVE}; interval above the claim's margin → {REPRODUCED}; "
-    f"mean ≤ margin → {NOT_REPRODUCED}; otherwise {INCONCLUSIVE} (more seeds needed).")
+    f"{INVALID} when an arm fails a validity gate (it did not learn) or the arms do not differ; "
+    f"n < 2 → {INCONCLUSIVE}; interval above the claim's margin → {REPRODUCED}; interval at or below the "
+    f"margin, or below margin + min effect (the smallest improvement the paper implies) → {NOT_REPRODUCED}; "
+    f"otherwise {INCONCLUSIVE}. 'detectable' is the interval's half-width: the smallest effect these seeds "
+    f"could show.")
+SUMMARY_HEADER = ["benchmark", "paper", "claims reproduced / judged", "not reproduced", "inconclusive", "invalid",
+                  "ok runs", "failed runs"]
 
 
 def escape_markdown(text: Any) -> str:
@@ -53,6 +58,59 @@ def claim_counts(benchmark: BenchmarkReport) -> str:
     return f"{counts.get(REPRODUCED, 0)} / {len(benchmark.claims)}"
 
 
+def summary_cells(benchmark: BenchmarkReport) -> list[str]:
+    """The summary row after benchmark and paper: verdict counts, then ok and failed runs."""
+    counts = benchmark.verdict_counts()
+    return [claim_counts(benchmark), *(str(counts.get(verdict, 0)) for verdict in VERDICTS[1:]),
+            str(benchmark.runs_ok), str(benchmark.runs_failed)]
+
+
+def format_claim_number(value: float, *, relative: bool, signed: bool = True, reference: float | None = None) -> str:
+    """A claim's difference in the metric's units, or in percent of the baseline for relative claims."""
+    if is_missing(value):
+        return MISSING
+    if relative:
+        return f"{value * 100:+.1f}%" if signed else f"{value * 100:.1f}%"
+    if signed:
+        return format_signed(value, decimals=None if reference is None or is_missing(reference) else decimals_for(reference))
+    return format_number(value)
+
+
+def claim_metric_label(claim: Any) -> str:
+    """``metric (relative, margin -5.6%, min effect 1.5)``: how the claim's difference is read."""
+    details = ["relative"] if claim.relative else []
+    if claim.margin:
+        details.append(f"margin {format_claim_number(claim.margin, relative=claim.relative)}")
+    if not is_missing(claim.min_effect):
+        details.append(f"min effect {format_claim_number(claim.min_effect, relative=claim.relative, signed=False)}")
+    return claim.metric + (f" ({', '.join(details)})" if details else "")
+
+
+def claim_interval(claim: Any) -> str:
+    if claim.relative:
+        if is_missing(claim.ci_low) or is_missing(claim.ci_high):
+            return MISSING
+        return (f"[{format_claim_number(claim.ci_low, relative=True)}, "
+                f"{format_claim_number(claim.ci_high, relative=True)}]")
+    return format_interval(claim.ci_low, claim.ci_high, reference=claim.diff_mean)
+
+
+def claim_why(claim: Any) -> str:
+    """The reason of an invalid (or unpaired) verdict, then the spec's note on the claim."""
+    return " — ".join(part for part in (claim.reason, claim.note) if part)
+
+
+def claim_cells(claim: Any) -> list[str]:
+    """One claim row as plain text, in CLAIM_HEADER order (renderers escape and style it)."""
+    label = f"{claim.claim}: {claim.text}" if claim.text else str(claim.claim)
+    return [label, str(claim.dataset), str(claim.profile), f"{claim.method} vs {claim.baseline}",
+            claim_metric_label(claim), str(claim.n),
+            format_claim_number(claim.diff_mean, relative=claim.relative, reference=claim.diff_mean),
+            claim_interval(claim),
+            format_claim_number(claim.detectable, relative=claim.relative, signed=False),
+            claim.verdict, claim_why(claim)]
+
+
 def format_interval(low: float, high: float, *, reference: float) -> str:
     if is_missing(low) or is_missing(high):
         return MISSING
@@ -63,19 +121,15 @@ def format_interval(low: float, high: float, *, reference: float) -> str:
 def claim_rows(claims: pd.DataFrame) -> list[list[str]]:
     rows = []
     for claim in claims.itertuples(index=False):
-        claim_label = f"{claim.claim}: {claim.text}" if claim.text else str(claim.claim)
-        margin = f" (margin {format_number(claim.margin)})" if claim.margin else ""
-        rows.append([
-            escape_markdown(claim_label), escape_markdown(claim.dataset), escape_markdown(claim.profile),
-            escape_markdown(f"{claim.method} vs {claim.baseline}"), escape_markdown(claim.metric + margin),
-            str(claim.n), format_signed(claim.diff_mean),
-            format_interval(claim.ci_low, claim.ci_high, reference=claim.diff_mean), f"**{claim.verdict}**",
-        ])
+        cells = [escape_markdown(cell) for cell in claim_cells(claim)]
+        cells[VERDICT_INDEX] = f"**{cells[VERDICT_INDEX]}**"
+        rows.append(cells)
     return rows
 
 
 CLAIM_HEADER = ["claim", "dataset", "profile", "comparison", "metric", "n", "mean diff",
-                f"{CONFIDENCE:.0%} CI", "verdict"]
+                f"{CONFIDENCE:.0%} CI", "detectable", "verdict", "why"]
+VERDICT_INDEX = CLAIM_HEADER.index("verdict")
 
 
 def render_group(table: GroupTable) -> list[str]:
@@ -121,13 +175,9 @@ def render_markdown(report: LeaderboardReport) -> str:
     lines += ["## Summary", ""]
     summary_rows = []
     for benchmark in report.benchmarks:
-        counts = benchmark.verdict_counts()
-        summary_rows.append([
-            escape_markdown(benchmark.name), escape_markdown(paper_line(benchmark) or MISSING),
-            claim_counts(benchmark), str(counts.get(NOT_REPRODUCED, 0)), str(counts.get(INCONCLUSIVE, 0)),
-            str(benchmark.runs_ok), str(benchmark.runs_failed)])
-    lines += [markdown_table(["benchmark", "paper", "claims reproduced / judged", "not reproduced",
-                              "inconclusive", "ok runs", "failed runs"], summary_rows), ""]
+        summary_rows.append([escape_markdown(benchmark.name), escape_markdown(paper_line(benchmark) or MISSING),
+                             *summary_cells(benchmark)])
+    lines += [markdown_table(SUMMARY_HEADER, summary_rows), ""]
     lines += ["Claims are judged per (dataset, profile). " + VERDICT_RULE, ""]
     if report.suite_times:
         lines += ["**Wall time** (ok runs run one after another; overhead = time outside stages, fit and test)", "",

@@ -9,12 +9,13 @@ verdict. Everything outside the markers is left byte for byte.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 
-from leaderboard.formatting import format_signed
-from leaderboard.markdown import escape_markdown, format_interval, markdown_table
+from leaderboard.claims import VERDICTS
+from leaderboard.markdown import CLAIM_HEADER, claim_cells, escape_markdown, markdown_table
 from leaderboard.report import LeaderboardReport
 
 BEGIN = "<!-- litbench:results:begin -->"
@@ -66,12 +67,17 @@ def render_excerpt(report: LeaderboardReport, frame: pd.DataFrame, *, profile: s
     claim_rows = []
     for benchmark in report.benchmarks:
         for claim in benchmark.claims[benchmark.claims["profile"] == profile].itertuples(index=False):
+            cells = claim_cells(claim)
             claim_rows.append([escape_markdown(benchmark.name), escape_markdown(claim.claim), escape_markdown(claim.dataset),
-                               format_signed(claim.diff_mean),
-                               format_interval(claim.ci_low, claim.ci_high, reference=claim.diff_mean),
-                               f"**{claim.verdict}**"])
+                               *(cells[CLAIM_HEADER.index(column)] for column in ("mean diff", CLAIM_HEADER[7], "detectable")),
+                               f"**{claim.verdict}**", escape_markdown(claim.reason)])
     if claim_rows:
-        lines += [markdown_table(["benchmark", "claim", "dataset", "mean diff", "95% CI", "verdict"], claim_rows), ""]
+        counts = Counter(verdict for benchmark in report.benchmarks
+                         for verdict in benchmark.claims.loc[benchmark.claims["profile"] == profile, "verdict"])
+        lines += [f"{len(claim_rows)} claim rows: " + ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in VERDICTS)
+                  + ". Invalid rows say which arm failed which validity gate.", "",
+                  markdown_table(["benchmark", "claim", "dataset", "mean diff", "95% CI", "detectable", "verdict",
+                                  "reason"], claim_rows), ""]
     lines.append("Full tables, costs and plots: `leaderboard/LEADERBOARD.md` and `leaderboard/index.html`.")
     return "\n".join(lines)
 

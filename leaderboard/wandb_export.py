@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from leaderboard.claims import CLAIM_COLUMNS, REPRODUCED
+from leaderboard.claims import CLAIM_COLUMNS, CLAIM_EXTRA_COLUMNS, VERDICTS
 from leaderboard.report import LeaderboardReport
 
 WANDB_MODES = ("online", "offline", "disabled")
@@ -89,7 +89,7 @@ def log_leaderboard(report: LeaderboardReport, *, mode: str, project: str, save_
             columns, rows = table_payload(aggregate_table_frame(benchmark.aggregates))
             payload[benchmark.name] = wandb.Table(columns=columns, data=rows)
         claims = pd.concat([benchmark.claims for benchmark in report.benchmarks], ignore_index=True) \
-            if report.benchmarks else pd.DataFrame(columns=list(CLAIM_COLUMNS))
+            if report.benchmarks else pd.DataFrame(columns=[*CLAIM_COLUMNS, *CLAIM_EXTRA_COLUMNS])
         columns, rows = table_payload(claims)
         payload[CLAIMS_KEY] = wandb.Table(columns=columns, data=rows)
         for key, title, bars in primary_metric_bars(report):
@@ -99,7 +99,8 @@ def log_leaderboard(report: LeaderboardReport, *, mode: str, project: str, save_
         run.summary["runs_ok"] = report.runs_ok
         run.summary["runs_failed"] = report.runs_failed
         run.summary["claims_judged"] = int(len(claims))
-        run.summary["claims_reproduced"] = int((claims["verdict"] == REPRODUCED).sum()) if len(claims) else 0
+        for verdict in VERDICTS:  # claims_reproduced, claims_not_reproduced, claims_inconclusive, claims_invalid
+            run.summary[f"claims_{verdict.replace(' ', '_')}"] = int((claims["verdict"] == verdict).sum()) if len(claims) else 0
         run_dir = Path(run.dir).parent
     finally:
         run.finish()

@@ -86,3 +86,46 @@ def test_reference_is_a_role(tmp_path: Path) -> None:
     text = TOY_SPEC.read_text().replace("mean: {role: baseline", "mean: {role: reference")
     assert "role: reference" in text
     assert load_spec(write(tmp_path, text)).methods["mean"].role == "reference"
+
+
+def test_gates_and_claim_keys_load_and_reach_the_leaderboard_snapshot(tmp_path: Path) -> None:
+    text = TOY_SPEC.read_text().replace(
+        "metric: mse, method: linear, baseline: mean}",
+        'metric: mse, method: linear, baseline: mean, margin: -0.05, relative: true, min_effect: 0.1,\n'
+        '     note: "the mean cannot fit a slope"}')
+    text += ('gates:\n'
+             '  - {id: fits, metric: mse, max: 1.0, methods: [linear], why: "below the variance of y"}\n'
+             '  - {id: beats-mean, metric: mse, reference_method: mean, methods: [linear]}\n')
+    spec = load_spec(write(tmp_path, text))
+    claim = spec.claims[0]
+    assert (claim.margin, claim.relative, claim.min_effect, claim.note) == (-0.05, True, 0.1, "the mean cannot fit a slope")
+    snapshot = spec.snapshot()
+    assert snapshot["claims"][0]["relative"] is True and snapshot["claims"][0]["min_effect"] == 0.1
+    assert [gate["id"] for gate in snapshot["gates"]] == ["fits", "beats-mean"]
+    # defaults stay out of the snapshot, so it reads like the spec that was written
+    assert set(load_spec(TOY_SPEC).snapshot()["claims"][0]) == {"id", "text", "metric", "method", "baseline", "margin"}
+
+
+@pytest.mark.parametrize("gates, message", [
+    ("  - {id: g, metric: mse}\n", "gates[0]: gate 'g': give exactly one of"),
+    ("  - {id: g, metric: mse, max: 1, methods: [nosuch]}\n", "gates[0]: gate 'g': unknown method 'nosuch'"),
+    ("  - {id: g, metric: mse, reference_method: ghost}\n", "unknown method 'ghost'"),
+    ("  - {id: g, metric: r2, reference_metric: mse}\n", "metric 'r2' has no direction"),
+    ("  - {id: g, metric: mse, max: 1}\n  - {id: g, metric: mse, max: 2}\n", "gates[1]: gate id 'g' is used twice"),
+    ("  - {id: g, metric: mse, max: 1, floor: 2}\n", "unknown key 'floor'"),
+])
+def test_malformed_gate_is_a_one_line_spec_error(tmp_path: Path, gates: str, message: str) -> None:
+    with pytest.raises(SpecError) as error:
+        load_spec(write(tmp_path, TOY_SPEC.read_text() + "gates:\n" + gates))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("min_effect: -0.1", "min_effect: expected a number >= 0"),
+    ("relative: yes please", "relative: expected true or false"),
+])
+def test_malformed_claim_keys_are_one_line_errors(tmp_path: Path, extra: str, message: str) -> None:
+    text = TOY_SPEC.read_text().replace("metric: mse, method: linear, baseline: mean}",
+                                        f"metric: mse, method: linear, baseline: mean, {extra}}}")
+    with pytest.raises(SpecError, match=message):
+        load_spec(write(tmp_path, text))

@@ -17,8 +17,12 @@ ALPHA_SPEC = {
         {"id": "beats-linear", "text": "ours beats a linear probe", "metric": "acc", "method": "ours",
          "baseline": "linear"},
         {"id": "lower-loss", "text": "ours has lower loss than k-means", "metric": "loss", "method": "ours",
-         "baseline": "kmeans"},
+         "baseline": "kmeans", "note": "k-means is run for 3 iterations only"},
+        {"id": "linear-beats-ours", "text": "the linear probe beats ours", "metric": "acc", "method": "linear",
+         "baseline": "ours"},
     ],
+    # k-means reaches 0.50, 0.52, 0.54: below the floor on 2 of 3 seeds, so its claim is invalid
+    "gates": [{"id": "kmeans-learned", "metric": "acc", "min": 0.53, "methods": ["kmeans"]}],
     "paper_results": {"Cora": {"ours": {"acc": 0.7}}},
     "paper": {"title": "Alpha Networks", "venue": "NeurIPS 2099", "arxiv": "9901.00001", "code": "alpha/alpha"},
 }
@@ -128,9 +132,14 @@ def test_markdown_tables(populated: Path, tmp_path: Path) -> None:
     assert (broken["fid ↓"], broken["runs"], broken["failed"]) == ("—", "0", "2 (ValueError ×2)")
 
     summary = markdown[markdown.index("## Summary"):markdown.index("## Problems")]
-    assert "| alpha | Alpha Networks · NeurIPS 2099 · arXiv 9901.00001 · code alpha/alpha | 1 / 2 | 1 | 0 | 9 | 1 |" \
+    assert summary.splitlines()[2] == ("| benchmark | paper | claims reproduced / judged | not reproduced | inconclusive "
+                                       "| invalid | ok runs | failed runs |")
+    assert "| alpha | Alpha Networks · NeurIPS 2099 · arXiv 9901.00001 · code alpha/alpha | 1 / 3 | 1 | 0 | 1 | 9 | 1 |" \
         in summary
-    assert "| beta | Beta GAN · ICML 2098 | 0 / 1 | 0 | 1 | 2 | 2 |" in summary
+    assert "| beta | Beta GAN · ICML 2098 | 0 / 1 | 0 | 1 | 0 | 2 | 2 |" in summary
+    invalid_row = next(line for line in markdown.splitlines() if line.startswith("| lower-loss:"))
+    assert "| **invalid** | kmeans on Cora fails gate kmeans-learned (acc >= 0.53): 0.500, 0.520 on 2/3 seeds " \
+           "— k-means is run for 3 iterations only |" in invalid_row
     assert "accelerator cpu; devices 1; world_size 1; num_nodes 1; cpu Test CPU (14 runs)" in summary
     # Versions with a run count; the commits are counted, not listed (each record keeps its own sha).
     assert "python 3.11.9; torch 2.14.1; lightning 2.6.6; torchmetrics 1.9.0 (1 commit) (14 runs)" in summary
@@ -153,15 +162,19 @@ def test_csv_files(populated: Path, tmp_path: Path) -> None:
         claims = {row["claim"]: row for row in csv.DictReader(handle)}
     assert list(next(iter(claims.values()))) == [
         "benchmark", "dataset", "profile", "claim", "metric", "method", "baseline", "n", "diff_mean", "ci_low",
-        "ci_high", "verdict", "margin"]
+        "ci_high", "verdict", "margin", "relative", "min_effect", "detectable", "reason"]
     # ours - linear on acc: diffs 0.05, 0.06, 0.07 -> 0.06, interval [0.0352, 0.0848]
     assert claims["beats-linear"]["verdict"] == "reproduced"
     assert claims["beats-linear"]["n"] == "3"
     assert float(claims["beats-linear"]["diff_mean"]) == pytest.approx(0.06)
     assert float(claims["beats-linear"]["ci_low"]) == pytest.approx(0.035159, abs=1e-6)
-    # loss (lower is better): ours 0.32 vs k-means 0.20 -> improvement -0.12
-    assert claims["lower-loss"]["verdict"] == "not reproduced"
+    assert float(claims["beats-linear"]["detectable"]) == pytest.approx(0.024841, abs=1e-6)
+    assert claims["beats-linear"]["reason"] == "" and claims["beats-linear"]["min_effect"] == ""
+    # loss (lower is better): ours 0.32 vs k-means 0.20 -> improvement -0.12, but k-means failed its gate
+    assert claims["lower-loss"]["verdict"] == "invalid"
+    assert claims["lower-loss"]["reason"] == "kmeans on Cora fails gate kmeans-learned (acc >= 0.53): 0.500, 0.520 on 2/3 seeds"
     assert float(claims["lower-loss"]["diff_mean"]) == pytest.approx(-0.12)
+    assert claims["linear-beats-ours"]["verdict"] == "not reproduced"  # interval [-0.0848, -0.0352]
     # beta: one seed each, judged with the snapshot's lower-is-better direction
     assert claims["gen-beats-base"]["verdict"] == "inconclusive"
     assert float(claims["gen-beats-base"]["diff_mean"]) == pytest.approx(15.5)
@@ -180,6 +193,11 @@ def test_index_html_is_self_contained(populated: Path, tmp_path: Path) -> None:
     assert '<td data-sort="0.62"><strong>0.620 ± 0.020 (3)</strong> <span class="paper">· paper 0.700</span></td>' in page
     assert page.count("<svg") == 2 and page.count("<circle") == 3 + 2  # one point per method with a fit time
     assert 'class="verdict-reproduced">reproduced<' in page
+    invalid_row = next(row for row in page.split("<tr") if "lower-loss" in row)
+    assert invalid_row.startswith(' class="claim-invalid">')
+    assert 'class="verdict-invalid">invalid</td>' in invalid_row
+    assert "kmeans on Cora fails gate kmeans-learned (acc &gt;= 0.53)" in invalid_row
+    assert ".verdict-invalid {" in page  # its own colour
 
 
 def test_run_artifacts_are_embedded_in_the_page_and_listed_in_markdown(write_run, results_dir: Path,
@@ -254,14 +272,18 @@ def test_wandb_offline_tables(populated: Path, tmp_path: Path, monkeypatch: pyte
     assert dict(map(tuple, bars["data"])) == pytest.approx({"ours": 0.62, "kmeans": 0.52, "linear": 0.56})
     claims = table("claims")
     verdicts = {row[claims["columns"].index("claim")]: row[claims["columns"].index("verdict")] for row in claims["data"]}
-    assert verdicts == {"beats-linear": "reproduced", "lower-loss": "not reproduced", "gen-beats-base": "inconclusive"}
+    assert verdicts == {"beats-linear": "reproduced", "lower-loss": "invalid", "linear-beats-ours": "not reproduced",
+                        "gen-beats-base": "inconclusive"}
+    reasons = {row[claims["columns"].index("claim")]: row[claims["columns"].index("reason")] for row in claims["data"]}
+    assert reasons["lower-loss"].startswith("kmeans on Cora fails gate kmeans-learned")
     import subprocess
 
     inspected = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],
                                capture_output=True, text=True, timeout=120)
     summary = json.loads(inspected.stdout)
     assert summary["name"] == "leaderboard" and summary["project"] == "litbench-test"
-    assert summary["summary"]["claims_reproduced"] == 1 and summary["summary"]["claims_judged"] == 3
+    assert summary["summary"]["claims_reproduced"] == 1 and summary["summary"]["claims_judged"] == 4
+    assert summary["summary"]["claims_invalid"] == 1 and summary["summary"]["claims_not_reproduced"] == 1
     assert summary["summary"]["runs_failed"] == 3
 
 

@@ -40,19 +40,41 @@ def test_zero_spread_gives_a_point_interval() -> None:
     result = judge_improvements([0.25, 0.25])
     assert (result.ci_low, result.ci_high) == (pytest.approx(0.25), pytest.approx(0.25))
     assert result.verdict == REPRODUCED
-    assert judge_improvements([0.0, 0.0, 0.0]).verdict == NOT_REPRODUCED
+    assert result.detectable == 0.0
+    assert judge_improvements([0.0, 0.0, 0.0]).verdict == NOT_REPRODUCED  # point interval at the margin
 
 
-def test_loss_is_not_reproduced() -> None:
+def test_an_interval_that_spans_both_signs_is_inconclusive_not_a_refutation() -> None:
+    # mean -0.0167 < 0, sd 0.0764, half-width 0.1897: interval [-0.206, +0.173]
     result = judge_improvements([-0.1, 0.0, 0.05])
     assert result.diff_mean == pytest.approx(-0.05 / 3)
+    assert result.ci_high == pytest.approx(-0.05 / 3 + 0.076376 * HALF_WIDTH_PER_SD_3_SEEDS, abs=1e-5)
+    assert result.verdict == INCONCLUSIVE
+
+
+def test_an_interval_at_or_below_the_margin_is_not_reproduced() -> None:
+    # mean -0.11, sd 0.01: interval [-0.1348, -0.0852]
+    result = judge_improvements([-0.10, -0.11, -0.12])
+    assert result.ci_high == pytest.approx(-0.085159, abs=1e-6)
     assert result.verdict == NOT_REPRODUCED
+
+
+def test_min_effect_rules_out_a_claim_whose_interval_stays_below_it() -> None:
+    # mean 0, sd 0.02, half-width 2.484138 * 0.02 = 0.049683: interval [-0.0497, +0.0497]
+    result = judge_improvements([-0.02, 0.0, 0.02], min_effect=0.05)
+    assert result.detectable == pytest.approx(0.049683, abs=1e-6)
+    assert result.verdict == NOT_REPRODUCED  # 0.0497 < 0 + 0.05: an effect as large as the paper's is ruled out
+    assert judge_improvements([-0.02, 0.0, 0.02], min_effect=0.04).verdict == INCONCLUSIVE  # 0.0497 >= 0.04
+    assert judge_improvements([-0.02, 0.0, 0.02]).verdict == INCONCLUSIVE
+    # margin and min_effect add up: the bar is margin + min_effect
+    assert judge_improvements([-0.02, 0.0, 0.02], margin=-0.02, min_effect=0.07).verdict == NOT_REPRODUCED
+    assert judge_improvements([-0.02, 0.0, 0.02], margin=-0.02, min_effect=0.06).verdict == INCONCLUSIVE
 
 
 def test_single_seed_is_inconclusive_without_interval() -> None:
     result = judge_improvements([0.9])
     assert (result.n, result.diff_mean, result.verdict) == (1, pytest.approx(0.9), INCONCLUSIVE)
-    assert math.isnan(result.ci_low) and math.isnan(result.ci_high)
+    assert math.isnan(result.ci_low) and math.isnan(result.ci_high) and math.isnan(result.detectable)
     assert judge_improvements([]).n == 0 and judge_improvements([]).verdict == INCONCLUSIVE
 
 
@@ -60,15 +82,16 @@ def test_margin_moves_the_bar_but_not_the_reported_numbers() -> None:
     # interval [0.0352, 0.0848], mean 0.06
     assert judge_improvements([0.05, 0.06, 0.07], margin=0.03).verdict == REPRODUCED
     assert judge_improvements([0.05, 0.06, 0.07], margin=0.04).verdict == INCONCLUSIVE
-    assert judge_improvements([0.05, 0.06, 0.07], margin=0.07).verdict == NOT_REPRODUCED
+    assert judge_improvements([0.05, 0.06, 0.07], margin=0.07).verdict == INCONCLUSIVE  # mean below, interval spans
+    assert judge_improvements([0.05, 0.06, 0.07], margin=0.09).verdict == NOT_REPRODUCED
     assert judge_improvements([0.05, 0.06, 0.07], margin=0.04).diff_mean == pytest.approx(0.06)
 
 
 def test_negative_margin_is_a_non_inferiority_claim() -> None:
-    # "accuracy within 2 points": the method may lose up to 0.02; interval of u is [-0.0148, -0.0052]
+    # "accuracy within 2 points": the method may lose up to 0.02
     assert judge_improvements([-0.01, -0.01, -0.01], margin=-0.02).verdict == REPRODUCED
-    assert judge_improvements([-0.006, -0.01, -0.014], margin=-0.02).verdict == REPRODUCED
-    assert judge_improvements([-0.01, -0.02, -0.04], margin=-0.02).verdict == NOT_REPRODUCED
+    assert judge_improvements([-0.006, -0.01, -0.014], margin=-0.02).verdict == REPRODUCED  # [-0.0199, -0.0001]
+    assert judge_improvements([-0.04, -0.05, -0.06], margin=-0.02).verdict == NOT_REPRODUCED  # [-0.0748, -0.0252]
     assert judge_improvements([0.0, -0.01, -0.04], margin=-0.02).verdict == INCONCLUSIVE
 
 

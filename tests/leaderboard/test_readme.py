@@ -11,7 +11,10 @@ from leaderboard.build import build_leaderboard
 from leaderboard.readme import BEGIN, END, ReadmeMarkersError
 
 SPEC = {"metrics": {"primary": "acc", "higher_is_better": {"acc": True}},
-        "claims": [{"id": "a-beats-b", "text": "a beats b", "metric": "acc", "method": "a", "baseline": "b"}]}
+        "claims": [{"id": "a-beats-b", "text": "a beats b", "metric": "acc", "method": "a", "baseline": "b"},
+                   {"id": "a-beats-b-above-floor", "text": "a beats b", "metric": "acc", "method": "a", "baseline": "b",
+                    "datasets": ["Cora"]}],
+        "gates": []}
 
 
 def populate(write_run) -> None:
@@ -34,8 +37,20 @@ def test_excerpt_is_generated_from_records_between_the_markers(write_run, result
     assert "cpu ×1 on Test CPU (6 runs)" in excerpt  # the machine of the cpu-profile records only
     assert "| alpha | Cora | a | proposed | acc | **0.820 ± 0.020 (3)** |" in excerpt
     assert "| alpha | Cora | b | baseline | acc | 0.610 ± 0.010 (3) |" in excerpt
-    assert "| alpha | a-beats-b | Cora | +0.210 |" in excerpt and "**reproduced**" in excerpt
+    assert "| alpha | a-beats-b | Cora | +0.210 | [+0.185, +0.235] | 0.025 | **reproduced** |  |" in excerpt
+    assert "2 claim rows: 2 reproduced, 0 not reproduced, 0 inconclusive, 0 invalid." in excerpt
     assert "0.1" not in excerpt.split("```")[-1].split("| acc |")[0]  # the smoke record is not shown
+
+
+def test_excerpt_shows_invalid_verdicts_with_their_reason(write_run, results_dir: Path, tmp_path: Path) -> None:
+    populate(write_run)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{BEGIN}\n{END}\n")
+    gated = {**SPEC, "gates": [{"id": "b-learned", "metric": "acc", "min": 0.615, "methods": ["b"]}]}
+    text = build_leaderboard(results_dir, tmp_path / "out", specs={"alpha": gated}, readme=readme)["readme"].read_text()
+    assert ("| alpha | a-beats-b | Cora | +0.210 | [+0.185, +0.235] | 0.025 | **invalid** | "
+            "b on Cora fails gate b-learned (acc >= 0.615): 0.600, 0.610 on 2/3 seeds |") in text
+    assert "2 claim rows: 0 reproduced, 0 not reproduced, 0 inconclusive, 2 invalid." in text
 
 
 def test_cli_refuses_a_readme_without_markers_and_writes_nothing(write_run, results_dir: Path, tmp_path: Path) -> None:

@@ -69,10 +69,16 @@ def cluster_accuracy(y_true, y_pred) -> float:
 
 
 def clustering_scores(y_true, y_pred) -> dict[str, float]:
-    """``{acc, nmi, ari, f1}`` for one hard clustering against the true labels."""
+    """``{acc, nmi, ari, f1, majority_share}`` for one hard clustering against the true labels.
+
+    ``majority_share`` is the largest class's share of the nodes: the ACC of putting every node in
+    one cluster, the trivial reference that a clustering must beat (a validity gate of the spec).
+    """
     y_true, y_pred = _as_numpy_labels(y_true), _as_numpy_labels(y_pred)
     matched = match_clusters_to_classes(y_true, y_pred)
+    _, class_counts = np.unique(y_true, return_counts=True)
     return {
+        "majority_share": float(class_counts.max() / y_true.size),
         "acc": float(np.mean(matched == y_true)),
         "nmi": float(normalized_mutual_info_score(y_true, y_pred, average_method="arithmetic")),
         "ari": float(adjusted_rand_score(y_true, y_pred)),

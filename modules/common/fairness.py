@@ -16,7 +16,9 @@ members (or, for ΔEO, without positives) makes the value NaN rather than a sile
 summed across processes before the rates are formed. When every rank scores the same full graph
 (the fairness datamodule's loaders) every count is multiplied by the world size and the rates are
 unchanged. ``FairClassificationMetrics`` bundles it with torchmetrics' binary accuracy, AUROC and
-F1 (positive class) so that a module logs ``acc, auroc, f1, sp, eo`` from one ``update`` call.
+F1 (positive class) so that a module logs ``acc, auroc, f1, sp, eo`` from one ``update`` call, plus
+``majority_acc``: the accuracy of a constant majority-label predictor on the same split, the
+trivial reference of the benchmark's validity gates.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch import nn
 from torchmetrics import Metric
 from torchmetrics.classification import BinaryAccuracy, BinaryAUROC, BinaryF1Score
 
-FAIR_CLASSIFICATION_METRIC_NAMES = ("acc", "auroc", "f1", "sp", "eo")
+FAIR_CLASSIFICATION_METRIC_NAMES = ("acc", "auroc", "f1", "sp", "eo", "majority_acc")
 
 
 def _rate(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
@@ -103,7 +105,15 @@ class FairClassificationMetrics(nn.Module):
 
     def compute(self) -> dict[str, torch.Tensor]:
         return {"acc": self.accuracy.compute(), "auroc": self.auroc.compute(), "f1": self.f1.compute(),
-                **self.fairness.compute()}
+                **self.fairness.compute(), "majority_acc": self.majority_accuracy()}
+
+    def majority_accuracy(self) -> torch.Tensor:
+        """Accuracy of always predicting the split's majority label: the trivial reference a
+        classifier must beat to have learned anything (computed from the labels' counts)."""
+        total = self.fairness.group_size.sum()
+        positives = self.fairness.label_positive.sum()
+        return (torch.maximum(positives, total - positives).double() / total.double()).float() \
+            if total > 0 else torch.tensor(float("nan"))
 
     def reset(self) -> None:
         for metric in (self.accuracy, self.auroc, self.f1, self.fairness):

@@ -24,7 +24,17 @@ from modules.common.clustering import (
 def test_permuted_labels_score_perfectly():
     y_true = np.array([0, 0, 1, 1, 2, 2, 2])
     y_pred = np.array([2, 2, 0, 0, 1, 1, 1])
-    assert clustering_scores(y_true, y_pred) == pytest.approx({"acc": 1.0, "nmi": 1.0, "ari": 1.0, "f1": 1.0})
+    assert clustering_scores(y_true, y_pred) == pytest.approx({"acc": 1.0, "nmi": 1.0, "ari": 1.0, "f1": 1.0,
+                                                               "majority_share": 3 / 7})
+
+
+def test_majority_share_is_the_accuracy_of_one_cluster():
+    # the trivial reference of the validity gate: every node in one cluster matches the largest class
+    y_true = np.array([0, 1, 1, 2, 2, 2, 2, 0])
+    one_cluster = np.zeros_like(y_true)
+    assert clustering_scores(y_true, one_cluster)["majority_share"] == pytest.approx(4 / 8)
+    assert clustering_scores(y_true, one_cluster)["acc"] == pytest.approx(4 / 8)
+    assert clustering_scores(y_true, y_true)["majority_share"] == pytest.approx(4 / 8)  # a property of the labels
 
 
 def test_worked_six_node_example():
@@ -65,7 +75,7 @@ def test_metric_concatenates_updates_and_deduplicates_by_node_index():
     metric.update(y_pred[:4], y_true[:4])
     metric.update(y_pred[4:], y_true[4:])
     result = metric.compute()
-    assert set(result) == {"acc", "nmi", "ari", "f1"}
+    assert set(result) == {"acc", "nmi", "ari", "f1", "majority_share"}
     assert {name: float(value) for name, value in result.items()} == pytest.approx(expected)
 
     # Two "ranks" holding the same full graph: node_index makes the duplicate harmless.
@@ -114,7 +124,8 @@ def test_baselines_run_through_trainer_test_and_beat_chance(baseline_class, tmp_
     trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)
     (results,) = trainer.test(baseline, datamodule=datamodule, verbose=False)
-    assert set(results) == {"test/acc", "test/nmi", "test/ari", "test/f1", "test/clusters_found"}
+    assert set(results) == {"test/acc", "test/nmi", "test/ari", "test/f1", "test/clusters_found", "test/majority_share"}
+    assert results["test/majority_share"] == pytest.approx(1 / 3)  # three balanced blocks of 100 nodes
     assert results["test/clusters_found"] == 3
     # Chance ACC for 3 balanced classes of 100 is about 0.37; features alone are the weakest view.
     minimum_acc = {KMeansClustering: 0.4, SpectralClusteringAdjacency: 0.65, KMeansSmoothedFeatures: 0.75}

@@ -167,7 +167,7 @@ def test_tiny_dcagc_learns_better_than_chance_and_reuses_last_clustering(tmp_pat
     monkeypatch.setattr(model, "cluster", lambda k: calls.append(k) or original_cluster(k))
     (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
     assert calls == []  # epoch 30 was just clustered in validation: C unchanged, result reused
-    assert set(results) == {"test/acc", "test/nmi", "test/ari", "test/f1", "test/clusters_found",
+    assert set(results) == {"test/acc", "test/nmi", "test/ari", "test/f1", "test/clusters_found", "test/majority_share",
                             "test/acc_label_selected", "test/nmi_label_selected", "test/ari_label_selected"}
     assert results["test/acc"] == pytest.approx(last_validation_acc)
     # Chance ACC for 3 balanced classes of 50 is about 0.4.
@@ -205,5 +205,5 @@ def test_gae_kmeans_learns_better_than_chance(tmp_path):
     trainer.limit_val_batches = 0
     trainer.fit(model, datamodule=datamodule)
     (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
-    assert set(results) == {"test/acc", "test/nmi", "test/ari", "test/f1", "test/clusters_found"}
+    assert set(results) == {"test/acc", "test/nmi", "test/ari", "test/f1", "test/clusters_found", "test/majority_share"}
     assert results["test/acc"] > 0.6 and results["test/ari"] > 0.2

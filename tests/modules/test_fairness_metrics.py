@@ -72,3 +72,20 @@ def test_fair_classification_metrics_match_sklearn():
     assert values["f1"] == pytest.approx(f1_score(target.numpy(), hard.numpy()), abs=1e-6)
     assert values["sp"] == pytest.approx(float(statistical_parity_difference(hard, sensitive)), abs=1e-6)
     assert values["eo"] == pytest.approx(float(equal_opportunity_difference(hard, target, sensitive)), abs=1e-6)
+
+
+def test_majority_accuracy_is_what_a_constant_majority_predictor_scores():
+    # 7 negatives and 3 positives: predicting "negative" everywhere is 0.7 accurate, F1 0, AUROC 0.5
+    target = torch.tensor([0, 0, 0, 0, 0, 0, 0, 1, 1, 1])
+    sensitive = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+    constant = torch.full((10,), 0.2)
+    metrics = FairClassificationMetrics()
+    metrics.update(constant, target, sensitive)
+    values = {name: float(value) for name, value in metrics.compute().items()}
+    assert values["majority_acc"] == pytest.approx(0.7)
+    assert values["acc"] == pytest.approx(values["majority_acc"])  # so an `acc > majority_acc` gate fails it
+    assert (values["f1"], values["auroc"]) == (pytest.approx(0.0), pytest.approx(0.5))
+    # a split with more positives: the majority label is positive
+    metrics.reset()
+    metrics.update(constant[:4], torch.tensor([1, 1, 1, 0]), sensitive[:4])
+    assert float(metrics.compute()["majority_acc"]) == pytest.approx(0.75)

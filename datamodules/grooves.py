@@ -232,7 +232,7 @@ class GrooveDataModule(pl.LightningDataModule):
 
     def _read_gmd(self) -> dict[str, list[tuple[str, list[str]]]]:
         """The paper split as drumroll lines; cached as JSON in the cache dir because parsing the
-        463 MIDI files with mido takes ~30 s (the cache key covers the zip's size and mtime)."""
+        463 MIDI files with mido is slow (the cache key covers the zip's size and mtime)."""
         root = self._gmd_root()
         zip_stat = (root / GROOVE_ZIP).stat()
         key = hashlib.sha256(json.dumps([PIPELINE_VERSION, zip_stat.st_size, int(zip_stat.st_mtime),

@@ -135,7 +135,7 @@ def generate_gratings(*, num_images: int, num_classes: int = 10, image_size: int
 def cached_arrays(cache_dir: Path, source: Path, reader) -> ImageArrays:
     """Decode ``source`` once and keep the arrays in ``cache_dir`` keyed by its name, size and mtime.
 
-    Decoding 15k JPEGs takes ~3 s; every run and stage of a suite would repeat it otherwise.
+    Every run and stage of a suite would otherwise decode the JPEGs again.
     The cache file is written under a temporary name and renamed, so a killed run leaves no half file.
     """
     stat = source.stat()

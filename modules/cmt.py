@@ -39,25 +39,25 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
    with peak 4x instead of 8x (pitfall #48/#83: small batches blow up at 8x); no cyclic momentum.
 6. fp32 throughout; standard attention everywhere (DN needs masks). Device-agnostic matching/DN.
    Dropout 0.1 on the attention and FFN outputs (residual branches) but 0 on the attention weights
-   (official 0.1): on CPU the attention-weight dropout alone cost ~10% of a training step.
+   (official 0.1): on CPU the attention-weight dropout is a noticeable share of a training step.
 7. The cls avg factor and the DN avg factor are per rank (as official, not all-reduced); the DN cls
    avg factor is N_dn (pi/6) 0.75^3 as the paper spec states.
 8. Modal masking zeroes the image tensor (the network sees black images: 0 in [0, 1] pixels, about
    -2 after its normalisation) and the points' (x, y, z, i) (they all fall in the centre pillar);
    PEs are unchanged, as official.
 9. The CEM ablation (learned per-view 2D PE) is not implemented here (see the spec's methods).
-10. Convergence fixes (diagnosed on the ``cpu`` profile, where every arm scored mAP < 0.001; all
-    three are on by default and can be switched back to the official behaviour):
+10. Convergence fixes (diagnosed on the ``cpu`` profile, where with the official behaviour no arm
+    learnt to detect within its schedule; all three are on by default and can be switched back to
+    the official behaviour):
 
     a. *No self-attention in the first decoder layer* (``first_self_attention=False``) [bug fix].
        The query content starts at zero, so the first self-attention can only add its learned
        output bias, and the post-norm LayerNorm of that near-zero constant has a 1/sqrt(eps)
-       Jacobian: the gradient norm was median 250, max 6,600 over the first 50 steps (clipped to
-       35, so every other parameter's step shrank ~100x), and the LN turned the tiny bias into a
-       unit-RMS vector shared by all queries that swamped the ~0.16-RMS query PE in the
-       cross-attention logits (the first layer's attention was exactly uniform, max weight
-       0.00396 vs 1/256). Without it the gradient norm stays at 20-40 from the start. In exact
-       arithmetic at initialisation (all biases 0) the official layer computes the same thing.
+       Jacobian: the gradient norm explodes and is clipped (to 35), so every other parameter's
+       step shrinks, and the LN turns the tiny bias into a unit-RMS vector shared by all queries
+       that swamps the (small) query PE in the cross-attention logits, so the first layer's
+       attention is uniform. In exact arithmetic at initialisation (all biases 0) the official
+       layer computes the same thing.
     b. *Multiscale BEV PE* (``bev_pe="multiscale"``) [deviation]: the official pos2embed puts all
        128 frequencies in one octave below one cycle per range, so neighbouring BEV cells (2 m)
        get nearly the same PE; here the frequencies run geometrically from 0.5 to 16 cycles over
@@ -67,42 +67,11 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
        query content and the BEV / image features (default init: ~0.16 RMS, so the positional
        part of the attention logits started ~30x too small).
 
-    Evidence (CMT-L, seed 0, batch 4, 800 train scenes, held-out test scenes; one thread on a
-    shared machine): the official setting scored mAP 0.000 on train and test scenes after 300,
-    400 and 600 steps, also with lr 1e-3 or 10 DN groups; PE gain alone gave 0.005 after 600
-    steps (attention entropy 2.7 vs 5.55 for uniform); a + b + c gave 0.000 / 0.002 / 0.021 /
-    0.036 after 250 / 500 / 750 / 1,000 steps of a 1,000-step schedule (car AP 0.094), still
-    rising. With the fixes CMT-C reached test mAP 0.023 / 0.101 after 500 / 1,000 steps (car /
-    pedestrian / cone AP 0.12 / 0.10 / 0.08), while the fused model with masked-modal training
-    stayed at 0.001 after 1,000 steps (the same with the image PE gain left at 1), whereas the
-    fused model *without* masked-modal training reached 0.088 (car 0.15, pedestrian 0.11): at this
-    length the masked-modal training is what keeps the fused model at the noise floor (why is
-    open; the zeroed modality's tokens still enter the attention). A diagnostic that seeds each query's content with the BEV feature under its anchor
-    (not the method) reaches test mAP 0.17 in 300 steps: heads, losses, matching, box coding
-    and the metric path learn, and what is slow is the global cross-attention learning to
-    localise. The box coding (centres in metres, log sizes, sin/cos yaw, the same code in the L1
-    loss and the matching cost), the sigmoid-space anchors, the focal loss and its -2.19 bias
-    (official), the BEV grid / box coordinate convention (row = y, column = x in the pillar
-    scatter, the BEV PE and the anchors; checked on a scene: the high pillars lie on the GT
-    boxes) and the train/test frames were checked and are as the official code has them.
-
-What the records say. The earlier ``cpu`` records (200 steps of batch 4 per arm, before the fixes
-of 10.) scored mAP < 0.001 in every arm, so their claims were judged on noise. The ``cpu`` profile
-now trains 1,000 steps per model; ``litbench run cmt --profile cpu --seeds 3`` took 15 min 5 s from
-an empty cache on the quiet machine (2 workers). Its records (3 seeds, mean ± std, held-out scenes):
-
-* CMT-C mAP 0.107 ± 0.021 (NDS 0.173), CMT-L 0.019 ± 0.002 (NDS 0.079), but the fused CMT with
-  masked-modal training only 0.0010 ± 0.0007 (NDS 0.063), and 0.0009 without LiDAR.
-* So "fused > camera-only" and "fused >= LiDAR-only" are **not reproduced** (-0.106 and -0.018,
-  intervals below 0) and "without LiDAR near camera-only" is not reproduced; "robust to a missing
-  LiDAR" and "masking helps" are **inconclusive** (CMT's retained share is NaN below the mAP floor;
-  the no-masking ablation runs only in ``full``). CMT-L does collapse without LiDAR (0.000).
-* Likely why: at 1,000 steps the masked-modal fused model has not started to detect, while the same
-  network trained without masking reached mAP 0.088 in the calibration (seed 0): masking trains the
-  fused model on each sensor alone a quarter of the time each, and at this budget that delays
-  learning past the end of the schedule. The input-level zeroing is the official ``ModalMask3D``
-  (paper spec); the cause is the budget, not shown to be an error, and not investigated further.
-  These numbers say nothing about the paper's nuScenes results.
+    The box coding (centres in metres, log sizes, sin/cos yaw, the same code in the L1 loss and
+    the matching cost), the sigmoid-space anchors, the focal loss and its -2.19 bias (official),
+    the BEV grid / box coordinate convention (row = y, column = x in the pillar scatter, the BEV
+    PE and the anchors; checked on a scene: the high pillars lie on the GT boxes) and the
+    train/test frames were checked and are as the official code has them.
 
 ``map_retained_*`` is NaN (stored as null, so a claim on it reads "inconclusive") whenever the
 full-sensor mAP is below ``RETAINED_MAP_FLOOR`` = 0.01, where the ratio would be one of noise.

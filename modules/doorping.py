@@ -50,39 +50,14 @@ Deviations from the official code (each deliberate):
 7. Poisoned images move to class 0's index list, as in the official dataset classes; real batches
    are drawn without replacement per class, capped at the class size.
 8. Options not in the official code: ``init="real"`` is DC's real-image initialisation (the baadd
-   default is noise; the ``cpu`` profile uses real because 5 iterations × 2 outer steps cannot move
-   N(0,1) noise to anything a network learns from: CTA stayed at 0.13-0.19 on MNIST with noise);
-   ``trigger_spatial="max"`` reduces a conv channel by its spatial max instead of the mean.
-9. The trigger stop rule (loss < 0.5) is the official absolute threshold. With ConvNet's spatially averaged post-ReLU
-   channel, a0 is small (0.0-0.3 for random width-32 nets), so (α−1)²·a0² < 0.5 and the update
-   usually stops before its first Adam step — ``trigger_adam_steps`` in the record says how often
-   the trigger actually moved. DOORPING then behaves like the static random patch; that is the
-   faithful outcome of the official stop rule at this scale, not tuned away.
-
-What the records say at the ``cpu`` scale (``results/doorping/*/*/cpu``, seeds 0-2, mean ± std):
-
-* MNIST (t10k split): CTA clean 0.720 ± 0.031, NAIVE 0.703 ± 0.029, DOORPING 0.703 ± 0.068; ASR
-  (non-target) 0.015 / 0.020 / 0.023 — all at the base rate. The DOORPING update never took an
-  Adam step (``trigger_adam_steps`` = 0, the stop rule above), so DOORPING = static patch exactly.
-* CIFAR-10 (JPEG subset): CTA 0.211 / 0.198 / 0.214; ASR (non-target) 0.092 / 0.145 / 0.103
-  (200-600 Adam steps were taken here, larger activations).
-* Claims: DOORPING > NAIVE on ASR is not reproduced (CIFAR-10) / inconclusive (MNIST, diff ≈ 0);
-  CTA within 3 points: reproduced for DOORPING on CIFAR-10, inconclusive elsewhere (n=3 intervals).
-* Why: with 5 iterations × 2 outer steps the synthetic set barely leaves its real-image init (see
-  the PNG grids), so the 1 % poisoned images (50, all in class 0's gradient average) leave no trace a
-  victim learns. A supplementary check on MNIST seed 0 with the stop rule off (1000 Adam steps,
-  spatial mean or max) still gave ASR (non-target) 0.017-0.021 while δ left the pixel range
-  (|δ| up to 33-50 in normalised units): the attack needs the paper's iteration budget (1000),
-  which this profile cannot afford on 2 shared cores.
-
-The DM extension (``results/doorping_dm/*/*/cpu``, seeds 0-2, all 24 runs): CTA clean 0.720 / 0.211
-(MNIST / CIFAR-10), NAIVE 0.702 / 0.199, DOORPING 0.703 / 0.214 — within 0.001 of the DC back-end's,
-because at this budget both back-ends leave the synthetic set near its real-image init. Here the
-DOORPING trigger does move (100 updates, 4,663 / 8,933 Adam steps on MNIST / CIFAR-10: DM's
-embedding activations pass the stop rule), yet ASR (non-target) is 0.014 ± 0.024 / 0.090 ± 0.156
-against NAIVE 0.021 / 0.144: "DOORPING beats NAIVE" and "optimising the trigger helps" are not
-reproduced on either dataset; "DOORPING keeps CTA" is reproduced on CIFAR-10, inconclusive on MNIST.
-The 19 missing runs took 7 min 7 s with ``--workers 2`` (suite record in ``results/perf/suite``).
+   default is noise; the ``cpu`` profile uses real because its few image updates cannot move
+   N(0,1) noise to anything a network learns from); ``trigger_spatial="max"`` reduces a conv
+   channel by its spatial max instead of the mean.
+9. The trigger stop rule (loss < 0.5) is the official absolute threshold, not tuned to the scale.
+   With ConvNet's spatially averaged post-ReLU channel, a0 is small for narrow random nets, so
+   (α−1)²·a0² can already be below 0.5 and the update then stops before its first Adam step;
+   ``trigger_adam_steps`` in the record says how often the trigger actually moved (when it never
+   moves, DOORPING is the static random patch).
 """
 
 from __future__ import annotations

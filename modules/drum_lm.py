@@ -10,7 +10,11 @@ Methods (``benchmarks/specs/drum_lm.yaml``):
 * ``DrumLanguageModel`` — a small GPT (``TinyGPT``: pre-LN decoder blocks, learned positions,
   tied input/output embeddings, causal ``scaled_dot_product_attention`` with a KV cache). With
   ``pretrained`` (an artifact of the ``EnglishPretraining`` stage) it is the **pretrained** arm;
-  without, the **scratch** arm — same architecture, same fine-tuning steps, random init.
+  without, the **scratch** arm — same architecture, same fine-tuning steps, random init. With
+  ``line_embeddings_from_characters`` it is the ``pretrained_char_init`` ablation: line/SEP/END
+  tokens start as the mean of their characters' pretrained embeddings (drum-line tokens never occur
+  in English, so with tied embeddings pretraining alone teaches that they are improbable; GPT-3
+  spells drum lines with BPE pieces it saw in English).
 * ``EnglishPretraining`` — the cached stage: next-character prediction on CPython's bundled English
   documentation (``GrooveDataModule`` serves it to a module with ``training_corpus = "english"``).
 * ``HumanReference`` / ``RandomReference`` / ``RepeatReference`` — the paper's references
@@ -26,8 +30,8 @@ written as MIDI + text under ``self.artifact_dir`` when the runner sets it.
 
 Deviations from the official pipeline and the paper (each deliberate):
 
-1. Model: a 4-layer, d=128 GPT (~0.9 M parameters) instead of GPT-3 davinci / ada, pretrained for
-   minutes on ~0.7 MB of English instead of the web; the scratch Transformer's architecture is not
+1. Model: a 4-layer, d=128 GPT (~0.9 M parameters) instead of GPT-3 davinci / ada, pretrained
+   briefly on ~0.7 MB of English instead of the web; the scratch Transformer's architecture is not
    published, so it is the same small GPT. A minimal block instead of
    ``nn.TransformerEncoderLayer`` because generation needs a KV cache (O(n) instead of O(n^2) per
    groove on CPU), which the stock layer does not offer.
@@ -46,37 +50,10 @@ Deviations from the official pipeline and the paper (each deliberate):
    column 6 and the groove is dropped).
 6. Not done: the GPT-3 released-generations row (the data folder does not hold
    ``output_text_*``), the duplication analysis and the human annotations.
-7. ``cpu`` profile = the spec's model: d=128, 4 layers, 4 heads, context 512; English stage 150
-   steps x 16 x 320 characters (~1.1 passes over the 0.69 MB corpus, 112 s on the quiet machine:
-   the spec's "2-3 min of pretraining"); fine-tuning 4 epochs (OpenAI's default) x 24 steps of 16
-   grooves, lr 1e-3. Until 2026-11-28 the profile had 2 layers, because 4 did not fit 25 minutes
-   while the machine was shared; on the quiet machine `litbench run drum_lm --profile cpu --seeds 3
-   --data-dir ../shared/data` took 7 min 20 s with 2 layers and 8 min 8 s with 4 (empty cache).
-
-What the records say (``cpu``, 4 layers, real GMD paper split, seeds 0-2; ``results/drum_lm``). The
-references reproduce the spec's recomputed paper numbers exactly (human 5.079 / 10.08 / 1.417,
-random 40.38 / 5.717 / 1.236, repeat 0). Scratch: distance to human 4.77 +- 2.32, mean stability
-8.51, centre gap 8.81, spread 1.38, dev perplexity 3.90; pretrained: distance 5.99 +- 1.57,
-stability 10.55, gap 10.26, spread 1.38, perplexity 6.64; both ~99.4% well-formed lines and
-0% pure repetition. So at this scale:
-
-* **pretrained-closer-to-human: not reproduced** (paired diff -1.22, 95% CI [-7.64, +5.20];
-  the pretrained arm is, if anything, further from human). **Pretraining raises the dev
-  perplexity** (6.64 vs 3.90, every seed): negative transfer within 96 fine-tuning steps. The
-  2-layer profile said the same (distance 6.69 vs 5.56, perplexity 5.33 vs 3.76), so depth is not
-  the cause. A suspected cause was the tokenizer (drum-line tokens never occur in English, so
-  with tied embeddings pretraining teaches that they are improbable; GPT-3 spells drum lines with
-  BPE pieces it saw in English). The ablation ``pretrained_char_init`` (line/SEP/END tokens start
-  as the mean of their characters' pretrained embeddings; run on request with ``--methods
-  pretrained_char_init``) helps only a little: perplexity 5.87 +- 0.20 (pretrained 6.64, scratch
-  3.90), distance 6.41 +- 2.55 (2 layers: 5.59 and 8.37). So at this scale a briefly trained
-  English network (2.56
-  nats/char at 2 layers, about bigram level) is simply a worse start than random init for a short
-  fine-tune; the paper's effect needs a real language model, which 2 cores cannot pretrain.
-* The scratch model does not "only repeat" here (0% pure repetition, stability 8.5, i.e. *more*
-  variation than the human 5.1): undertrained small models err toward noise, not copying, while
-  GPT-3 erred toward repetition (3.0-3.5 in the spec's recomputation).
-* Both LMs are far more stable than random (claims reproduced: 40.4 vs ~8.5-10.5).
+7. ``cpu`` profile = the spec's model: d=128, 4 layers, 4 heads, context 512; steps scaled to fit
+   the 2-core budget: English stage 150 steps x 16 x 320 characters (~1.1 passes over the 0.69 MB
+   corpus: the spec's "2-3 min of pretraining"); fine-tuning 4 epochs (OpenAI's default) x 24 steps
+   of 16 grooves, lr 1e-3.
 """
 
 from __future__ import annotations

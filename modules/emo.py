@@ -8,7 +8,7 @@ attention, ``attn_pre=True``, the EMO-1M/2M/5M/6M registry); its 224² parameter
 official ones exactly and its torch-counter MACs plus fvcore's eval-mode norm costs (2 FLOPs per BN
 element, 5 per LN element) reproduce the official fvcore GFLOPs to the published 3 decimals
 (``tests/modules/test_emo.py``). ``test/macs_m`` follows the suite's counter (convs, matmuls,
-attention only), which is 1.1-2.2 % below the fvcore figures for the same network.
+attention only), so it is slightly below the fvcore figures for the same network.
 
 * ``EMOClassifier`` — EMO at a registered size; ``attention=[false]*4`` is the EMO-noattn
   ablation (a pure IRB network of the same shape), ``window_layout="contiguous"`` EMO-contig,
@@ -44,25 +44,6 @@ Deviations from the official code (each deliberate):
 6. Baselines: MobileNetV2 at width 0.75 (1.37M params at 10 classes; the paper spec's
    ``mobilenetv2_050`` has 0.70M once its 1000-class head is gone), MobileViT-XXS; EdgeNeXt-XXS only
    in ``full`` (its 4×4/4 patchify stem has no stride-2 conv to remove for the 32² geometry).
-
-What the records say (``cpu`` profile: CIFAR-10 JPEG, 1,000 train / 1,000 test images, 3 epochs =
-48 steps, seeds 0-2; ``leaderboard/LEADERBOARD.md``; the run of 2026-11-28 on a quiet machine,
-9 min 50 s for all 12 runs): top-1 EMO-1M 0.194 ± 0.019, EMO-noattn 0.195 ± 0.009,
-MobileNetV2-0.75 0.171 ± 0.024, MobileViT-XXS 0.290 ± 0.021; MACs at 32² 69.07 / 60.21 / 59.31 /
-75.29 M. (An earlier run of the same configs, 1 thread per run instead of 2, gave MobileNetV2
-0.154 ± 0.019: float reductions split differently across threads, the likely but not isolated
-cause; at 48 steps such differences move one seed's top-1 by ~0.02.)
-
-* ``fewer-macs-than-mobilevit`` reproduced (−6.2 M MACs, deterministic). At 32² with the
-  output-stride-8 surgery the gap is 8 %, much smaller than the published 224²/256² figures
-  (0.26 vs 0.36-0.42 GMACs); the per-stage cost split of that geometry was not analysed further.
-* ``beats-mobilenetv2`` inconclusive (+0.024, 95 % CI [−0.073, +0.121]) and ``attention-helps``
-  not reproduced (−0.0003, CI [−0.029, +0.028]): 48 optimiser steps leave every model barely above
-  chance (BN running statistics alone need ~25 steps to settle, see the tiny-training test), so seed noise dominates.
-  MobileViT-XXS leads at this budget, i.e. the paper's ImageNet ordering is not visible after 48
-  steps on 1k images. The paper spec (§7) already expects the accuracy claims to need the full
-  50k CIFAR-10 or ImageNet; this budget is set by the 20-minute / 2-core target, not chosen to
-  favour any arm.
 """
 
 from __future__ import annotations

@@ -49,14 +49,6 @@ Deviations from the official code (each deliberate):
    the same thing for the 400-epoch recipe, and the same shape for a profile of a few epochs.
 8. SVD-truncate + fine-tune (not in the official code; paper-spec baseline 2): dense for E - E_ft
    epochs, plain truncated SVD of the raw weights, fine-tune at lr 0.01 with the same step decays.
-
-What the records say so far (``cpu`` profile: ResNet-20, p = 0.7, 4 epochs on the 5,000-image JPEG
-CIFAR-10 subset, 2,000 test images): LRPET seed 0 reaches top-1 0.338 for the factorised net, equal
-to the projected net's 0.338 (the factorisation is exact), with 0.090M parameters and 12.5M MACs
-against ResNet-20's 0.270M / 40.6M (-67% / -69%), after 32 projections. Four epochs are far from
-convergence (the official recipe trains 400), so absolute accuracies are low; the claims are paired
-comparisons at equal rank and epochs. The other arms and seeds had not finished when this was
-written (the 2 cores were shared with ~18 other processes; one arm took 40 min instead of ~1.5).
 """
 
 from __future__ import annotations

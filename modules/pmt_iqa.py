@@ -33,9 +33,9 @@ SRCC, PLCC and the logistic-fitted PLCC (``modules/common/iqa_metrics.py``) over
 Deviations from the official code (each deliberate):
 
 1. Backbone from timm (``features_only``), randomly initialised: no ImageNet weights offline, so
-   absolute SRCC is far below the paper's. The cpu profile uses ResNet-18 at half width (timm
-   ``channels=(32, 64, 128, 256)``, ``stem_width=32``), 64² patches and adaptive pools 4/2/1/1
-   (paper spec small-scale profile); the 1×1 reductions stay 16/32/64.
+   absolute SRCC is not comparable with the paper's. The cpu profile uses ResNet-18 at half
+   width (timm ``channels=(32, 64, 128, 256)``, ``stem_width=32``), 64² patches and adaptive pools
+   4/2/1/1 (paper spec small-scale profile); the 1×1 reductions stay 16/32/64.
 2. Reported numbers are of the model after the last epoch; the official solver keeps the best test
    SRCC over epochs (selection on test labels). One fixed content split (``split_seed``) serves all
    seeds (seeds vary initialisation and crops; the official code draws 10 random splits and reports
@@ -52,39 +52,6 @@ Deviations from the official code (each deliberate):
    default init (the official ``MultiTaskIQANet`` init loop skips them too: it starts at index 4).
 8. The logistic-fitted PLCC (VQEG 5-parameter) is an extra column; ``plcc`` is the raw PLCC of the
    official code.
-
-What the records say (``cpu`` profile, ``results/pmt_iqa/synthetic/*/cpu``; 24 contents, 475 train /
-125 test images of 5 held-out contents, 12 epochs ≈ 950 steps, seeds 0-2; mean ± std):
-
-============================  ===============  ===============  ===============
-arm                           SRCC             PLCC             PLCC (logistic)
-============================  ===============  ===============  ===============
-single_task_regression        0.654 ± 0.018    0.861 ± 0.003    0.865 ± 0.002
-no_multiscale                 0.685 ± 0.029    0.865 ± 0.010    0.871 ± 0.011
-pmt_iqa                       0.639 ± 0.012    0.863 ± 0.002    0.868 ± 0.004
-fixed_weights                 0.653 ± 0.022    0.859 ± 0.006    0.862 ± 0.004
-============================  ===============  ===============  ===============
-
-* ``pmt-beats-single-task`` **not reproduced** (−0.015 SRCC, 95 % CI [−0.082, +0.053]),
-  ``progressive-beats-fixed`` not reproduced (−0.014, CI [−0.097, +0.069]) and
-  ``multiscale-helps`` not reproduced (−0.046, CI [−0.088, −0.004]: here the single-scale head
-  is better beyond seed noise; why was not investigated).
-  These are the records re-run on 2026-12-03; the code is deterministic (a repeat of seed 0 gave
-  the same SRCC to all digits). An earlier, now lost, set of records (made with an earlier
-  revision of the IQA datamodule and metric; which change moved the numbers is not known) had
-  progressive-beats-fixed at +0.007, inconclusive; neither set has PMT-IQA ahead of a baseline.
-  No arm reaches the spec's expected SRCC 0.8 (the noise-free SSIM-DMOS ranks the same test images
-  at SRCC 0.99, so the target is learnable; the models are what is short).
-* Why, as far as these runs show (not tested further): (a) the backbone is randomly initialised and
-  trains ~950 steps, whereas every published number starts from ImageNet weights; PMT's premise —
-  the coarse grade task shapes features that the regression then refines — has little to work with
-  when the features themselves are learnt from scratch on 475 images; (b) the progressive schedule
-  gives the regression loss weight t/11, so it dominates only in epochs 8-11, three of which run at
-  lr/10 (the official step rule): the regression head of PMT-IQA sees far less effective learning
-  than the single-task head that trains on L1 from step 0; (c) one content split with 5 test
-  contents makes the seed-to-seed spread large (CIs of ±0.04-0.08 SRCC). The claim may well hold at
-  paper scale (pretrained ResNet-50, 30 epochs, real databases), which the ``full`` profile runs
-  when the database images are provided.
 """
 
 from __future__ import annotations

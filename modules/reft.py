@@ -31,7 +31,7 @@ Protocol (TFA style; the data side is ``datamodules.coco_instances``):
    ``network.heads.class_head``, same schedule and optimiser; the LayerNorm before the heads and the
    mask head stay frozen [inferred]).
 3. ``BaseModelEvaluation`` — the base model tested without fine-tuning (a reference point: its bAP
-   is what fine-tuning must keep; its nAP is ~0 because the novel classes were never annotated).
+   is what fine-tuning must keep; it was never trained on a novel-class annotation).
 4. ``modules.reft_baselines.PrototypeClassifier`` — no fine-tuning: the base model's class head is
    replaced by logits = s * cos(e_q, mu_c) over the classes and no-object (s = 20 [inferred]),
    with mu_c the mean class-head input embedding of the support queries Hungarian-matched to the
@@ -54,7 +54,9 @@ Metrics (``modules.common.coco_metrics``, pycocotools ``COCOeval(iouType="segm")
 (query, class) pairs by p(c) over the evaluated classes with score = p(c) x the mean mask
 probability inside the binarised mask, masks upsampled bilinearly to the original image size.
 ``test/images_evaluated`` (images after the DDP gather: none lost or counted twice) and
-``test/mean_score`` (mean detection score) are diagnostics.
+``test/mean_score`` (mean detection score) are diagnostics. FSIS evaluates the novel classes only,
+so its rows are not comparable with gFSIS rows; the claims pair methods within one setting and shot
+count.
 
 Deviations from the paper's setting (no official code exists to deviate from):
 
@@ -76,49 +78,11 @@ Deviations from the paper's setting (no official code exists to deviate from):
    the synthetic K-shot sets do not hold) are run; iFSIS (cosine classifier, distillation) is not
    implemented. FSIS reuses the gFSIS base stage unchanged (same per-seed cache entry).
 7. cpu profile schedule: 4 base epochs (the spec: about 8) and 100 fine-tuning iterations (the
-   spec: about 300), lr 1e-3 for both stages, to fit the time target on 2 idle cores (see the
-   calibration below and the spec's cpu comment).
-
-Calibration of the cpu profile (1 thread; shared cores, load 8-15, except where said). A base step
-(batch 8, 64x64) took 0.13-0.15 s at load < 1, 0.19-0.38 s under load; a fine-tuning step 0.17-0.23 s
-(ft-full) / 0.29 s (RefT) under load; a test (300 images, COCOeval) 8-10 s under load. Two base
-epochs gave bAP 3.7 (lr 3e-4) / 4.0 (lr 1e-3): the DETR-like model learns slowly from scratch (the
-paper spec's pitfall). 100 fine-tuning iterations on the 10-shot set reached nAP 0.04 at lr 1e-4 and
-0.64 at lr 1e-3, hence lr 1e-3 in both stages; fixed before the cpu-profile runs, the claims and
-margins before any run. Idle machine: a 4-epoch base stage 96 s, a gFSIS fine-tune 7-11 s, a test
-3 s; the 39 gFSIS runs of ``litbench run reft --profile cpu --seeds 3`` took 13.8 min. The new arms,
-timed interleaved with gFSIS ft-full under one load (40 steps + test, ratios to gFSIS ft-full):
-FSIS ft-full fit 0.68x / test 0.47x (60 instead of 200 (query, class) pairs, 3 classes evaluated),
-FSIS RefT fit 0.87x (3 supports per step instead of 10) / test 0.65x, ft-head-only fit 0.34x (no
-backward below the head) / test 0.84x, prototype test 0.94x (no fit).
-
-What the records say (``cpu`` profile, 3 seeds, mean ± std, mask AP in percent; ``litbench run reft
---profile cpu --seeds 3`` took 23.4 min from an empty cache on 2 cores, one of them shared with
-another agent's niced job). The base model reaches only bAP 5.6 ± 1.0 (AP50 6.9) after 4 epochs,
-far from the paper's regime, and nAP stays near 1 after 100 fine-tuning steps:
-
-* gFSIS nAP at 1 / 5 / 10 shots: RefT 0.28 / 0.59 / 0.98, ft-full 0.47 / 0.91 / 1.06, prototype
-  classifier 0.96 / 0.76 / 0.59, ft-head-only 0.00 at every K. **RefT > ft-full: not reproduced**
-  (5 shots -0.32, 95% CI [-0.85, +0.22]; 10 shots -0.08 [-1.54, +1.39]); the bAP
-  non-inferiority claims are reproduced (+0.43 / -0.36 with margin -2).
-* FSIS nAP at 5 / 10 shots: RefT 0.71 / 0.86, ft-full 0.77 / 0.88: **not reproduced** (-0.06 /
-  -0.02, intervals spanning 0).
-* Against the prototype classifier: RefT 5 shots not reproduced (-0.17), 10 shots inconclusive
-  (+0.39 [-0.22, +1.01]); ft-full inconclusive at both (+0.14 / +0.47). The training-free
-  prototype classifier is as good as any fine-tuned arm here, and best at 1 shot.
-* Likely reason for all of it: with a from-scratch base model this weak, neither the class
-  centres nor the matched support queries carry the "key instance factors" the paper's argument
-  relies on (its base model is an ImageNet-pretrained R-50 Mask2Former trained 50 epochs on
-  COCO); this says nothing about the paper's COCO numbers.
-* **ft-head-only nAP 0.00 at every K** is not a bug (a unit test shows the head, and only the
-  head, moves) but the shared schedule: after 100 head-only steps at lr 1e-3 the class-head
-  biases moved by <= 0.04 and no query gives a novel class more than p = 0.004, even on the
-  support images, so no (query, novel class) pair enters the top-100 (the 7 base classes x 20
-  queries fill it). The base model learnt the novel objects as "no object"; with the decoder
-  frozen only the head's logits can undo that, and 100 steps do not.
-* The leaderboard's "Δ nAP vs best baseline" column compares every row with the best baseline of
-  the whole table, which mixes gFSIS and FSIS rows (FSIS evaluates 3 classes); the claims pair
-  methods within one setting and shot count.
+   spec: about 300), to fit the time target on 2 idle cores (see the spec's cpu comment); lr 1e-3
+   for both stages because, in a calibration on the 10-shot set, a lower fine-tuning lr left the
+   novel classes almost unlearnt in 100 iterations (the DETR-like model learns slowly from scratch,
+   the paper spec's pitfall). The lr was fixed before the cpu-profile runs, the claims and margins
+   before any run.
 """
 
 from __future__ import annotations

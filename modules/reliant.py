@@ -45,27 +45,6 @@ Deviations from the official code (each deliberate):
 5. ``fairness_nodes="train"`` (off by default) is the leakage-free variant of pitfall 4: the
    official fairness and proxy terms use s of the val+test nodes and, for ΔEO, their labels y.
 6. The GraphAKD instantiation (SGC student, adversarial discriminators) is not implemented.
-
-What the records say (``cpu`` profile: 40 epochs, graphs cut to 3000 nodes, L=5; all 54 runs,
-seeds 0-2, ``results/reliant/*/*/cpu``; mean over seeds):
-
-* German: the 40-epoch GCN teacher predicts the majority class on every test node (acc 0.700,
-  ΔSP = ΔEO = 0) and so do the MLP students; the PLP students deviate a little (ΔSP 0.012 vanilla,
-  0.015 RELIANT-SP). No fairness gain is measurable: "lowers ΔSP" is not reproduced (−0.003).
-* Bail: teacher acc 0.833, ΔSP 0.054; vanilla PLP student acc 0.747, ΔSP 0.012 — the
-  under-trained student is already fairer than its teacher. RELIANT-SP (PLP) lowers ΔSP to 0.006
-  at acc 0.729: the difference (+0.006, 95% CI [−0.017, 0.028]) is inconclusive with 3 seeds.
-  With the MLP student RELIANT-SP reaches ΔSP 0 ("reproduced", +0.020 [0.007, 0.033]) but only by
-  predicting one class (F1 0, acc 0.635 vs 0.713): the accuracy claim fails there (−0.078).
-* Credit: every model stays near the majority class (acc 0.76-0.78, AUC 0.54-0.65); RELIANT-SP
-  (PLP) has ΔSP 0.008 vs 0.101 vanilla, but the spread over seeds is large (inconclusive).
-* Accuracy within 2 points: RELIANT-SP (PLP) reproduced on German and Credit, inconclusive on
-  Bail; RELIANT-EO reproduced on German and Bail, inconclusive on Credit. ΔEO: inconclusive on all
-  three graphs.
-
-Why: at 40 epochs on 3000-node subgraphs the teachers are weak and the students near the
-majority class, so the gap RELIANT closes (a biased but accurate teacher's bias inherited by the
-student) barely exists; the paper's setting trains to convergence on the full graphs (``full``).
 """
 
 from __future__ import annotations
@@ -173,7 +152,7 @@ class GNNTeacher(pl.LightningModule):
             self.model = GAT(**{**shared, "hidden_channels": hp.hidden * hp.heads}, heads=hp.heads, act="elu")
 
     def adjacency(self, edge_index: torch.Tensor) -> torch.Tensor:
-        """GCN/SAGE run on a CSR adj_t (sparse matmul: ~4x faster on CPU than gathering [E, d]
+        """GCN/SAGE run on a CSR adj_t (sparse matmul: faster on CPU than gathering [E, d]
         messages); GAT needs per-edge attention, so it keeps the edge list."""
         if self.hparams.conv == "gat":
             return edge_index

@@ -51,16 +51,6 @@ Deviations from the official code / [inferred] parts:
 9. S-MAE uses the MAE recipe (lr ``pretrain_lr``, no drop-path, plain view), decoder 64/2/4, the
    student's encoder output normalised by an extra LayerNorm that is dropped for fine-tuning (MAE's
    ``norm``, replaced by ``fc_norm``).
-
-What the records say at the ``cpu`` scale (``results/tinymim/cifar10-jpg/*/cpu``, seeds 0-2, fine-tuned
-top-1 mean ± std; 100 pre-training + 400 fine-tune steps, teacher 1.5k MAE steps, patch 8):
-S-FD 0.382 ± 0.006, S-TinyMIM 0.379 ± 0.011, S-sup 0.364 ± 0.004, S-RandT 0.355 ± 0.005,
-S-CLS 0.351 ± 0.005, S-MAE 0.333 ± 0.011. "S-TinyMIM > S-MAE" is reproduced (+4.6 points, 95 % CI
-[+1.2, +8.0]); "> S-RandT" (+2.4, [−1.1, +5.8]) and "> S-sup" (+1.5, [−1.5, +4.5]) point the
-paper's way but are inconclusive with 3 seeds. Relations do *not* beat feature distillation here
-(the paper's ablation): at 100 distillation steps from a 1.2M-parameter teacher trained for 1.5k
-steps, a dense feature target is as informative as the relation maps. All absolute numbers are
-low (a 0.2M ViT on 5k images for ~13 epochs in total); they are not comparable with the paper's.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ STATISTIC_NAMES = ("mean_stability", "centre_gap", "cluster_spread")
 
 def levenshtein_distance(first: str, second: str) -> int:
     """Character edit distance (insert, delete, substitute each cost 1), by rapidfuzz (C++): the
-    official pure-Python loop costs ~15 ms per measure pair, ~20 s per test set."""
+    official pure-Python loop gives the same distances, far more slowly."""
     return Levenshtein.distance(first, second)
 
 

@@ -1,4 +1,4 @@
-"""`litbench list | run | leaderboard | show | fit` — the command-line contract of DESIGN.md.
+"""`litbench list | run | leaderboard | show | fit | sweep | perf` — the command-line contract of DESIGN.md.
 
 Exit status: 0 when every run succeeded, 1 when any run failed (the others are still recorded),
 2 for bad usage (unknown benchmark/method/profile, malformed spec, missing data dir, corrupt record),
@@ -106,6 +106,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_perf_parser(commands, parser_class=_ArgumentParser)
 
+    sweep = commands.add_parser("sweep", help="choose a profile's hyper-parameter on the validation split")
+    sweep.add_argument("benchmark")
+    sweep.add_argument("method")
+    sweep.add_argument("--param", required=True, action="append", metavar="KEY.PATH",
+                       help="the config key to sweep, as for --set (e.g. model.init_args.pretrain_steps); repeat it "
+                            "to move several keys together, each value then joins theirs with ':'")
+    sweep.add_argument("--values", required=True, type=_csv, help="comma-separated values to try (at least two)")
+    sweep.add_argument("--profile", choices=PROFILES, default="cpu")
+    sweep.add_argument("--dataset", default=None, help="one dataset (default: the profile's first)")
+    sweep.add_argument("--seeds", type=int, default=2, help="seeds 0..N-1 per value (default 2)")
+    sweep.add_argument("--metric", default=None, help="validation metric that chooses (default: the primary)")
+    sweep.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY.PATH=VALUE",
+                       help="further overrides for every run of the sweep (repeatable)")
+    sweep.add_argument("--data-dir", help="data root laid out like ../shared/data (default: $LITBENCH_DATA)")
+    sweep.add_argument("--cache-dir", help="stage cache shared with ordinary runs (default: RESULTS/cache)")
+    sweep.add_argument("--results", default="results", help="records folder; the sweep goes to RESULTS/calibration/")
+    sweep.add_argument("--workers", type=int, default=None)
+    sweep.add_argument("--force", action="store_true", help="rerun values whose records exist")
+
     fit = commands.add_parser("fit", help="one run through LightningCLI from a resolved config")
     fit.add_argument("--config", required=True, help="a resolved config (YAML/JSON), e.g. a record's config")
     return parser
@@ -124,7 +143,8 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
         table.add_row(name, spec.task, methods, ", ".join(spec.profiles), ", ".join(spec.data.datasets))
     console.print(table)
     suites = load_all_suites()
-    console.print("suites: " + ", ".join(f"{s.name} ({s.profile}: {', '.join(s.benchmarks)})" for s in suites.values()))
+    console.print("suites: " + ", ".join(f"{s.name} ({s.profile}: {', '.join(s.benchmarks) or 'every benchmark'})"
+                                         for s in suites.values()))
     return EXIT_OK
 
 
@@ -135,9 +155,19 @@ def _selection(args: argparse.Namespace, specs: dict) -> tuple[list[str], str, d
         if args.suite not in suites:
             raise UsageError(f"unknown suite {args.suite!r} (known: {', '.join(sorted(suites))})")
         suite = suites[args.suite]
-        names = args.benchmarks or list(suite.benchmarks)
+        names = args.benchmarks or list(suite.benchmarks) or list(specs)  # no list: every spec found
         return names, suite.profile, suite.benchmarks, args.seeds or suite.seeds, suite.name
     return args.benchmarks or list(specs), args.profile or "cpu", {}, args.seeds, "litbench"
+
+
+def _locations(args: argparse.Namespace) -> tuple[str | None, Path, Path]:
+    """(data root or None, results folder, stage/data cache) from --data-dir, --results, --cache-dir."""
+    data_dir = args.data_dir or os.environ.get("LITBENCH_DATA")
+    if data_dir and not Path(data_dir).is_dir():
+        raise UsageError(f"--data-dir {data_dir!r} is not a folder; point it at a data root like ../shared/data")
+    results_dir = Path(args.results).resolve()
+    cache_dir = Path(args.cache_dir or os.environ.get("LITBENCH_CACHE") or results_dir / "cache").resolve()
+    return data_dir, results_dir, cache_dir
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -157,17 +187,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from benchmarks.launch import Launcher, LaunchOptions, plan_runs
+    from benchmarks.launch import LaunchOptions, plan_runs
 
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be at least 1")
     if args.seeds is not None and args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
-    data_dir = args.data_dir or os.environ.get("LITBENCH_DATA")
-    if data_dir and not Path(data_dir).is_dir():
-        raise UsageError(f"--data-dir {data_dir!r} is not a folder; point it at a data root like ../shared/data")
-    results_dir = Path(args.results).resolve()
-    cache_dir = Path(args.cache_dir or os.environ.get("LITBENCH_CACHE") or results_dir / "cache").resolve()
+    data_dir, results_dir, cache_dir = _locations(args)
     specs = load_all_specs()
     names, profile, suite_selection, seeds, project = _selection(args, specs)
     hardware = {"accelerator": args.accelerator, "devices": _devices(args.devices), "strategy": args.strategy,
@@ -192,13 +218,21 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
                             slurm={"partition": args.slurm_partition, "account": args.slurm_account,
                                    "time_min": args.slurm_time_min, "gpus_per_node": args.slurm_gpus_per_node},
                             timeout_s=args.timeout)
+    failed = execute_plans(plans, specs=specs, options=options, profile=profile, console=console)
+    return EXIT_FAILED_RUNS if failed else EXIT_OK
+
+
+def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, console: Console,
+                  record_wall_time: bool = True) -> int:
+    """Run the plans that have no identical ok record yet, print one line per run; the number that failed."""
+    from benchmarks.launch import Launcher
+    from benchmarks.perf.suite import SuiteTally
+
     launcher = Launcher(specs, options)
     todo, skipped = launcher.pending(plans)
     launcher.preflight(todo)
     console.print(f"litbench: {len(plans)} runs planned ({profile} profile), {len(todo)} to run, "
                   f"{len(skipped)} skipped (an ok record with the same config exists; --force reruns)")
-    from benchmarks.perf.suite import SuiteTally
-
     tally = SuiteTally(profile=profile)
     for plans_of_kind, were_skipped in ((todo, False), (skipped, True)):
         for plan in plans_of_kind:
@@ -226,11 +260,12 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
             progress.update(task, description=f"running ({done}/{len(todo)} done)")
 
         launcher.run(todo, report)
-    if todo and launcher.is_writer:
+    if todo and launcher.is_writer and record_wall_time:
         # A suite's wall time is a recorded number too, in total and per benchmark.
-        tally.write(results_dir)
-    console.print(f"litbench: {len(todo) - failed} ok, {failed} failed, {len(skipped)} skipped; records in {results_dir}")
-    return EXIT_FAILED_RUNS if failed else EXIT_OK
+        tally.write(options.results_dir)
+    console.print(f"litbench: {len(todo) - failed} ok, {failed} failed, {len(skipped)} skipped; "
+                  f"records in {options.results_dir}")
+    return failed
 
 
 def _devices(text: str | None) -> Any:
@@ -293,6 +328,38 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
 
 
 
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    from benchmarks.calibrate import run_sweep
+
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    data_dir, results_dir, cache_dir = _locations(args)
+    command = " ".join(["litbench sweep", args.benchmark, args.method,
+                        *(part for parameter in args.param for part in ("--param", parameter)),
+                        "--values", ",".join(args.values), "--profile", args.profile, "--seeds", str(args.seeds),
+                        *(["--dataset", args.dataset] if args.dataset else []),
+                        *(["--metric", args.metric] if args.metric else []),
+                        *(part for assignment in args.sets for part in ("--set", assignment)),
+                        *(["--data-dir", "../shared/data"] if data_dir else [])])
+
+    def execute(plans: list[Any], **kwargs: Any) -> int:
+        return execute_plans(plans, console=console, record_wall_time=False, **kwargs)
+
+    path, failed = run_sweep(load_all_specs(), benchmark=args.benchmark, method=args.method, parameters=args.param,
+                             values=args.values, profile=args.profile, dataset=args.dataset, seeds=args.seeds,
+                             metric=args.metric, sets=args.sets,
+                             data_dir=str(Path(data_dir).resolve()) if data_dir else None,
+                             results_dir=results_dir, cache_dir=cache_dir, workers=args.workers, force=args.force,
+                             command=command, execute=execute)
+    summary = json.loads(path.read_text())
+    for entry in summary["values"]:
+        mean = "—" if entry["mean"] is None else f"{entry['mean']:.4f}"
+        console.print(f"  {summary['parameter']}={json.dumps(entry['value'])}: val {summary['metric']} {mean} (n={entry['n']})")
+    console.print(f"litbench: chosen {summary['parameter']}={json.dumps(summary['chosen'])} on the validation split "
+                  f"(the {args.profile} profile uses {json.dumps(summary['profile_value'])}); summary in {path}")
+    return EXIT_FAILED_RUNS if failed else EXIT_OK
+
+
 def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     from benchmarks.perf.commands import run_perf_command
 
@@ -300,7 +367,7 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "show": cmd_show, "fit": cmd_fit,
-            "perf": cmd_perf}
+            "perf": cmd_perf, "sweep": cmd_sweep}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -63,7 +63,7 @@ def _check_importable(class_path: str, where: str) -> None:
 def plan_runs(specs: dict[str, BenchmarkSpec], *, benchmarks: list[str], profile: str, methods: list[str] | None = None,
               datasets: list[str] | None = None, seeds: int | None = None, sets: list[str] | tuple[str, ...] = (),
               hardware: dict[str, Any] | None = None, data_dir: str | None = None,
-              cache_dir: str | None = None) -> list[RunPlan]:
+              cache_dir: str | None = None, evaluate_on: str = "test") -> list[RunPlan]:
     """Every (benchmark, dataset, method, seed) selected, resolved and validated, before anything runs."""
     unknown = [name for name in benchmarks if name not in specs]
     if unknown:
@@ -88,7 +88,8 @@ def plan_runs(specs: dict[str, BenchmarkSpec], *, benchmarks: list[str], profile
             for method in chosen_methods:
                 for seed in range(seed_count):
                     plans.append(resolve_run(spec, method=method, dataset=dataset, profile=profile, seed=seed,
-                                             hardware=hardware, sets=sets, data_dir=data_dir, cache_dir=cache_dir))
+                                             hardware=hardware, sets=sets, data_dir=data_dir, cache_dir=cache_dir,
+                                             evaluate_on=evaluate_on))
     check_stage_sets(plans, sets)
     return plans
 

@@ -65,6 +65,9 @@ def is_stage_set(assignment: str) -> bool:
     return assignment.strip().startswith("stages.")
 
 
+EVALUATION_SPLITS = ("test", "val")
+
+
 def apply_set(config: dict[str, Any], assignment: str) -> bool:
     """Apply one ``--set``; False when it names a stage this run does not have (so a multi-method
     selection can override the stage some of its methods share)."""
@@ -128,7 +131,11 @@ def identity_of(config: dict[str, Any]) -> dict[str, Any]:
 
 def resolve_run(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str, seed: int,
                 hardware: dict[str, Any] | None = None, sets: list[str] | tuple[str, ...] = (),
-                data_dir: str | None = None, cache_dir: str | None = None) -> RunPlan:
+                data_dir: str | None = None, cache_dir: str | None = None, evaluate_on: str = "test") -> RunPlan:
+    """One run's resolved config. ``evaluate_on="val"`` (calibration sweeps only) scores the trained
+    model on the datamodule's validation split instead of its test split."""
+    if evaluate_on not in EVALUATION_SPLITS:
+        raise SpecError(f"evaluate_on must be one of {', '.join(EVALUATION_SPLITS)}, got {evaluate_on!r}")
     if method not in spec.methods:
         raise SpecError(f"benchmark {spec.name!r} has no method {method!r} (it has: {', '.join(spec.methods)})")
     if profile not in spec.profiles:
@@ -175,6 +182,8 @@ def resolve_run(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str,
         "litbench": {"benchmark": spec.name, "method": method, "role": method_spec.role, "dataset": dataset,
                      "profile": profile, "seed": seed, "stages": stages},
     }
+    if evaluate_on != "test":  # absent for test runs, so their config hashes stay what they were
+        config["litbench"]["evaluate_on"] = evaluate_on
     unmatched_stage_sets = [assignment for assignment in sets if not apply_set(config, assignment)]
     return RunPlan(run_id=make_run_id(spec.name, dataset, method, profile, seed), config=config,
                    config_hash=config_hash(identity_of(config)), benchmark=spec.name, method=method,

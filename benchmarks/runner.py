@@ -176,6 +176,20 @@ def _test_metrics(results: list[dict[str, Any]]) -> dict[str, float | None]:
     return metrics
 
 
+def _evaluate_on_validation(datamodule: pl.LightningDataModule) -> None:
+    """Calibration runs score the model with its own test_step on the validation split, so a
+    hyper-parameter is chosen without looking at test labels."""
+    if type(datamodule).val_dataloader is pl.LightningDataModule.val_dataloader:
+        raise ValueError(f"{type(datamodule).__name__} has no validation split to calibrate on; add one "
+                         "(held out of the training data) before sweeping on it")
+    datamodule.setup("validate")
+    dataset = getattr(datamodule.val_dataloader(), "dataset", None)
+    if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
+        raise ValueError(f"{type(datamodule).__name__}'s validation split is empty; give it images/nodes "
+                         "(e.g. --set data.init_args.val_size=500) before sweeping on it")
+    datamodule.test_dataloader = datamodule.val_dataloader  # type: ignore[method-assign]
+
+
 def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: str | Path,
                 wandb_mode: str = "disabled", wandb_project: str = "litbench",
                 spec_snapshot: dict[str, Any] | None = None, write: bool = True) -> RunRecord:
@@ -221,6 +235,8 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
                 trainer.fit(model, datamodule=datamodule)
             fit_s = time.perf_counter() - fit_started
             eval_started = time.perf_counter()
+            if meta.get("evaluate_on") == "val":
+                _evaluate_on_validation(datamodule)
             results = trainer.test(model, datamodule=datamodule, verbose=False)
             eval_s = time.perf_counter() - eval_started
         record.metrics = _test_metrics(results)

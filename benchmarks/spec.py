@@ -32,6 +32,13 @@ processes when ``litbench run`` gets no ``--workers`` (each gets cpu_count / N t
 profiles of small models, where N one-thread processes finish a suite much sooner than one process
 with N threads (measured for TinyMIM in its spec).
 
+A suite (``benchmarks/suites/<name>.yaml``) is a profile plus an optional selection::
+
+    name: smoke
+    profile: smoke
+    seeds: 1
+    benchmarks: {dcagc: {methods: [dcagc]}}       # optional; without it: every spec found
+
 Every mapping is checked against its allowed keys: an unknown key is an error naming the file and
 the key path (a typo in a spec must never be silently ignored).
 """
@@ -180,7 +187,8 @@ class SuiteSpec:
     name: str
     path: Path
     profile: str
-    benchmarks: dict[str, dict[str, Any]]  # name -> {methods: [...], datasets: [...]} (empty: all)
+    # name -> {methods: [...], datasets: [...]}; empty: every spec found (a new spec needs no suite edit)
+    benchmarks: dict[str, dict[str, Any]]
     seeds: int | None = None
     description: str = ""
 
@@ -407,10 +415,10 @@ def load_suite(path: str | Path) -> SuiteSpec:
     path = Path(path)
     where = str(path)
     raw = _mapping(_read_yaml(path), where, {"name", "description", "profile", "seeds", "benchmarks"},
-                   {"name", "profile", "benchmarks"})
+                   {"name", "profile"})
     if raw["profile"] not in PROFILES:
         raise SpecError(f"{where}: profile {raw['profile']!r} is not one of {', '.join(PROFILES)}")
-    benchmarks_raw = raw["benchmarks"]
+    benchmarks_raw = raw.get("benchmarks") or {}
     if isinstance(benchmarks_raw, list):
         benchmarks_raw = {str(name): {} for name in benchmarks_raw}
     benchmarks = {}

@@ -16,7 +16,8 @@ import re
 from pathlib import Path
 
 from leaderboard.formatting import MISSING, format_number, format_seconds
-from leaderboard.markdown import (CLAIM_HEADER, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
+from leaderboard.calibration import CALIBRATION_HEADER
+from leaderboard.markdown import (CALIBRATION_CAPTION, CALIBRATION_TITLE, CLAIM_HEADER, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
                                   summary_cells)
 from leaderboard.perf_tables import BEFORE_AFTER_HEADER, PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
 from leaderboard.report import SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
@@ -245,6 +246,10 @@ def render_suite_times(report: LeaderboardReport) -> str:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.threads]
         parts.append("<h3>CPU threads</h3><p class=\"muted\">litbench perf threads: one run under each setting, "
                      f"alternating; median wall time (× the fastest).</p>{render_table(THREADS_HEADER, rows)}")
+    if report.calibration:
+        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.calibration]
+        parts.append(f"<h3>{esc(CALIBRATION_TITLE)}</h3><p class=\"muted\">{esc(CALIBRATION_CAPTION)}</p>"
+                     f"{render_table(CALIBRATION_HEADER, rows)}")
     if report.before_after:
         rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.before_after]
         parts.append("<h3>Before/after a code change</h3><p class=\"muted\">litbench perf before-after: the model module "

@@ -6,6 +6,7 @@ from typing import Any
 
 import pandas as pd
 
+from leaderboard.calibration import CALIBRATION_HEADER
 from leaderboard.claims import CONFIDENCE, INCONCLUSIVE, INVALID, NOT_REPRODUCED, REPRODUCED, VERDICTS
 from leaderboard.formatting import MISSING, decimals_for, format_number, format_signed, is_missing
 from leaderboard.perf_tables import BEFORE_AFTER_HEADER, PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
@@ -19,6 +20,9 @@ VERDICT_RULE = (
     f"margin, or below margin + min effect (the smallest improvement the paper implies) → {NOT_REPRODUCED}; "
     f"otherwise {INCONCLUSIVE}. 'detectable' is the interval's half-width: the smallest effect these seeds "
     f"could show.")
+CALIBRATION_TITLE = "Calibration sweeps"
+CALIBRATION_CAPTION = ("`litbench sweep`: a scaled profile's hyper-parameter chosen on the validation split, "
+                       "never on test; the runs are committed under results/calibration/")
 SUMMARY_HEADER = ["benchmark", "paper", "claims reproduced / judged", "not reproduced", "inconclusive", "invalid",
                   "ok runs", "failed runs"]
 
@@ -179,6 +183,9 @@ def render_markdown(report: LeaderboardReport) -> str:
                              *summary_cells(benchmark)])
     lines += [markdown_table(SUMMARY_HEADER, summary_rows), ""]
     lines += ["Claims are judged per (dataset, profile). " + VERDICT_RULE, ""]
+    if report.calibration:
+        lines += [f"**{CALIBRATION_TITLE}** ({CALIBRATION_CAPTION})", "",
+                  markdown_table(CALIBRATION_HEADER, [[escape_markdown(cell) for cell in row] for row in report.calibration]), ""]
     if report.suite_times:
         lines += ["**Wall time** (ok runs run one after another; overhead = time outside stages, fit and test)", "",
                   markdown_table(SUITE_TIME_HEADER, [[escape_markdown(cell) for cell in row] for row in report.suite_times]), ""]

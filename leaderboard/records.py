@@ -221,8 +221,9 @@ class RecordStore:
     def paths(self) -> list[Path]:
         if not self.root.exists():
             return []
+        # calibration/: validation-split runs of `litbench sweep`, never leaderboard results
         return sorted(p for p in self.root.rglob("seed-*.json") if not p.name.endswith(".failed.json")
-                      and "wandb" not in p.parts)
+                      and "wandb" not in p.parts and "calibration" not in p.relative_to(self.root).parts)
 
     def iter_records(self) -> Iterator[RunRecord | CorruptRecordError]:
         """Yield every record; corrupt files are yielded as errors so callers can report them."""

@@ -20,6 +20,7 @@ from leaderboard.formatting import (MISSING, decimals_for, format_count, format_
                                     format_mean_std, format_number, format_rate, format_seconds, format_signed,
                                     is_missing)
 from leaderboard.frame import cost_column, metric_column
+from leaderboard.calibration import sweep_rows
 from leaderboard.perf_tables import before_after_rows, parity_rows, suite_run_rows, threads_rows
 from leaderboard.records import STATUS_FAILED, STATUS_OK, RunRecord
 
@@ -111,6 +112,7 @@ class LeaderboardReport:
     threads: list[list[str]] = field(default_factory=list)  # THREADS_HEADER rows, from perf records
     before_after: list[list[str]] = field(default_factory=list)  # BEFORE_AFTER_HEADER rows, from perf records
     suite_runs: list[list[str]] = field(default_factory=list)  # SUITE_RUNS_HEADER rows, from perf records
+    calibration: list[list[str]] = field(default_factory=list)  # CALIBRATION_HEADER rows, from sweep summaries
 
     @property
     def runs_ok(self) -> int:
@@ -190,7 +192,7 @@ def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claim
         software=_software_counts(frame),
         suite_times=suite_time_rows(frame), parity=parity_rows(results_dir, problems),
         threads=threads_rows(results_dir, problems), suite_runs=suite_run_rows(results_dir, problems),
-        before_after=before_after_rows(results_dir, problems))
+        before_after=before_after_rows(results_dir, problems), calibration=sweep_rows(results_dir, problems))
 
 
 SUITE_TIME_HEADER = ["benchmark", "profile", "ok runs", "wall (sum of runs)", "harness overhead", "data share"]

@@ -19,9 +19,11 @@ from torchmetrics.regression import MeanSquaredError
 
 class ToyRegressionData(pl.LightningDataModule):
     def __init__(self, dataset: str = "linear", num_samples: int = 256, num_features: int = 8, noise: float = 0.1,
-                 batch_size: int = 64, data_dir: str | None = None, cache_dir: str | None = None) -> None:
+                 batch_size: int = 64, data_dir: str | None = None, cache_dir: str | None = None,
+                 val_samples: int = 48) -> None:
         super().__init__()
         self.dataset, self.num_samples, self.num_features = dataset, num_samples, num_features
+        self.val_samples = val_samples
         self.noise, self.batch_size = noise, batch_size
         self.data_dir = data_dir
 
@@ -38,9 +40,16 @@ class ToyRegressionData(pl.LightningDataModule):
         targets = inputs @ weights + self.noise * torch.randn(self.num_samples, generator=generator)
         self.train_set = TensorDataset(inputs[: self.num_samples // 2], targets[: self.num_samples // 2])
         self.test_set = TensorDataset(inputs[self.num_samples // 2:], targets[self.num_samples // 2:])
+        # drawn after the train/test data, so those stay what they were; calibration sweeps score it
+        val_inputs = torch.randn(self.val_samples, self.num_features, generator=generator)
+        val_targets = val_inputs @ weights + self.noise * torch.randn(self.val_samples, generator=generator)
+        self.val_set = TensorDataset(val_inputs, val_targets)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, batch_size=self.batch_size)
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self.test_set, batch_size=self.batch_size)
@@ -73,6 +82,7 @@ class ToyLinear(pl.LightningModule):
         self.test_mse(self.linear(inputs).squeeze(-1), targets)
         self.log("test/mse", self.test_mse)
         self.log("test/pid", float(os.getpid()), sync_dist=True)
+        self.log("test/samples", float(len(targets)), reduce_fx="sum")  # which split was scored
 
     def on_test_end(self) -> None:
         # the runner sets artifact_dir; files meant for readers are written by global rank 0 only

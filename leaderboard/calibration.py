@@ -1,0 +1,88 @@
+"""Calibration sweeps: which value of a scaled profile's hyper-parameter the validation split chose.
+
+``litbench sweep`` (``benchmarks.calibrate``) trains one method once per value and seed, scores each
+run with its own ``test_step`` on the datamodule's *validation* split (never the test split), and
+writes the run records under ``<results>/calibration/<benchmark>/<sweep id>/<value>/`` plus one
+summary ``<results>/calibration/<benchmark>/<sweep id>.json`` (schema ``litbench.calibration/1``)::
+
+    schema, benchmark, method, dataset, profile, parameter, metric, higher_is_better, split ("val"),
+    seeds, values: [{value, mean, std, n, runs: [record paths relative to the results folder]}],
+    chosen (the value with the best mean over the runs that all seeds finished; null when none),
+    profile_value (what the profile resolves the parameter to now), command, finished_at
+
+Run records under ``calibration/`` are not leaderboard runs (``RecordStore`` skips the folder), so a
+validation score is never judged as a result; the leaderboard shows each sweep as one table row,
+with whether the profile uses the chosen value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from leaderboard.formatting import format_mean_std
+
+CALIBRATION_SCHEMA = "litbench.calibration/1"
+CALIBRATION_DIR = "calibration"
+SUMMARY_KEYS = ("benchmark", "method", "dataset", "profile", "parameter", "metric", "higher_is_better", "split",
+                "seeds", "values", "chosen", "profile_value", "command", "finished_at")
+CALIBRATION_HEADER = ["benchmark", "method", "dataset", "profile", "parameter", "validation metric (mean ± std (n))",
+                      "chosen", "profile uses", "command"]
+
+
+class MalformedSweepError(ValueError):
+    pass
+
+
+def validate_summary(summary: Any) -> dict[str, Any]:
+    """The summary when it has the schema and every key; MalformedSweepError naming what is wrong."""
+    if not isinstance(summary, dict):
+        raise MalformedSweepError(f"expected an object, got {type(summary).__name__}")
+    if summary.get("schema") != CALIBRATION_SCHEMA:
+        raise MalformedSweepError(f"schema {summary.get('schema')!r} is not {CALIBRATION_SCHEMA!r}")
+    missing = [key for key in SUMMARY_KEYS if key not in summary]
+    if missing:
+        raise MalformedSweepError(f"missing {missing[0]!r}")
+    if summary["split"] != "val":
+        raise MalformedSweepError(f"split {summary['split']!r}: a calibration sweep scores the validation split")
+    for entry in summary["values"]:
+        if not isinstance(entry, dict) or not {"value", "mean", "std", "n"} <= set(entry):
+            raise MalformedSweepError(f"a values entry needs value, mean, std and n, got {entry!r}")
+    return summary
+
+
+def sweep_rows(results_dir: str | Path, problems: list[str]) -> list[list[str]]:
+    """One CALIBRATION_HEADER row per sweep summary; unreadable ones are listed in ``problems``."""
+    rows = []
+    for path in sorted((Path(results_dir) / CALIBRATION_DIR).glob("*/*.json")):
+        try:
+            summary = validate_summary(json.loads(path.read_text()))
+        except (OSError, ValueError) as exc:
+            problems.append(f"{path}: unreadable calibration sweep ({exc}); delete it or rerun `litbench sweep`")
+            continue
+        rows.append(sweep_row(summary))
+    return rows
+
+
+def sweep_row(summary: dict[str, Any]) -> list[str]:
+    direction = "↑" if summary["higher_is_better"] else "↓"
+    values = "; ".join(f"{_value_text(entry['value'])}: {format_mean_std(_float(entry['mean']), _float(entry['std']), int(entry['n']))}"
+                       for entry in summary["values"])
+    chosen, current = summary["chosen"], summary["profile_value"]
+    if chosen is None:
+        uses = _value_text(current)
+    else:
+        uses = f"{_value_text(current)} ({'= chosen' if current == chosen else 'differs from the chosen value'})"
+    return [str(summary["benchmark"]), str(summary["method"]), str(summary["dataset"]), str(summary["profile"]),
+            str(summary["parameter"]), f"{summary['metric']} {direction} on val: {values}",
+            "none (a value lost a seed)" if chosen is None else _value_text(chosen), uses, str(summary["command"])]
+
+
+def _value_text(value: Any) -> str:
+    return "—" if value is None else json.dumps(value) if not isinstance(value, str) else value
+
+
+def _float(value: Any) -> float:
+    return math.nan if value is None else float(value)

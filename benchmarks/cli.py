@@ -22,11 +22,8 @@ from rich.table import Table
 from benchmarks.spec import PROFILES, SpecError, load_all_specs, load_all_suites
 from leaderboard.records import CorruptRecordError, RecordStore
 
-EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE = 0, 1, 2
-
-
-class UsageError(Exception):
-    """Bad input from the user; printed as one line, exit code 2."""
+from benchmarks.errors import EXIT_FAILED_RUNS, EXIT_OK, EXIT_USAGE, UsageError
+from benchmarks.process import configure_process
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -371,6 +368,7 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "s
 
 
 def main(argv: list[str] | None = None) -> int:
+    configure_process()
     console = Console(stderr=False, highlight=False)
     try:
         args = build_parser().parse_args(argv)

@@ -36,6 +36,7 @@ import torch
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.cli import instantiate_class
 
+from benchmarks.process import configure_process
 from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters
 from benchmarks.resolve import identity_of, stage_config
 from benchmarks.stages import StageCache
@@ -332,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: python -m benchmarks.runner JOB.json", file=sys.stderr)
         return 2
+    configure_process()
     die_with_parent()
     return 0 if run_job_file(argv[0]) == STATUS_OK else 1
 

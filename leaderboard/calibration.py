@@ -32,6 +32,11 @@ CALIBRATION_HEADER = ["benchmark", "method", "dataset", "profile", "parameter", 
                       "chosen", "profile uses", "command"]
 
 
+CALIBRATION_TITLE = "Calibration sweeps"
+CALIBRATION_CAPTION = ("`litbench sweep`: a scaled profile's hyper-parameter chosen on the validation split, "
+                       "never on test; the runs are committed under results/calibration/")
+
+
 class MalformedSweepError(ValueError):
     pass
 

@@ -16,11 +16,9 @@ import re
 from pathlib import Path
 
 from leaderboard.formatting import MISSING, format_number, format_seconds
-from leaderboard.calibration import CALIBRATION_HEADER
-from leaderboard.markdown import (CALIBRATION_CAPTION, CALIBRATION_TITLE, CLAIM_HEADER, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
+from leaderboard.markdown import (CLAIM_HEADER, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
                                   summary_cells)
-from leaderboard.perf_tables import BEFORE_AFTER_HEADER, PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
-from leaderboard.report import SUITE_TIME_HEADER, ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
+from leaderboard.report import ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 MAX_EMBEDDED_IMAGE_BYTES = 1_500_000
@@ -223,38 +221,16 @@ def render_summary(report: LeaderboardReport) -> str:
     versions = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.software)
     return (f'<section id="summary"><h2>Summary</h2>{render_table(header, rows)}'
             f"<p>Claims are judged per (dataset, profile). {esc(VERDICT_RULE)}</p>"
-            f"{render_suite_times(report)}"
+            f"{render_sections(report)}"
             f"<h3>Hardware</h3><ul>{setups}</ul><h3>Software</h3><ul>{versions}</ul></section>")
 
 
-def render_suite_times(report: LeaderboardReport) -> str:
+def render_sections(report: LeaderboardReport) -> str:
     parts = []
-    if report.suite_times:
-        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.suite_times]
-        parts.append("<h3>Wall time</h3><p class=\"muted\">Ok runs run one after another; overhead is the time "
-                     f"outside stages, fit and test (setup, logger).</p>{render_table(SUITE_TIME_HEADER, rows)}")
-    if report.suite_runs:
-        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.suite_runs]
-        parts.append("<h3>Suite wall time</h3><p class=\"muted\">Each litbench run as it ran: parallel workers, "
-                     f"stages built or reused.</p>{render_table(SUITE_RUNS_HEADER, rows)}")
-    if report.parity:
-        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.parity]
-        parts.append("<h3>Lightning vs a hand-written loop</h3><p class=\"muted\">litbench perf parity: same model, "
-                     "data and seed, counterbalanced Lightning/plain pairs; ratio = geometric mean of the per-pair "
-                     f"ratios, 95% bootstrap interval over pairs.</p>{render_table(PARITY_HEADER, rows)}")
-    if report.threads:
-        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.threads]
-        parts.append("<h3>CPU threads</h3><p class=\"muted\">litbench perf threads: one run under each setting, "
-                     f"alternating; median wall time (× the fastest).</p>{render_table(THREADS_HEADER, rows)}")
-    if report.calibration:
-        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.calibration]
-        parts.append(f"<h3>{esc(CALIBRATION_TITLE)}</h3><p class=\"muted\">{esc(CALIBRATION_CAPTION)}</p>"
-                     f"{render_table(CALIBRATION_HEADER, rows)}")
-    if report.before_after:
-        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in report.before_after]
-        parts.append("<h3>Before/after a code change</h3><p class=\"muted\">litbench perf before-after: the model module "
-                     "at an earlier revision vs now, counterbalanced pairs in one process; speed-up = before / after."
-                     f"</p>{render_table(BEFORE_AFTER_HEADER, rows)}")
+    for section in report.sections:
+        rows = ["<tr>" + "".join(f"<td>{esc(cell)}</td>" for cell in row) + "</tr>" for row in section.rows]
+        parts.append(f'<h3>{esc(section.title)}</h3><p class="muted">{esc(section.caption)}</p>'
+                     f"{render_table(section.header, rows)}")
     return "".join(parts)
 
 

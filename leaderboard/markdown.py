@@ -6,11 +6,9 @@ from typing import Any
 
 import pandas as pd
 
-from leaderboard.calibration import CALIBRATION_HEADER
 from leaderboard.claims import CONFIDENCE, INCONCLUSIVE, INVALID, NOT_REPRODUCED, REPRODUCED, VERDICTS
 from leaderboard.formatting import MISSING, decimals_for, format_number, format_signed, is_missing
-from leaderboard.perf_tables import BEFORE_AFTER_HEADER, PARITY_HEADER, SUITE_RUNS_HEADER, THREADS_HEADER
-from leaderboard.report import SUITE_TIME_HEADER, BenchmarkReport, Cell, GroupTable, LeaderboardReport
+from leaderboard.report import BenchmarkReport, Cell, GroupTable, LeaderboardReport
 
 VERDICT_RULE = (
     f"Verdicts pair the ok runs of method and baseline by seed (n pairs) and take the "
@@ -20,9 +18,6 @@ VERDICT_RULE = (
     f"margin, or below margin + min effect (the smallest improvement the paper implies) → {NOT_REPRODUCED}; "
     f"otherwise {INCONCLUSIVE}. 'detectable' is the interval's half-width: the smallest effect these seeds "
     f"could show.")
-CALIBRATION_TITLE = "Calibration sweeps"
-CALIBRATION_CAPTION = ("`litbench sweep`: a scaled profile's hyper-parameter chosen on the validation split, "
-                       "never on test; the runs are committed under results/calibration/")
 SUMMARY_HEADER = ["benchmark", "paper", "claims reproduced / judged", "not reproduced", "inconclusive", "invalid",
                   "ok runs", "failed runs"]
 
@@ -183,26 +178,9 @@ def render_markdown(report: LeaderboardReport) -> str:
                              *summary_cells(benchmark)])
     lines += [markdown_table(SUMMARY_HEADER, summary_rows), ""]
     lines += ["Claims are judged per (dataset, profile). " + VERDICT_RULE, ""]
-    if report.calibration:
-        lines += [f"**{CALIBRATION_TITLE}** ({CALIBRATION_CAPTION})", "",
-                  markdown_table(CALIBRATION_HEADER, [[escape_markdown(cell) for cell in row] for row in report.calibration]), ""]
-    if report.suite_times:
-        lines += ["**Wall time** (ok runs run one after another; overhead = time outside stages, fit and test)", "",
-                  markdown_table(SUITE_TIME_HEADER, [[escape_markdown(cell) for cell in row] for row in report.suite_times]), ""]
-    if report.suite_runs:
-        lines += ["**Suite wall time** (each `litbench run`, as it ran: parallel workers, stages built or reused)", "",
-                  markdown_table(SUITE_RUNS_HEADER, [[escape_markdown(cell) for cell in row] for row in report.suite_runs]), ""]
-    if report.parity:
-        lines += ["**Lightning vs a hand-written loop** (`litbench perf parity`; same model, data and seed; ratio = geometric mean "
-                  "of the per-pair ratios of counterbalanced Lightning/plain pairs, 95% bootstrap interval over pairs)", "",
-                  markdown_table(PARITY_HEADER, [[escape_markdown(cell) for cell in row] for row in report.parity]), ""]
-    if report.threads:
-        lines += ["**CPU threads** (`litbench perf threads`; one run's median wall time per setting, × the fastest)", "",
-                  markdown_table(THREADS_HEADER, [[escape_markdown(cell) for cell in row] for row in report.threads]), ""]
-    if report.before_after:
-        lines += ["**Before/after a code change** (`litbench perf before-after`; the model module at an earlier revision "
-                  "vs now, counterbalanced pairs in one process; speed-up = before / after)", "",
-                  markdown_table(BEFORE_AFTER_HEADER, [[escape_markdown(cell) for cell in row] for row in report.before_after]), ""]
+    for section in report.sections:
+        lines += [f"**{section.title}** ({section.caption})", "",
+                  markdown_table(section.header, [[escape_markdown(cell) for cell in row] for row in section.rows]), ""]
     for title, setups in (("Hardware", report.hardware), ("Software", report.software)):
         lines += [f"**{title}**", ""] + [f"- {escape_markdown(setup)} ({count} runs)" for setup, count in setups] + [""]
     if report.problems:

@@ -1,6 +1,6 @@
-"""Tables of the perf records (``<results>/perf/<kind>/*.json``): ``litbench perf parity`` / ``threads`` /
-``before-after``,
-and ``suite``, which every ``litbench run`` that ran something writes (its wall time)."""
+"""Tables of the perf records (``<results>/perf/<kind>/*.json``, schema ``records.PERF_SCHEMA``):
+``litbench perf parity``, and ``suite``, which every ``litbench run`` that ran something writes (its
+wall time)."""
 
 from __future__ import annotations
 
@@ -8,23 +8,21 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+from leaderboard.records import PERF_SCHEMA
+
 PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch", "plain loop s/epoch",
                  "ratio [95% CI]", "goal ≤ 1.05", "CPU-time ratio [95% CI]", "CPU-time goal", "losses equal (5 dp)",
                  "steps", "measured"]
 SUITE_RUNS_HEADER = ["benchmarks", "profile", "wall", "runs ran / skipped / failed", "workers",
                      "stages built / reused", "part of", "load before → after (1 min)", "measured"]
-BEFORE_AFTER_HEADER = ["benchmark", "method", "dataset", "profile", "module", "before (revision)", "before s/epoch",
-                       "after s/epoch", "speed-up [95% CI]", "faster", "max rel. loss diff", "measured"]
-THREADS_HEADER = ["benchmark", "method", "dataset", "profile", "1 thread", "N threads, active wait",
-                  "N threads, passive wait", "N, passive, heap kept", "N", "load before (1/5/15 min)",
-                  "measured"]
-
-
 def _rows(results_dir: str, kind: str, row: Callable[[dict[str, Any]], Any], problems: list[str]) -> list[Any]:
     rows = []
     for path in sorted((Path(results_dir) / "perf" / kind).glob("*.json")):
         try:
-            rows.append(row(json.loads(path.read_text())))
+            record = json.loads(path.read_text())
+            if record.get("schema") != PERF_SCHEMA:
+                raise ValueError(f"schema {record.get('schema')!r} is not {PERF_SCHEMA!r}")
+            rows.append(row(record))
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             rerun = "the `litbench run` that wrote it" if kind == "suite" else f"`litbench perf {kind.replace('_', '-')}`"
             problems.append(f"{path}: unreadable perf record ({type(exc).__name__}); delete it or rerun {rerun}")
@@ -45,35 +43,6 @@ def _ratio_text(record: dict[str, Any], key: str) -> str:
     interval = record.get(f"{key}_ci")  # nor (older still) an interval
     text = f"{float(record[key]):.3f}"
     return f"{text} [{float(interval[0]):.3f}, {float(interval[1]):.3f}]" if interval else text
-
-
-def _before_after_row(record: dict[str, Any]) -> list[str]:
-    interval = record.get("speedup_ci")
-    speedup = f"{float(record['speedup']):.3f}" + (f" [{float(interval[0]):.3f}, {float(interval[1]):.3f}]" if interval else "")
-    return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]),
-            str(record["module"]), str(record["revision"])[:10], f"{float(record['before_epoch_s']):.3f}",
-            f"{float(record['after_epoch_s']):.3f}", speedup, str(record["faster"]), f"{float(record['max_rel_loss_diff']):.1e}",
-            str(record.get("measured_at", ""))[:16]]
-
-
-def _threads_column(environment: dict[str, str]) -> int:
-    """Which THREADS_HEADER setting column a setting's environment belongs to (0-3)."""
-    if environment.get("OMP_NUM_THREADS") == "1":
-        return 0
-    if environment.get("OMP_WAIT_POLICY") == "ACTIVE":
-        return 1
-    return 3 if environment.get("LITBENCH_MALLOC") == "kept" else 2
-
-
-def _threads_row(record: dict[str, Any]) -> list[str]:
-    # Placed by each setting's environment, not its position: settings were added over time.
-    cells = ["—"] * 4
-    for name, setting in record["settings"].items():
-        cells[_threads_column(setting["environment"])] = (
-            f"{float(setting['median_run_s']):.1f} s ({float(record['slowdown_vs_fastest'][name]):.2f}×)")
-    return [str(record["benchmark"]), str(record["method"]), str(record["dataset"]), str(record["profile"]), *cells,
-            str(int(record["threads"])), " / ".join(f"{float(x):.1f}" for x in record["load_before"]),
-            str(record.get("measured_at", ""))[:16]]
 
 
 def _wall_text(seconds: float) -> str:
@@ -109,13 +78,3 @@ def suite_run_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
 def parity_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
     """PARITY_HEADER rows (``litbench perf parity``); unreadable records become problems."""
     return _rows(results_dir, "parity", _parity_row, problems)
-
-
-def before_after_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
-    """BEFORE_AFTER_HEADER rows (``litbench perf before-after``); unreadable records become problems."""
-    return _rows(results_dir, "before_after", _before_after_row, problems)
-
-
-def threads_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
-    """THREADS_HEADER rows (``litbench perf threads``): median run time per setting (× the fastest)."""
-    return _rows(results_dir, "threads", _threads_row, problems)

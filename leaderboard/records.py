@@ -48,6 +48,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 SCHEMA = "litbench.run-record/1"
+# Perf records (``<results>/perf/<kind>/<name>.json``: parity, suite wall time) carry this schema;
+# the leaderboard reads only those that do.
+PERF_SCHEMA = "litbench.perf-record/1"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 

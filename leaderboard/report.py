@@ -20,8 +20,8 @@ from leaderboard.formatting import (MISSING, decimals_for, format_count, format_
                                     format_mean_std, format_number, format_rate, format_seconds, format_signed,
                                     is_missing)
 from leaderboard.frame import cost_column, metric_column
-from leaderboard.calibration import sweep_rows
-from leaderboard.perf_tables import before_after_rows, parity_rows, suite_run_rows, threads_rows
+from leaderboard.calibration import CALIBRATION_CAPTION, CALIBRATION_HEADER, CALIBRATION_TITLE, sweep_rows
+from leaderboard.perf_tables import PARITY_HEADER, SUITE_RUNS_HEADER, parity_rows, suite_run_rows
 from leaderboard.records import STATUS_FAILED, STATUS_OK, RunRecord
 
 GROUP_KEYS = ["benchmark", "dataset", "profile", "method"]
@@ -100,6 +100,15 @@ class BenchmarkReport:
 
 
 @dataclass
+class Section:
+    """One titled table of the summary (wall time, perf, calibration): plain-text cells."""
+    title: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
 class LeaderboardReport:
     results_dir: str
     generated_at: str
@@ -107,12 +116,8 @@ class LeaderboardReport:
     hardware: list[tuple[str, int]]
     software: list[tuple[str, int]]
     problems: list[str] = field(default_factory=list)
-    suite_times: list[list[str]] = field(default_factory=list)  # SUITE_TIME_HEADER rows
-    parity: list[list[str]] = field(default_factory=list)  # PARITY_HEADER rows, from perf records
-    threads: list[list[str]] = field(default_factory=list)  # THREADS_HEADER rows, from perf records
-    before_after: list[list[str]] = field(default_factory=list)  # BEFORE_AFTER_HEADER rows, from perf records
-    suite_runs: list[list[str]] = field(default_factory=list)  # SUITE_RUNS_HEADER rows, from perf records
-    calibration: list[list[str]] = field(default_factory=list)  # CALIBRATION_HEADER rows, from sweep summaries
+    # the tables between the summary and the benchmarks, in order; Markdown and HTML render each alike
+    sections: list["Section"] = field(default_factory=list)
 
     @property
     def runs_ok(self) -> int:
@@ -190,9 +195,23 @@ def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claim
         results_dir=results_dir, generated_at=generated_at, benchmarks=benchmarks, problems=problems,
         hardware=_run_counts(frame, columns=["accelerator", "devices", "world_size", "num_nodes", "gpu_names", "cpu"]),
         software=_software_counts(frame),
-        suite_times=suite_time_rows(frame), parity=parity_rows(results_dir, problems),
-        threads=threads_rows(results_dir, problems), suite_runs=suite_run_rows(results_dir, problems),
-        before_after=before_after_rows(results_dir, problems), calibration=sweep_rows(results_dir, problems))
+        sections=summary_sections(frame, results_dir=results_dir, problems=problems))
+
+
+def summary_sections(frame: pd.DataFrame, *, results_dir: str, problems: list[str]) -> list[Section]:
+    """The summary's tables that have rows: calibration sweeps, wall times, Lightning-vs-plain parity."""
+    sections = [
+        Section(CALIBRATION_TITLE, CALIBRATION_CAPTION, CALIBRATION_HEADER, sweep_rows(results_dir, problems)),
+        Section("Wall time", "ok runs run one after another; overhead = time outside stages, fit and test",
+                SUITE_TIME_HEADER, suite_time_rows(frame)),
+        Section("Suite wall time", "each `litbench run`, as it ran: parallel workers, stages built or reused",
+                SUITE_RUNS_HEADER, suite_run_rows(results_dir, problems)),
+        Section("Lightning vs a hand-written loop",
+                "`litbench perf parity`; same model, data and seed; ratio = geometric mean of the per-pair ratios "
+                "of counterbalanced Lightning/plain pairs, 95% bootstrap interval over pairs",
+                PARITY_HEADER, parity_rows(results_dir, problems)),
+    ]
+    return [section for section in sections if section.rows]
 
 
 SUITE_TIME_HEADER = ["benchmark", "profile", "ok runs", "wall (sum of runs)", "harness overhead", "data share"]

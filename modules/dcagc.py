@@ -40,8 +40,7 @@ Deviations from the official code (each deliberate):
    The n×n similarity matrices are built once per step (``dual_contrastive_losses``): s(Ĥ, H) is
    s(H, Ĥ)ᵀ, L_ins and L_nbr share s(H, H) when τ = τ_n, the two blocks of GRACE's denominator are
    combined with logaddexp (no n×2n concatenation) and the division by τ = 1 is skipped. The
-   losses agree with the unshared computation up to summation-order rounding; the speed-up is
-   recorded in ``results/perf/before_after/dcagc-dcagc-{Cora,CiteSeer}-cpu-66bd227982.json``.
+   losses agree with the unshared computation up to summation-order rounding (a test checks it).
 8. Dropped: ``.jittable()`` (gone from PyG), the broken depth>2 encoder/decoder, the unused
    ``InstanceLoss``, the hard-coded ``cuda:0`` device and data root, ``nni``.
 9. Options not in the official code, off by default: ``zero_diagonal=True`` (C with zero diagonal,

@@ -1,16 +1,15 @@
-"""``litbench perf``: its sub-commands' arguments and what each one runs and prints. The
-measurements themselves are in ``parity``, ``threads`` and ``before_after``; every one writes a
-perf record under ``RESULTS/perf/<kind>/``, which the leaderboard shows."""
+"""``litbench perf parity``: its arguments and what it runs and prints. The measurement itself is in
+``parity``; it writes a perf record under ``RESULTS/perf/parity/``, which the leaderboard shows.
+(Suite wall time is recorded by every ``litbench run``; GPU throughput by ``perf.gpu_smoke``.)"""
 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from rich.console import Console
 
-from benchmarks.cli import EXIT_OK, UsageError
+from benchmarks.errors import EXIT_OK, UsageError
 from benchmarks.spec import PROFILES, load_all_specs
 
 
@@ -36,22 +35,6 @@ def add_perf_parser(commands: argparse._SubParsersAction, *, parser_class: type[
     parity.add_argument("--repeats", type=int, default=3, help="Lightning/plain pairs, in counterbalanced order")
     parity.add_argument("--seed", type=int, default=0)
 
-    threads = _measurement_parser(kinds, "threads", profile="cpu",
-                                  help="one run under 1 thread and N threads with OpenMP active/passive wait")
-    threads.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="N (default: the CPU count)")
-    threads.add_argument("--repeats", type=int, default=2, help="alternating rounds over the settings")
-    threads.set_defaults(seed=0)  # the measured run is `litbench run ... --seeds 1`, i.e. seed 0
-
-    before_after = _measurement_parser(kinds, "before-after", profile="smoke",
-                                       help="a method's epoch time with its model module at an earlier git revision "
-                                            "vs the working tree, in one process")
-    before_after.add_argument("--rev", required=True, help="the git revision of the 'before' code (commit, tag, branch)")
-    before_after.add_argument("--also-module", dest="also_modules", action="append", default=[], metavar="MODULE",
-                              help="another module to take from REV too, e.g. modules.dcagc_losses (repeatable)")
-    before_after.add_argument("--epochs", type=int, default=3)
-    before_after.add_argument("--repeats", type=int, default=4, help="before/after pairs, in counterbalanced order")
-    before_after.add_argument("--seed", type=int, default=0)
-
 
 def run_perf_command(args: argparse.Namespace, console: Console) -> int:
     from benchmarks.resolve import check_stage_sets, resolve_run
@@ -66,8 +49,7 @@ def run_perf_command(args: argparse.Namespace, console: Console) -> int:
     plan = resolve_run(spec, method=args.method, dataset=dataset, profile=args.profile, seed=args.seed,
                        sets=args.sets, data_dir=args.data_dir)
     check_stage_sets([plan], args.sets)
-    measure = {"threads": perf_threads, "parity": perf_parity, "before-after": perf_before_after}[args.perf_command]
-    return measure(args, plan, dataset, console)
+    return perf_parity(args, plan, dataset, console)
 
 
 def perf_parity(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:
@@ -90,44 +72,3 @@ def perf_parity(args: argparse.Namespace, plan, dataset: str, console: Console) 
 
 def _interval_text(interval: tuple[float, float] | None) -> str:
     return "n/a: fewer than 2 repeats" if interval is None else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-
-
-def perf_threads(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:
-    from benchmarks.perf.records import write_perf_record
-    from benchmarks.perf.threads import compare_thread_settings
-
-    run_args = [plan.benchmark, "--profile", args.profile, "--methods", plan.method, "--datasets", dataset, "--seeds", "1",
-                *(f"--set={assignment}" for assignment in args.sets), *(["--data-dir", args.data_dir] if args.data_dir else [])]
-    try:
-        result = compare_thread_settings(run_args, run_id=plan.run_id, threads=args.threads, repeats=args.repeats)
-    except RuntimeError as exc:
-        raise UsageError(f"perf threads: {exc}") from exc
-    path = write_perf_record(Path(args.results), kind="threads", name=f"{plan.benchmark}-{plan.method}-{dataset}-{args.profile}",
-                             payload={"benchmark": plan.benchmark, "method": plan.method, "dataset": dataset,
-                                      "profile": args.profile, "config_hash": plan.config_hash, **result})
-    for name, setting in result["settings"].items():
-        console.print(f"{name}: median run {setting['median_run_s']:.1f} s "
-                      f"({result['slowdown_vs_fastest'][name]:.2f}x the fastest)")
-    console.print(f"load average before {result['load_before']}, after {result['load_after']}; perf record: {path}")
-    return EXIT_OK
-
-
-def perf_before_after(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:
-    from benchmarks.perf.before_after import RevisionError, compare_revisions
-    from benchmarks.perf.records import write_perf_record
-
-    try:
-        result = compare_revisions(plan.config, revision=args.rev, epochs=args.epochs, repeats=args.repeats,
-                                   also=tuple(args.also_modules))
-    except RevisionError as exc:
-        raise UsageError(f"perf before-after: {exc}") from exc
-    path = write_perf_record(Path(args.results), kind="before_after",
-                             name=f"{plan.benchmark}-{plan.method}-{dataset}-{args.profile}-{result.revision[:10]}",
-                             payload={"benchmark": plan.benchmark, "method": plan.method, "dataset": dataset,
-                                      "profile": args.profile, "config_hash": plan.config_hash, **result.as_dict()})
-    console.print(f"{plan.benchmark}/{plan.method} on {dataset} ({args.profile}): {result.module} at {result.revision[:10]} "
-                  f"{result.before_epoch_s:.3f} s/epoch, working tree {result.after_epoch_s:.3f} s/epoch; speed-up "
-                  f"{result.speedup:.3f} (95% CI {_interval_text(result.speedup_ci)}; faster: {result.faster}); "
-                  f"max relative loss difference {result.max_rel_loss_diff:.1e} over {result.steps} steps")
-    console.print(f"perf record: {path}")
-    return EXIT_OK

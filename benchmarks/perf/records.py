@@ -12,9 +12,7 @@ from typing import Any
 
 import torch
 
-from leaderboard.records import write_json_atomic
-
-PERF_SCHEMA = "litbench.perf-record/1"
+from leaderboard.records import PERF_SCHEMA, write_json_atomic
 
 
 def write_perf_record(results_dir: Path, *, kind: str, name: str, payload: dict[str, Any]) -> Path:

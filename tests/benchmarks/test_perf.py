@@ -25,14 +25,16 @@ def test_parity_on_the_toy_benchmark_gives_equal_losses_and_a_perf_record(toy_en
     pair_ratios = [lightning[0][1] / plain[0][1], lightning[1][1] / plain[1][1]]
     assert record["pair_ratios"] == pytest.approx(pair_ratios)
     assert record["ratio"] == pytest.approx((pair_ratios[0] * pair_ratios[1]) ** 0.5)  # their geometric mean
+    from benchmarks.perf.parity import goal_verdict
+
     low, high = record["ratio_ci"]
-    assert low <= record["ratio"] <= high and record["goal"] in ("met", "not met", "inconclusive")
+    assert low <= record["ratio"] <= high and record["goal"] == goal_verdict((low, high))
     # the same epochs in CPU seconds: positive, one per epoch, paired the same way
     lightning_cpu, plain_cpu = record["lightning_cpu_runs"], record["plain_cpu_runs"]
     assert [len(run) for run in lightning_cpu + plain_cpu] == [2] * 4 and min(map(min, lightning_cpu + plain_cpu)) > 0
     expected = (lightning_cpu[0][1] / plain_cpu[0][1] * lightning_cpu[1][1] / plain_cpu[1][1]) ** 0.5
     assert record["cpu_ratio"] == pytest.approx(expected)
-    assert record["cpu_goal"] in ("met", "not met", "inconclusive")
+    assert record["cpu_goal"] == goal_verdict(tuple(record["cpu_ratio_ci"]))
     assert record["software"]["torch"] and record["hardware"]["cpu"]
 
 
@@ -86,6 +88,7 @@ def test_parity_records_show_on_the_leaderboard_and_corrupt_ones_are_problems(to
 
     assert main(["perf", "parity", "toy", "linear", "--epochs", "1", "--repeats", "1", "--results", str(tmp_path)]) == 0
     (tmp_path / "perf/parity/broken.json").write_text("{")
+    (tmp_path / "perf/parity/old.json").write_text(json.dumps({"schema": "litbench.perf-record/0", "benchmark": "toy"}))
     record_cpu_ratio = f'{json.loads((tmp_path / "perf/parity/toy-linear-linear-smoke.json").read_text())["cpu_ratio"]:.3f}'
     paths = build_leaderboard(tmp_path, tmp_path / "out")
     markdown = paths["markdown"].read_text()
@@ -93,6 +96,7 @@ def test_parity_records_show_on_the_leaderboard_and_corrupt_ones_are_problems(to
     # one epoch a side: no interval, so neither goal can be judged
     assert [cell.strip() for cell in row.split("|")[8:12]] == ["inconclusive", record_cpu_ratio, "inconclusive", "yes"]
     assert "broken.json: unreadable perf record" in markdown
+    assert "old.json: unreadable perf record (ValueError)" in markdown  # a record of another schema is not read
     assert "Lightning vs a hand-written loop" in paths["html"].read_text()
 
 
@@ -181,78 +185,6 @@ def test_gpu_smoke_runs_bf16_autocast_and_prints_the_rates_it_recorded(toy_env, 
     assert line.split()[-1] == "ok" and trained.cost.get("mfu") is None  # no GPU peak on CPU
 
 
-def test_perf_threads_alternates_the_settings_and_records_medians(toy_env, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The measured runs are stubbed (a real one is a subprocess of many seconds): what is tested is
-    the environment each setting gets, the warm-up, the medians, the ratios and the leaderboard row."""
-    import benchmarks.perf.threads as threads
-
-    seconds = {("1", "PASSIVE", "default"): [3.0, 5.0], ("2", "ACTIVE", "default"): [20.0, 10.0],
-               ("2", "PASSIVE", "default"): [2.0, 2.0], ("2", "PASSIVE", "kept"): [2.4, 2.6]}
-    calls = []
-
-    def fake_run_once(run_args, *, run_id, env, results, timeout):
-        key = (env["LITBENCH_NUM_THREADS"], env["OMP_WAIT_POLICY"], env["LITBENCH_MALLOC"])
-        calls.append((*key, run_args))
-        if len(calls) == 1:
-            return {"run_s": 99.0, "fit_s": 1.0}  # the warm-up: never measured
-        return {"run_s": seconds[key].pop(0), "fit_s": 1.0}
-
-    monkeypatch.setattr(threads, "run_once", fake_run_once)
-    assert main(["perf", "threads", "toy", "linear", "--threads", "2", "--repeats", "2", "--results", str(tmp_path)]) == 0
-    # one warm-up (1 thread), then 2 rounds over the 4 settings in order, all on the same run and cache
-    assert [c[:3] for c in calls] == [("1", "PASSIVE", "default")] + [
-        ("1", "PASSIVE", "default"), ("2", "ACTIVE", "default"), ("2", "PASSIVE", "default"), ("2", "PASSIVE", "kept")] * 2
-    assert all(c[3][:5] == ["toy", "--profile", "cpu", "--methods", "linear"] and "--cache-dir" in c[3] for c in calls)
-    record = json.loads((tmp_path / "perf/threads/toy-linear-linear-cpu.json").read_text())
-    settings = record["settings"]
-    assert list(settings) == ["1 thread", "2 threads, OpenMP active wait", "2 threads, OpenMP passive wait",
-                              "2 threads, passive wait, heap kept"]
-    assert [s["median_run_s"] for s in settings.values()] == [4.0, 15.0, 2.0, 2.5]
-    assert record["fastest"] == "2 threads, OpenMP passive wait"
-    assert record["slowdown_vs_fastest"] == {"1 thread": 2.0, "2 threads, OpenMP active wait": 7.5,
-                                             "2 threads, OpenMP passive wait": 1.0,
-                                             "2 threads, passive wait, heap kept": 1.25}
-    from leaderboard.build import build_leaderboard
-
-    markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
-    row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | cpu |"))
-    assert "| 4.0 s (2.00×) | 15.0 s (7.50×) | 2.0 s (1.00×) | 2.5 s (1.25×) | 2 |" in row
-
-
-FREED_BLOCK_PROBE = """
-import ctypes, benchmarks
-class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc = ctypes.CDLL("libc.so.6")
-libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
-libc.free.argtypes = [ctypes.c_void_p]
-libc.mallinfo2.restype = MallInfo2
-block = libc.malloc(16 * 2**20)
-ctypes.memset(block, 1, 16 * 2**20)
-libc.free(block)
-print(benchmarks.HOST_MEMORY_KEPT, libc.mallinfo2().fordblks // 2**20)
-"""
-
-
-def test_freed_host_memory_is_kept_only_when_asked() -> None:
-    """In a fresh process, after importing benchmarks: with LITBENCH_MALLOC=kept a freed 16 MiB block
-    stays in the heap as free space for the next step; by default (and when the user's own MALLOC_*
-    setting is there) glibc maps it and unmaps it on free: 0 MiB kept."""
-    import os
-    import subprocess
-    import sys
-
-    def probe(**extra: str) -> list[str]:
-        env = {key: value for key, value in os.environ.items() if not key.startswith(("MALLOC_", "LITBENCH_MALLOC"))}
-        done = subprocess.run([sys.executable, "-c", FREED_BLOCK_PROBE], capture_output=True, text=True, check=True,
-                              env={**env, **extra})
-        return done.stdout.split()
-
-    assert probe(LITBENCH_MALLOC="kept") == ["True", "16"]
-    assert probe() == ["False", "0"]
-    assert probe(LITBENCH_MALLOC="kept", MALLOC_TRIM_THRESHOLD_="1000000") == ["False", "0"]
 
 
 def test_openmp_waits_passively_unless_the_user_says_otherwise() -> None:
@@ -260,35 +192,14 @@ def test_openmp_waits_passively_unless_the_user_says_otherwise() -> None:
     import subprocess
     import sys
 
-    probe = [sys.executable, "-c", "import benchmarks, os; print(os.environ['OMP_WAIT_POLICY'])"]
     env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    # importing the harness changes nothing; the command line's process set-up does
+    imported = [sys.executable, "-c", "import benchmarks.cli, os; print(os.environ.get('OMP_WAIT_POLICY'))"]
+    assert subprocess.run(imported, capture_output=True, text=True, env=env).stdout.strip() == "None"
+    probe = [sys.executable, "-c", "from benchmarks.process import configure_process; import os; "
+                                   "configure_process(); print(os.environ['OMP_WAIT_POLICY'])"]
     assert subprocess.run(probe, capture_output=True, text=True, env=env).stdout.strip() == "PASSIVE"
     assert subprocess.run(probe, capture_output=True, text=True, env={**env, "OMP_WAIT_POLICY": "ACTIVE"}).stdout.strip() == "ACTIVE"
-
-
-def test_threads_table_places_each_setting_by_its_environment(tmp_path: Path) -> None:
-    """A record from before the heap setting (three settings, no LITBENCH_MALLOC) and one whose
-    settings come in another order land in the right columns."""
-    from leaderboard.perf_tables import threads_rows
-
-    def setting(seconds: float, **environment: str) -> dict:
-        return {"environment": environment, "median_run_s": seconds, "runs": []}
-
-    old = {"1 thread": setting(4.0, OMP_NUM_THREADS="1"), "2 active": setting(8.0, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="ACTIVE"),
-           "2 passive": setting(2.0, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE")}
-    reordered = {"2 passive glibc": setting(2.0, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE", LITBENCH_MALLOC="default"),
-                 "2 passive kept": setting(3.0, OMP_NUM_THREADS="2", OMP_WAIT_POLICY="PASSIVE", LITBENCH_MALLOC="kept")}
-    for name, settings in (("old", old), ("reordered", reordered)):
-        path = tmp_path / "perf" / "threads" / f"{name}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"benchmark": name, "method": "m", "dataset": "d", "profile": "cpu", "threads": 2,
-                                    "load_before": [0.0, 0.0, 0.0], "settings": settings,
-                                    "slowdown_vs_fastest": {key: value["median_run_s"] / 2.0 for key, value in settings.items()}}))
-    problems: list[str] = []
-    rows = {row[0]: row[4:8] for row in threads_rows(str(tmp_path), problems)}
-    assert not problems
-    assert rows["old"] == ["4.0 s (2.00×)", "8.0 s (4.00×)", "2.0 s (1.00×)", "—"]
-    assert rows["reordered"] == ["—", "—", "2.0 s (1.00×)", "3.0 s (1.50×)"]
 
 
 def test_parity_records_from_before_cpu_time_show_a_dash() -> None:
@@ -347,90 +258,3 @@ class TimedLinear(ToyLinear):
 '''
 
 
-def test_before_after_times_the_old_module_against_the_working_tree(toy_env, tmp_path: Path, monkeypatch) -> None:
-    import sys
-
-    from benchmarks.perf.before_after import compare_revisions
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    sha = _git_repo_with_two_versions(repo, "timed_linear_module", _SLOW_THEN_FAST.format(sleep=0.05),
-                                      _SLOW_THEN_FAST.format(sleep=0.0))
-    monkeypatch.syspath_prepend(str(repo))
-    monkeypatch.delitem(sys.modules, "timed_linear_module", raising=False)
-    config = {"seed_everything": 0, "trainer": {},
-              "data": {"class_path": "toy_modules.ToyRegressionData", "init_args": {}},
-              "model": {"class_path": "timed_linear_module.TimedLinear", "init_args": {"lr": 0.1}}}
-    result = compare_revisions(config, revision="HEAD", epochs=2, repeats=3)
-    assert result.revision == sha and result.module == "timed_linear_module"
-    # 2 steps per epoch: before sleeps 0.1 s an epoch more than after, in every pair
-    assert len(result.pair_speedups) == 3 and min(result.pair_speedups) > 2
-    assert result.speedup_ci[0] > 2 and result.faster == "yes"
-    assert result.before_epoch_s - result.after_epoch_s > 0.09
-    assert result.max_rel_loss_diff == 0.0 and result.steps == 4  # same maths, same seed: equal losses
-    assert config["model"]["class_path"] == "timed_linear_module.TimedLinear"  # the caller's config is left alone
-
-
-def test_before_after_rejects_an_unknown_revision_or_a_module_missing_there(toy_env, tmp_path: Path, monkeypatch,
-                                                                            capsys) -> None:
-    import sys
-
-    from benchmarks.perf.before_after import RevisionError, load_module_at
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    _git_repo_with_two_versions(repo, "timed_linear_module", "X = 1\n", "X = 2\n")
-    (repo / "added_later.py").write_text("Y = 1\n")
-    monkeypatch.syspath_prepend(str(repo))
-    for name in ("timed_linear_module", "added_later"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    sha, alias = load_module_at("HEAD", "timed_linear_module")
-    assert sys.modules[alias].X == 1  # the committed version, not the work tree's X = 2
-    with pytest.raises(RevisionError, match="unknown git revision 'no-such-rev'"):
-        load_module_at("no-such-rev", "timed_linear_module")
-    with pytest.raises(RevisionError, match="added_later.py does not exist at HEAD"):
-        load_module_at("HEAD", "added_later")
-    # through the CLI: a one-line error and exit code 2, no record written
-    assert main(["perf", "before-after", "toy", "linear", "--rev", "no-such-rev", "--results", str(tmp_path / "r")]) == 2
-    assert "unknown git revision 'no-such-rev'" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
-
-
-def test_before_after_records_show_on_the_leaderboard(tmp_path: Path) -> None:
-    from benchmarks.perf.records import write_perf_record
-    from leaderboard.build import build_leaderboard
-
-    write_perf_record(tmp_path, kind="before_after", name="toy-linear-linear-smoke-abc",
-                      payload={"benchmark": "toy", "method": "linear", "dataset": "linear", "profile": "smoke",
-                               "module": "toy_modules", "revision": "0123456789abcdef", "before_epoch_s": 2.0,
-                               "after_epoch_s": 1.0, "speedup": 2.0, "speedup_ci": [1.9, 2.1], "faster": "yes",
-                               "max_rel_loss_diff": 0.0})
-    (tmp_path / "perf/before_after/broken.json").write_text("{")
-    markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
-    row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | smoke | toy_modules"))
-    assert [cell.strip() for cell in row.split("|")[6:12]] == ["0123456789", "2.000", "1.000", "2.000 [1.900, 2.100]",
-                                                               "yes", "0.0e+00"]
-    assert "broken.json: unreadable perf record" in markdown and "`litbench perf before-after`" in markdown
-
-
-def test_before_after_takes_further_modules_from_the_old_revision_only_when_asked(tmp_path: Path, monkeypatch) -> None:
-    import sys
-
-    from benchmarks.perf.before_after import load_module_at
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    (repo / "helper_values.py").write_text("VALUE = 1\n")
-    _git_repo_with_two_versions(repo, "uses_helper", "from helper_values import VALUE\nX = VALUE\n",
-                                "from helper_values import VALUE\nX = VALUE\n")
-    (repo / "helper_values.py").write_text("VALUE = 2\n")  # changed after the commit
-    monkeypatch.syspath_prepend(str(repo))
-    for name in ("uses_helper", "helper_values"):
-        monkeypatch.delitem(sys.modules, name, raising=False)
-    import helper_values  # the working tree's version, imported before
-
-    _, alias = load_module_at("HEAD", "uses_helper")
-    assert sys.modules[alias].X == 2  # only uses_helper is old; its import sees today's helper
-    _, alias_with_helper = load_module_at("HEAD", "uses_helper", also=("helper_values",))
-    assert alias_with_helper != alias and sys.modules[alias_with_helper].X == 1
-    assert sys.modules["helper_values"] is helper_values and helper_values.VALUE == 2  # restored afterwards

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import re
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +29,7 @@ from benchmarks.launch import LaunchOptions, plan_runs
 from benchmarks.resolve import parse_set, resolve_run
 from benchmarks.spec import BenchmarkSpec, SpecError
 from leaderboard.calibration import CALIBRATION_DIR, CALIBRATION_SCHEMA
-from leaderboard.records import STATUS_OK, RecordStore, write_json_atomic
+from leaderboard.records import STATUS_OK, RecordStore, utc_now, write_json_atomic
 
 
 def sweep_id(*, method: str, dataset: str, profile: str, parameter: str) -> str:
@@ -112,7 +111,7 @@ def run_sweep(specs: dict[str, BenchmarkSpec], *, benchmark: str, method: str, p
         "higher_is_better": bool(spec.higher_is_better[metric]), "split": "val", "seeds": seeds,
         "values": entries, "chosen": chosen,
         "profile_value": profile_value(spec, method=method, dataset=dataset, profile=profile, parameters=parameters),
-        "command": command, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command, "finished_at": utc_now(),
     }
     path = root / f"{identifier}.json"
     write_json_atomic(path, summary)

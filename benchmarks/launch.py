@@ -15,7 +15,6 @@ picks it up as a TorchElastic environment) on a fresh per-run port, and only glo
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import importlib
 import os
@@ -30,7 +29,7 @@ from typing import Any, Callable
 
 from benchmarks.resolve import RunPlan, check_stage_sets, resolve_run
 from benchmarks.spec import BenchmarkSpec, SpecError
-from leaderboard.records import STATUS_FAILED, CorruptRecordError, RecordStore, RunRecord, failed_path, read_record
+from leaderboard.records import STATUS_FAILED, CorruptRecordError, RecordStore, RunRecord, failed_path, read_record, utc_now
 
 
 class DataError(SpecError):
@@ -92,6 +91,16 @@ def plan_runs(specs: dict[str, BenchmarkSpec], *, benchmarks: list[str], profile
                                              evaluate_on=evaluate_on))
     check_stage_sets(plans, sets)
     return plans
+
+
+def failure_record(plan: RunPlan, *, error_type: str, message: str, traceback_tail: str,
+                   spec: dict[str, Any] | None = None) -> RunRecord:
+    """The record of a run that failed outside its own process (a crash, a lost SLURM job, a rank)."""
+    return RunRecord(benchmark=plan.benchmark, method=plan.method, role=plan.config["litbench"]["role"],
+                     dataset=plan.dataset, profile=plan.profile, seed=plan.seed, status=STATUS_FAILED,
+                     config=plan.config, config_hash=plan.config_hash, spec=dict(spec or {}),
+                     error={"type": error_type, "message": message, "traceback_tail": traceback_tail},
+                     finished_at=utc_now())
 
 
 def needs_own_process(plan: RunPlan) -> bool:
@@ -196,12 +205,8 @@ class Launcher:
         return None
 
     def _record_crash(self, plan: RunPlan, reason: str, log_tail: str, *, error_type: str = "WorkerCrashed") -> RunRecord:
-        record = RunRecord(benchmark=plan.benchmark, method=plan.method, role=plan.config["litbench"]["role"],
-                           dataset=plan.dataset, profile=plan.profile, seed=plan.seed, status=STATUS_FAILED,
-                           config=plan.config, config_hash=plan.config_hash,
-                           spec=self.specs[plan.benchmark].snapshot(),
-                           error={"type": error_type, "message": reason, "traceback_tail": log_tail},
-                           finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        record = failure_record(plan, error_type=error_type, message=reason, traceback_tail=log_tail,
+                                spec=self.specs[plan.benchmark].snapshot())
         self.store.write(record)
         return record
 
@@ -224,10 +229,7 @@ class Launcher:
         return env
 
     def _unwritten_failure(self, plan: RunPlan, reason: str) -> RunRecord:
-        return RunRecord(benchmark=plan.benchmark, method=plan.method, role=plan.config["litbench"]["role"],
-                         dataset=plan.dataset, profile=plan.profile, seed=plan.seed, status=STATUS_FAILED,
-                         config=plan.config, config_hash=plan.config_hash,
-                         error={"type": "NotRankZero", "message": reason, "traceback_tail": ""})
+        return failure_record(plan, error_type="NotRankZero", message=reason, traceback_tail="")
 
     def _run_in_process(self, plan: RunPlan) -> RunRecord:
         from benchmarks.runner import execute_run
@@ -241,7 +243,7 @@ class Launcher:
         suffix = "" if self.rank is None else f".rank{self.rank}"
         log_path = self.options.results_dir / "logs" / f"{plan.run_id.replace('/', '__')}{suffix}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        started_at = utc_now()
         timed_out = False
         with open(log_path, "w") as log:
             # its own session, so a timeout kills the whole process group (DDP ranks included)
@@ -291,7 +293,7 @@ class Launcher:
         for plan in plans:
             parameters = slurm_parameters(plan, slurm)
             executor.update_parameters(**parameters)
-            started_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            started_at = utc_now()
             job = executor.submit(run_job_file, str(self._job_file(plan)))
             submitted.append((plan, job, started_at, time.perf_counter()))
         for plan, job, started_at, started in submitted:

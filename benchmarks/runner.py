@@ -13,7 +13,6 @@ to ``<run_id>.artifacts/`` and listed in the record when the run succeeds) -> ``
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import importlib.metadata
 import json
@@ -40,7 +39,7 @@ from benchmarks.process import configure_process
 from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters
 from benchmarks.resolve import identity_of, stage_config
 from benchmarks.stages import StageCache
-from leaderboard.records import STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, artifact_dir_path, config_hash
+from leaderboard.records import STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, artifact_dir_path, config_hash, utc_now
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LIGHTNING_SETUP_KEYS = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar",
@@ -111,10 +110,6 @@ def _peak_flops(trainer_config: dict[str, Any]) -> float | None:
     devices = trainer_config.get("devices", 1)
     count = int(devices) if str(devices).isdigit() else torch.cuda.device_count()
     return per_device * count * int(trainer_config.get("num_nodes", 1)) if per_device else None
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _make_trainer(trainer_config: dict[str, Any], *, root_dir: Path, callbacks: list[pl.Callback],
@@ -204,7 +199,7 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
     record = RunRecord(benchmark=meta["benchmark"], method=meta["method"], role=meta["role"], dataset=meta["dataset"],
                        profile=meta["profile"], seed=int(meta["seed"]), status=STATUS_FAILED, config=config,
                        config_hash=config_hash(identity_of(config)), spec=spec_snapshot or {},
-                       software=software_versions(), started_at=_now())
+                       software=software_versions(), started_at=utc_now())
     if threads := os.environ.get("LITBENCH_NUM_THREADS"):
         torch.set_num_threads(int(threads))
     trainer: pl.Trainer | None = None
@@ -267,7 +262,7 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
         record.cost["run_s"] = round(time.perf_counter() - run_started, 4)
     world_size = trainer.world_size if trainer is not None else None
     record.hardware = hardware_info(config["trainer"], world_size)
-    record.finished_at = _now()
+    record.finished_at = utc_now()
     is_rank_zero = trainer.global_rank == 0 if trainer is not None else rank_zero_only.rank == 0
     if write and is_rank_zero and record.ok:
         record.artifacts = _publish_artifacts(staging, results_dir, record.run_id)

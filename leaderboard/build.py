@@ -17,7 +17,6 @@ LEADERBOARD.md and index.html, logged as warnings, and returned by ``load_frame`
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +26,7 @@ from leaderboard.frame import (COST_PREFIX, IDENTITY_COLUMNS, METRIC_PREFIX, RUN
                                load_records, records_to_frame)
 from leaderboard.html import render_html
 from leaderboard.markdown import render_markdown
+from leaderboard.records import utc_now
 from leaderboard.readme import check_markers, render_excerpt, update_readme
 from leaderboard.report import build_report, resolve_specs
 from leaderboard.wandb_export import WANDB_MODES, log_leaderboard
@@ -83,7 +83,7 @@ def build_leaderboard(results_dir: str | Path, out_dir: str | Path, specs: dict[
 
     report = build_report(frame, specs=resolved_specs, claims=claims, problems=problems,
                           results_dir=str(results_dir),
-                          generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                          generated_at=utc_now("%Y-%m-%d %H:%M UTC"))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / filename for name, filename in OUTPUT_FILES.items()}
     frame[results_columns(frame)].to_csv(paths["results"], index=False)

@@ -39,6 +39,7 @@ without the spec files.
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timezone
 import hashlib
 import json
 import os
@@ -161,6 +162,12 @@ def artifact_dir_path(results_dir: str | Path, run_id: str) -> Path:
 
 def failed_path(path: Path) -> Path:
     return path.with_name(path.stem + ".failed.json")
+
+
+def utc_now(format: str | None = None) -> str:
+    """The one timestamp of litbench: UTC, ISO 8601 to the second, or ``format`` (strftime)."""
+    now = datetime.now(timezone.utc)
+    return now.isoformat(timespec="seconds") if format is None else now.strftime(format)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -89,6 +89,7 @@ from torch import nn
 from modules.cmt_matching import denoising_losses, denoising_queries, matched_losses, top_detections
 from modules.cmt_model import (CoordinatesEncoding, DecoderLayer, DetectionHead, ImageBackbone, PillarBackbone)
 from modules.common.detection_metrics import NuScenesDetectionMetric
+from modules.common.schedules import cyclic
 
 CLASS_NAMES = ("car", "pedestrian", "traffic_cone")
 POINT_CLOUD_RANGE = (-16.0, -16.0, -2.0, 16.0, 16.0, 2.0)
@@ -228,17 +229,9 @@ class CMT(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        rise = max(1, round(0.4 * total))
-
-        def factor(step: int) -> float:  # cyclic: 1 -> peak over 40% of the steps, cosine -> 1e-4
-            if step < rise:
-                return 1.0 + (hp.cyclic_peak - 1.0) * (1 - np.cos(np.pi * step / rise)) / 2
-            progress = min(1.0, (step - rise) / max(1, total - rise))
-            return 1e-4 + (hp.cyclic_peak - 1e-4) * (1 + np.cos(np.pi * progress)) / 2
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # cyclic: lr -> peak x lr over 40 % of the steps, cosine down to 1e-4 x lr
+        schedule = cyclic(optimizer, total_steps=self.trainer.estimated_stepping_batches, peak=hp.cyclic_peak)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     # ---- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -59,7 +59,6 @@ Deviations from the official pipeline and the paper (each deliberate):
 from __future__ import annotations
 
 import functools
-import math
 import random
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,7 @@ from torchmetrics.text import Perplexity
 from datamodules.drumroll import (DrumrollTokenizer, LINES_PER_BAR, NUM_COLUMNS, drumroll_to_midi, generated_lines,
                                   is_well_formed_line)
 from modules.common.groove_stats import GrooveStructure, GrooveStructureMetric
+from modules.common.schedules import TimmStepSchedule, warmup_cosine
 
 IGNORE_INDEX = -100
 RANDOM_REFERENCE_SEED = 29  # analysis.py's random.seed(29)
@@ -267,7 +267,7 @@ def random_reference_grooves(count: int) -> list[list[str]]:
 # ----------------------------------------------------------------------------------------------
 # Language models
 # ----------------------------------------------------------------------------------------------
-class _TinyGPTTrainer(GrooveEvaluator):
+class _TinyGPTTrainer(TimmStepSchedule, GrooveEvaluator):
     def __init__(self, *, d_model: int, num_layers: int, num_heads: int, context_length: int, dropout: float,
                  lr: float, weight_decay: float, warmup_steps: int) -> None:
         super().__init__()
@@ -284,16 +284,10 @@ class _TinyGPTTrainer(GrooveEvaluator):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-
-        def warmup_then_cosine(step: int) -> float:  # to 10% of lr at the last step
-            if step < self.warmup_steps:
-                return (step + 1) / self.warmup_steps
-            progress = min((step - self.warmup_steps) / max(total - self.warmup_steps, 1), 1.0)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_cosine)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        # linear warm-up, then cosine to 10 % of lr at the last step
+        schedule = warmup_cosine(optimizer, total_steps=self.trainer.estimated_stepping_batches,
+                                 warmup_steps=self.warmup_steps, lr_min=0.1 * self.lr)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 class EnglishPretraining(_TinyGPTTrainer):

@@ -53,11 +53,11 @@ from typing import Any
 import timm
 import torch
 from timm.optim import param_groups_weight_decay
-from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torch import nn
 
 from modules.common.classification import ImageClassifier
+from modules.common.schedules import TimmStepSchedule, warmup_cosine
 from modules.emo_blocks import EMO_CONFIGS, create_emo
 
 
@@ -88,7 +88,7 @@ def remove_early_strides(network: nn.Module, count: int) -> list[str]:
     return changed
 
 
-class MobileRecipeClassifier(ImageClassifier):
+class MobileRecipeClassifier(TimmStepSchedule, ImageClassifier):
     """The EMO training recipe for any ``self.network`` (see the module docstring)."""
 
     def __init__(self, *, num_classes: int, in_channels: int, image_size: int, label_smoothing: float,
@@ -128,13 +128,11 @@ class MobileRecipeClassifier(ImageClassifier):
         optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.999), eps=1e-8)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
-        scheduler = CosineLRScheduler(optimizer, t_initial=total_steps, lr_min=self.min_lr,
-                                      warmup_t=int(round(self.warmup_epochs * steps_per_epoch)),
-                                      warmup_lr_init=self.warmup_lr, t_in_epochs=False)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def lr_scheduler_step(self, scheduler: CosineLRScheduler, metric: Any) -> None:
-        scheduler.step_update(num_updates=self.global_step)  # per iteration, as the official trainer
+        # per iteration, as the official trainer; timm's recipe counts the cosine from step 0
+        schedule = warmup_cosine(optimizer, total_steps=total_steps, lr_min=self.min_lr,
+                                 warmup_steps=int(round(self.warmup_epochs * steps_per_epoch)),
+                                 warmup_lr_init=self.warmup_lr, warmup_prefix=False)
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
 
 class EMOClassifier(MobileRecipeClassifier):

@@ -6,13 +6,12 @@ show them (it reads ``perf/**/*.json``; run records are ``seed-*.json`` and neve
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from leaderboard.records import PERF_SCHEMA, write_json_atomic
+from leaderboard.records import PERF_SCHEMA, utc_now, write_json_atomic
 
 
 def write_perf_record(results_dir: Path, *, kind: str, name: str, payload: dict[str, Any]) -> Path:
@@ -23,5 +22,5 @@ def write_perf_record(results_dir: Path, *, kind: str, name: str, payload: dict[
                 "threads": torch.get_num_threads()}
     write_json_atomic(path, {"schema": PERF_SCHEMA, "kind": kind, "name": name, **payload,
                              "hardware": hardware, "software": software_versions(),
-                             "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+                             "measured_at": utc_now()})
     return path

@@ -8,12 +8,13 @@ included), the summed run seconds, the worker count it actually ran with, and it
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from leaderboard.records import utc_now
 
 
 @dataclass
@@ -82,7 +83,7 @@ class SuiteTally:
         from benchmarks.perf.records import write_perf_record
 
         names = sorted(self.benchmarks)
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        stamp = utc_now("%Y%m%dT%H%M%S")
         selection = "+".join(names) if len(names) <= 3 else f"{len(names)}-benchmarks"
         return write_perf_record(results_dir, kind="suite", name=f"{selection}-{self.profile}-{stamp}",
                                  payload=self.payload())

@@ -72,7 +72,9 @@ def test_a_datamodule_without_a_validation_split_fails_the_run_with_a_reason(toy
     code = _sweep(results, "--set", "data.init_args.val_samples=0")
     assert code == 1  # every run failed, and says why
     record = next((results / "calibration").rglob("seed-0.json"))
-    assert "validation split is empty" in json.loads(record.read_text())["error"]["message"]
+    failed = json.loads(record.read_text())
+    assert "validation split is empty" in failed["error"]["message"]
+    assert not (failed["cost"] or {}).get("fit_s")  # it failed before training, not after
     summary = json.loads(next((results / "calibration" / "toy").glob("*.json")).read_text())
     assert summary["chosen"] is None and all(entry["n"] == 0 for entry in summary["values"])
 

@@ -36,6 +36,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.cli import instantiate_class
 
 from benchmarks.process import configure_process
+from benchmarks.contract import StageModule
 from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters
 from benchmarks.resolve import identity_of, stage_config
 from benchmarks.stages import StageCache
@@ -132,7 +133,7 @@ def _build_stages(config: dict[str, Any], cache: StageCache, root_dir: Path) -> 
             model = instantiate_class((), stage["model"])
             trainer = _make_trainer(stage["trainer"], root_dir=root_dir, callbacks=[])
             trainer.fit(model, datamodule=datamodule)
-            if hasattr(model, "save_stage_artifact"):
+            if isinstance(model, StageModule):
                 return Path(model.save_stage_artifact(folder))
             checkpoint = folder / "model.ckpt"
             trainer.save_checkpoint(checkpoint)

@@ -1,0 +1,94 @@
+"""What the runner expects of a method's LightningModule and a benchmark's LightningDataModule.
+
+This is the whole contract; nothing else about a module is read by the harness.
+
+A method (``methods.<name>.class_path`` in a spec) is a ``LightningModule`` that
+
+* logs ``test/<metric>`` in ``test_step`` — every such value becomes ``record.metrics[<metric>]``
+  (the spec's ``metrics.higher_is_better`` says which way is better);
+* may set ``requires_fit = False`` (k-means, SVD truncation, a reference generator): the runner then
+  skips ``trainer.fit`` and only tests;
+* finds ``self.artifact_dir`` (a ``Path``, set before ``fit``) for files meant for readers
+  (generated MIDI, image grids); written on global rank 0, published beside the record only when
+  the run succeeds;
+* receives a cached stage's artifact path in the ``__init__`` argument named by the stage's
+  ``pass_as``; a stage's own class may define ``save_stage_artifact(folder) -> Path`` to write
+  something other than a Lightning checkpoint.
+
+A datamodule (``data.class_path``) is a ``LightningDataModule`` whose ``__init__`` takes
+``dataset`` (a dataset name of the spec), ``data_dir`` and ``cache_dir`` (both may be ``None``), and
+which has a ``test_dataloader``; a ``val_dataloader`` over data held out of training lets
+``litbench sweep`` calibrate on it.
+
+``contract_problems(spec)`` checks a spec's classes against this without running anything.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import lightning.pytorch as pl
+
+from benchmarks.spec import BenchmarkSpec
+
+DATAMODULE_ARGUMENTS = ("dataset", "data_dir", "cache_dir")
+
+
+@runtime_checkable
+class StageModule(Protocol):
+    """A cached stage whose artifact is not a checkpoint."""
+
+    def save_stage_artifact(self, folder: Path) -> Path: ...
+
+
+def load_class(class_path: str) -> type:
+    module_name, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), name)
+
+
+def _accepts(cls: type, argument: str) -> bool:
+    parameters = inspect.signature(cls.__init__).parameters
+    return argument in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _overrides(cls: type, base: type, name: str) -> bool:
+    return getattr(cls, name, None) is not getattr(base, name, None)
+
+
+def method_problems(cls: type, *, where: str) -> list[str]:
+    problems = []
+    if not (isinstance(cls, type) and issubclass(cls, pl.LightningModule)):
+        return [f"{where}: {cls!r} is not a LightningModule"]
+    if not _overrides(cls, pl.LightningModule, "test_step"):
+        problems.append(f"{where}: {cls.__name__} has no test_step, so it can log no test/<metric>")
+    if not isinstance(getattr(cls, "requires_fit", True), bool):
+        problems.append(f"{where}: {cls.__name__}.requires_fit must be True or False")
+    return problems
+
+
+def contract_problems(spec: BenchmarkSpec) -> list[str]:
+    """Every way the spec's classes break the contract above (empty when they keep it)."""
+    problems = []
+    data_class = load_class(spec.data.class_path)
+    where = f"{spec.name}: data"
+    if not (isinstance(data_class, type) and issubclass(data_class, pl.LightningDataModule)):
+        problems.append(f"{where}: {data_class!r} is not a LightningDataModule")
+    else:
+        problems += [f"{where}: {data_class.__name__}.__init__ takes no {name!r}"
+                     for name in DATAMODULE_ARGUMENTS if not _accepts(data_class, name)]
+        if not _overrides(data_class, pl.LightningDataModule, "test_dataloader"):
+            problems.append(f"{where}: {data_class.__name__} has no test_dataloader")
+    for name, method in spec.methods.items():
+        cls = load_class(method.class_path)
+        problems += method_problems(cls, where=f"{spec.name}: methods.{name}")
+        for stage in method.stages:
+            stage_where = f"{spec.name}: methods.{name}.stages.{stage.name}"
+            stage_class = load_class(stage.class_path)
+            if not (isinstance(stage_class, type) and issubclass(stage_class, pl.LightningModule)):
+                problems.append(f"{stage_where}: {stage_class!r} is not a LightningModule")
+            if isinstance(cls, type) and not _accepts(cls, stage.pass_as):
+                problems.append(f"{stage_where}: pass_as {stage.pass_as!r} is not an __init__ argument of {cls.__name__}")
+    return problems

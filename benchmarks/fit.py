@@ -18,6 +18,20 @@ from lightning.pytorch.cli import LightningCLI
 
 from benchmarks.spec import SpecError
 
+# Modules that moved when a paper's files became a package (modules/<paper>/): records keep the class
+# paths they ran with (so their config hashes stay what they were), and `fit` reads them through this
+# table. `litbench run` plans with the specs' new paths, so those methods' records are re-run once.
+MOVED_MODULES = {
+    "modules.reft_baselines": "modules.reft.baselines",
+    "modules.common.clustering": "modules.dcagc.clustering",
+}
+
+
+def current_class_path(class_path: str) -> str:
+    """``class_path`` with a moved module replaced by where it lives now."""
+    module, _, name = class_path.rpartition(".")
+    return f"{MOVED_MODULES.get(module, module)}.{name}"
+
 
 def load_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
@@ -41,6 +55,9 @@ def fit_from_config(path: str | Path) -> dict[str, float]:
     if config.get("litbench", {}).get("stages"):
         raise SpecError(f"{path}: this method has stages; run it with `litbench run` so they are built and cached")
     lightning_config = {key: config[key] for key in ("seed_everything", "trainer", "model", "data") if key in config}
+    for key in ("model", "data"):
+        lightning_config[key] = {**lightning_config[key],
+                                 "class_path": current_class_path(lightning_config[key]["class_path"])}
     trainer = dict(lightning_config.get("trainer", {}))
     trainer.update({"logger": False, "enable_checkpointing": False})
     lightning_config["trainer"] = trainer

@@ -33,7 +33,7 @@ Protocol (TFA / iMTFA, as in the paper spec):
   objects stay in the pixels as background). Because every class has its own random stream, the
   FSIS draws of a novel class equal its gFSIS draws for the same seed and K.
 * **Test**: every test image with all classes annotated; ``test_coco`` is the pycocotools ground
-  truth that ``modules.common.coco_metrics`` evaluates against (FSIS evaluates the novel categories
+  truth that ``modules.reft.coco_metrics`` evaluates against (FSIS evaluates the novel categories
   only; that choice belongs to the module).
 
 The module that trains says which training set it needs through three attributes: ``train_split``

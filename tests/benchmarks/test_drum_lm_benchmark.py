@@ -13,7 +13,7 @@ from benchmarks.cli import main
 from datamodules.drumroll import midi_to_drumroll
 from datamodules.grooves import generate_procedural_corpus
 from leaderboard.records import read_record
-from modules.common.groove_stats import GrooveStructure, corpus_statistics
+from modules.drum_lm.groove_stats import GrooveStructure, corpus_statistics
 from modules.drum_lm import random_reference_grooves
 from tests_support import run_ddp_cli
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from modules.cmt import CMT
-from modules.cmt_matching import (classification_loss, decode_boxes, denoising_queries, encode_boxes, focal_cost,
+from modules.cmt.matching import (classification_loss, decode_boxes, denoising_queries, encode_boxes, focal_cost,
                                   hungarian_match, matched_losses, regression_loss)
-from modules.cmt_model import CoordinatesEncoding, pos2embed
-from modules.common.detection_metrics import NuScenesDetectionMetric, detection_scores, nd_score
+from modules.cmt.model import CoordinatesEncoding, pos2embed
+from modules.cmt.detection_metrics import NuScenesDetectionMetric, detection_scores, nd_score
 
 CLASSES = ("car", "pedestrian", "traffic_cone")
 RANGE = (-16.0, -16.0, -2.0, 16.0, 16.0, 2.0)
@@ -126,7 +126,7 @@ def test_detection_scores_hand_value_and_devkit_nds() -> None:
     from nuscenes.eval.detection.algo import accumulate, calc_ap, calc_tp
     from nuscenes.eval.common.utils import center_distance
     from nuscenes.eval.detection.data_classes import DetectionConfig, DetectionMetrics
-    from modules.common.detection_metrics import to_eval_boxes
+    from modules.cmt.detection_metrics import to_eval_boxes
 
     pred, gt = _small_case()
     scores = detection_scores(pred, gt, [0, 1], class_names=CLASSES)
@@ -217,7 +217,7 @@ def test_retained_share_is_nan_below_the_map_floor() -> None:
 
 
 def test_convergence_choices_multiscale_pe_gain_and_first_layer_without_self_attention() -> None:
-    from modules.cmt_model import multiscale_pos2embed
+    from modules.cmt.model import multiscale_pos2embed
 
     # Multiscale BEV PE: frequencies 0.5 .. 16 cycles over the range, geometric; [y, x] halves.
     positions = torch.tensor([[0.25, 0.5]])

@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from datamodules.images import ImageClassificationDataModule
 from modules.doorping import DistilledSetEvaluation, DoorpingDistillation, PerNetRate
-from modules.doorping_distill import (AlexNet, ConvNet, dc_loops, distribution_match_distance, gradient_match_distance, layer_gradient_distance,
+from modules.doorping.distill import (AlexNet, ConvNet, dc_loops, distribution_match_distance, gradient_match_distance, layer_gradient_distance,
                                       optimise_trigger, patch_mask, random_patch_trigger, second_to_last_weighted,
                                       select_neurons, stamp_trigger, white_patch_trigger)
 

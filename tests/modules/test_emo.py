@@ -14,7 +14,7 @@ from torch import nn
 
 from modules.common.classification import count_macs, count_parameters
 from modules.emo import EMOClassifier, SmallImageTimmClassifier
-from modules.emo_blocks import (OFFICIAL_224_FVCORE_GFLOPS, OFFICIAL_224_PARAMS_M, InvertedResidualMobileBlock,
+from modules.emo.blocks import (OFFICIAL_224_FVCORE_GFLOPS, OFFICIAL_224_PARAMS_M, InvertedResidualMobileBlock,
                                 create_emo, window_partition, window_reverse)
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, roc_auc_score
 
-from modules.common.fairness import (
+from modules.reliant.fairness import (
     FairClassificationMetrics,
     GroupFairness,
     equal_opportunity_difference,

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import torch
 
-from modules.common.groove_stats import (GrooveStructure, GrooveStructureMetric, centre_gap_and_spread,
+from modules.drum_lm.groove_stats import (GrooveStructure, GrooveStructureMetric, centre_gap_and_spread,
                                          corpus_statistics, human_stat_distance, levenshtein_distance,
                                          measure_stabilities, measures_of)
 from tests_support import shared_data_root

@@ -11,9 +11,9 @@ from torch import nn
 
 from datamodules.images import ImageClassificationDataModule
 from modules.common.classification import count_macs, count_parameters
-from modules.common.resnet_cifar import resnet_cifar
+from modules.lrpet.resnet_cifar import resnet_cifar
 from modules.lrpet import LRPET, CifarResNetClassifier, FactorisedFromScratch, SVDTruncation
-from modules.lrpet_lowrank import (FactorisedConv2d, conv_ranks, energy_transfer, factorise_network,
+from modules.lrpet.lowrank import (FactorisedConv2d, conv_ranks, energy_transfer, factorise_network,
                                    plain_truncation, project_matrix, project_network, rank_for_ratio)
 
 

@@ -10,7 +10,7 @@ import torch
 from scipy import stats
 from torch.utils.data import DataLoader, TensorDataset
 
-from modules.common.iqa_metrics import IQACorrelations, fit_logistic, iqa_correlations, logistic_4, logistic_5
+from modules.pmt_iqa.iqa_metrics import IQACorrelations, fit_logistic, iqa_correlations, logistic_4, logistic_5
 from modules.pmt_iqa import (PMTIQA, MultiScaleFeatures, SingleTaskRegressionIQA, official_lr_factor,
                              quality_grades, task_weights)
 

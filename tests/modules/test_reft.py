@@ -12,11 +12,11 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 
-from modules.common.coco_metrics import CocoMaskAP, encode_masks, split_mask_ap
+from modules.reft.coco_metrics import CocoMaskAP, encode_masks, split_mask_ap
 from modules.reft import FewShotFineTune, QueryInstanceSegmentation
-from modules.reft_baselines import PrototypeClassifier, class_prototypes, cosine_logits
-from modules.reft_matching import hungarian_match, matching_cost, pairwise_dice, pairwise_sigmoid_bce, set_loss
-from modules.reft_model import FeatureReference, InstanceReference, QueryInstanceSegmenter, References, restrict_class_logits
+from modules.reft.baselines import PrototypeClassifier, class_prototypes, cosine_logits
+from modules.reft.matching import hungarian_match, matching_cost, pairwise_dice, pairwise_sigmoid_bce, set_loss
+from modules.reft.model import FeatureReference, InstanceReference, QueryInstanceSegmenter, References, restrict_class_logits
 
 SMALL = {"num_classes": 4, "dim": 16, "num_queries": 6, "num_heads": 2, "ffn_dim": 32, "widths": (8, 8, 16, 16)}
 

@@ -9,7 +9,7 @@ import torch
 
 from datamodules.fairness_graphs import FairGraphDataModule
 from modules.reliant import FairDistillationStudent, GNNTeacher
-from modules.reliant_blocks import PLP, PLPConv, distillation_l2_loss, fairness_surrogate_loss, legendre_step_surrogate
+from modules.reliant.blocks import PLP, PLPConv, distillation_l2_loss, fairness_surrogate_loss, legendre_step_surrogate
 
 
 def _official_approx_func(s: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Paper: J. Zhang, X. Li, J. Li, L. Liu, Z. Xue, B. Zhang, Z. Jiang, T. Huang, Y. Wang, C. Wang,
 "Rethinking Mobile Block for Efficient Attention-based Models", ICCV 2023 (arXiv:2301.01146).
 Official code: zhangzjn/EMO (``model/emo.py``, ``model/basic_modules.py``, ``configs/mobile/cls_emo.py``).
-The network lives in ``modules/emo_blocks.py`` (iRMB with the official *dilated-grid* window
+The network lives in ``modules/emo/blocks.py`` (iRMB with the official *dilated-grid* window
 attention, ``attn_pre=True``, the EMO-1M/2M/5M/6M registry); its 224² parameter counts equal the
 official ones exactly and its torch-counter MACs plus fvcore's eval-mode norm costs (2 FLOPs per BN
 element, 5 per LN element) reproduce the official fvcore GFLOPs to the published 3 decimals
@@ -58,7 +58,7 @@ from torch import nn
 
 from modules.common.classification import ImageClassifier
 from modules.common.schedules import TimmStepSchedule, warmup_cosine
-from modules.emo_blocks import EMO_CONFIGS, create_emo
+from modules.emo.blocks import EMO_CONFIGS, create_emo
 
 
 @torch.no_grad()

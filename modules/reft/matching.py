@@ -1,4 +1,4 @@
-"""Hungarian matching and the Mask2Former set loss used by RefT (see ``modules/reft.py``).
+"""Hungarian matching and the Mask2Former set loss used by RefT (see ``modules/reft/__init__.py``).
 
 Matching cost between every query q and ground-truth instance g of one image (Mask2Former defaults):
 ``2.0 * (-p_q(class_g)) + 5.0 * BCE(mask_q, mask_g) + 5.0 * Dice(mask_q, mask_g)``, the mask terms

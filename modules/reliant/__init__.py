@@ -4,7 +4,7 @@ Paper: Y. Dong, B. Zhang, Y. Yuan, N. Zou, Q. Wang, J. Li, "RELIANT: Fair Knowle
 for Graph Neural Networks", SIAM SDM 2023, arXiv:2301.01150. Official code: yushundong/RELIANT
 (``src/CPF-master``: ``train_dgl.py``, ``hypersearch.raw_experiment``, ``distill_dgl.py``,
 ``models/PLP.py``), summarised in ``papers/reliant.md``. The losses and the student networks are in
-``modules/reliant_blocks.py``; the LightningModules here. What is implemented:
+``modules/reliant/blocks.py``; the LightningModules here. What is implemented:
 
 * ``GNNTeacher`` (stage 1, a cached per-seed stage): GCN in→64→64→2, dropout 0.8 before layers 2
   and 3, Adam lr 0.01 / wd 1e-3; GraphSAGE in→128→128→128→2 (mean over N(v)∪{v}, no root
@@ -27,7 +27,7 @@ for Graph Neural Networks", SIAM SDM 2023, arXiv:2301.01150. Official code: yush
   σ(−β_v)·MLP(x_v)), MLP d→64→2 with dropout feat_drop; log_softmax of the final clamped labels.
 * ``TeacherReference``: the teacher's stored predictions scored like every student (no fitting).
 
-Metrics (``modules.common.fairness``): test accuracy, AUROC and F1 of class 1, ΔSP and ΔEO on the
+Metrics (``modules.reliant.fairness``): test accuracy, AUROC and F1 of class 1, ΔSP and ΔEO on the
 test nodes' hard predictions.
 
 Deviations from the official code (each deliberate):
@@ -64,8 +64,8 @@ from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 from torch_geometric.utils import to_torch_csr_tensor
 
 from modules.common.clustering import attached_datamodule
-from modules.common.fairness import FairClassificationMetrics
-from modules.reliant_blocks import PLP, FeatureMLP, distillation_l2_loss, fairness_surrogate_loss
+from modules.reliant.fairness import FairClassificationMetrics
+from modules.reliant.blocks import PLP, FeatureMLP, distillation_l2_loss, fairness_surrogate_loss
 
 TEACHER_FILE = "teacher.pt"
 PROXY_COLUMNS = 2

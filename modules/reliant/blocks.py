@@ -2,7 +2,7 @@
 against hand-computed values and the official ``approx_func``) and CPF's student networks (MLP, PLP).
 
 No trainer logic; the LightningModules that use them, and the docstring that cites the paper and
-lists every deviation from the official code, are in ``modules/reliant.py``.
+lists every deviation from the official code, are in ``modules/reliant/__init__.py``.
 """
 
 from __future__ import annotations

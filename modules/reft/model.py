@@ -1,6 +1,6 @@
 """A small Mask2Former-style query-based instance segmenter and RefT's two reference modules.
 
-Blocks (the paper spec's small-scale profile; see ``modules/reft.py`` for the deviations list):
+Blocks (the paper spec's small-scale profile; see ``modules/reft/__init__.py`` for the deviations list):
 
 * ``ConvBackbone`` — 4 stages (32-64-96-128 channels) at strides 4 / 8 / 16 / 32, GroupNorm.
 * ``FPNPixelDecoder`` — an FPN in place of the 6-layer MSDeformAttn pixel decoder: the three

@@ -3,9 +3,9 @@
 Paper: K. Guo, Z. Lin, C. Chen, X. Xing, F. Liu, X. Xu, "Compact Model Training by Low-Rank
 Projection with Energy Transfer", IEEE TNNLS 2024 (arXiv:2204.05566). Official code: BZQLin/LRPET
 (``ImageClassification/cifar10/cifar10_train.py``), summarised in ``papers/lrpet.md``; the maths
-(rank rule, energy transfer, BN rectification, factorisation) is in ``modules/lrpet_lowrank.py``.
+(rank rule, energy transfer, BN rectification, factorisation) is in ``modules/lrpet/lowrank.py``.
 
-Methods (all CIFAR ResNets from ``modules/common/resnet_cifar.py``, SGD momentum 0.9, lr 0.1,
+Methods (all CIFAR ResNets from ``modules/lrpet/resnet_cifar.py``, SGD momentum 0.9, lr 0.1,
 weight decay 1e-4, lr x0.1 at 50% and 75% of the epochs, cross-entropy):
 
 * ``LRPET`` — the dense-parameterised net trained with plain SGD; every ``projection_interval``
@@ -62,8 +62,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from modules.common.classification import ImageClassifier
-from modules.common.resnet_cifar import resnet_cifar
-from modules.lrpet_lowrank import conv_ranks, factorise_network, factorised_architecture, project_network
+from modules.lrpet.resnet_cifar import resnet_cifar
+from modules.lrpet.lowrank import conv_ranks, factorise_network, factorised_architecture, project_network
 
 STAGE_FILE = "dense_network.pt"
 

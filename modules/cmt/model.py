@@ -1,6 +1,6 @@
 """CMT network blocks: backbones, coordinates encoding (image ray PE, BEV PE), position-guided
-queries, the post-norm DETR decoder and the per-layer heads. Trainer logic lives in ``modules/cmt.py``;
-matching and losses in ``modules/cmt_matching.py``. Sizes follow the paper spec's small-scale profile."""
+queries, the post-norm DETR decoder and the per-layer heads. Trainer logic lives in ``modules/cmt/__init__.py``;
+matching and losses in ``modules/cmt/matching.py``. Sizes follow the paper spec's small-scale profile."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def multiscale_pos2embed(positions: torch.Tensor, *, num_pos_feats: int, min_cyc
     """Sin/cos embedding of normalised (x, y) -> [..., 2 * num_pos_feats], concatenated [y, x], with
     ``num_pos_feats / 2`` frequencies spaced geometrically from ``min_cycles`` to ``max_cycles``
     cycles over the range (at 32 m: wavelengths 64 m down to 2 m = one BEV token). Replaces the
-    official one-octave ``pos2embed`` for the BEV tokens and queries (see ``modules/cmt.py``)."""
+    official one-octave ``pos2embed`` for the BEV tokens and queries (see ``modules/cmt/__init__.py``)."""
     half = num_pos_feats // 2
     exponent = torch.arange(half, dtype=torch.float32, device=positions.device) / max(1, half - 1)
     frequencies = 2 * math.pi * min_cycles * (max_cycles / min_cycles) ** exponent
@@ -139,7 +139,7 @@ class CoordinatesEncoding(nn.Module):
                                            nn.Linear(embed_dim, embed_dim))
         # pe_gain scales the last layer's initial weights: with PyTorch's default Linear init the PEs
         # come out at ~0.16 RMS, far below the unit-RMS LayerNorm'd query content and BEV features,
-        # so the positional part of the attention logits starts ~30x too small (see modules/cmt.py).
+        # so the positional part of the attention logits starts ~30x too small (see modules/cmt/__init__.py).
         with torch.no_grad():
             for mlp in (self.image_embedding, self.bev_embedding):
                 mlp[-1].weight.mul_(pe_gain)
@@ -208,7 +208,7 @@ class DecoderLayer(nn.Module):
 
     ``self_attention=False`` (the first layer, whose query content is identically zero) leaves the
     self-attention block out: on zero content it can only add its learned bias, and the post-norm LN
-    of that near-zero constant is degenerate (see ``modules/cmt.py``)."""
+    of that near-zero constant is degenerate (see ``modules/cmt/__init__.py``)."""
 
     def __init__(self, *, embed_dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.1,
                  attention_dropout: float = 0.0, self_attention: bool = True) -> None:
@@ -244,7 +244,7 @@ def task_branch(embed_dim: int, out_dim: int, *, hidden: int = 64, bias_init: fl
 
 class DetectionHead(nn.Module):
     """One decoder layer's heads: center 2, height 1, dim 3, rot 2, vel 2 (concatenated in that
-    order = the box code of ``modules/cmt_matching.py``), cls (sigmoid logits)."""
+    order = the box code of ``modules/cmt/matching.py``), cls (sigmoid logits)."""
 
     BRANCHES = (("center", 2), ("height", 1), ("dim", 3), ("rot", 2), ("vel", 2))
 

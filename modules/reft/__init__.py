@@ -9,7 +9,7 @@ from the abstract / teaser / Mask2Former defaults rather than from the paper are
 Protocol (TFA style; the data side is ``datamodules.coco_instances``):
 
 1. ``QueryInstanceSegmentation`` — base training of the plain Mask2Former-like network
-   (``modules/reft_model.py``) on the base classes (novel annotations removed, images kept), with
+   (``modules/reft/model.py``) on the base classes (novel annotations removed, images kept), with
    a class head over all C classes + no-object. It is the cached per-seed ``base`` stage that
    every arm and setting shares; ``save_stage_artifact`` writes the weights.
 2. ``FewShotFineTune`` — loads the base weights, adds the reference modules the arm asks for and
@@ -32,7 +32,7 @@ Protocol (TFA style; the data side is ``datamodules.coco_instances``):
    mask head stay frozen [inferred]).
 3. ``BaseModelEvaluation`` — the base model tested without fine-tuning (a reference point: its bAP
    is what fine-tuning must keep; it was never trained on a novel-class annotation).
-4. ``modules.reft_baselines.PrototypeClassifier`` — no fine-tuning: the base model's class head is
+4. ``modules.reft.baselines.PrototypeClassifier`` — no fine-tuning: the base model's class head is
    replaced by logits = s * cos(e_q, mu_c) over the classes and no-object (s = 20 [inferred]),
    with mu_c the mean class-head input embedding of the support queries Hungarian-matched to the
    K-shot instances of class c (see that module).
@@ -49,7 +49,7 @@ modules still learn, through the query branch. At test time centres and support 
 from the whole fixed K-shot set. In FSIS the supports (hence centres and support queries) are
 those of the novel classes only.
 
-Metrics (``modules.common.coco_metrics``, pycocotools ``COCOeval(iouType="segm")``, in percent):
+Metrics (``modules.reft.coco_metrics``, pycocotools ``COCOeval(iouType="segm")``, in percent):
 ``test/nAP``, ``test/bAP`` (gFSIS only), ``test/AP``, ``test/AP50``; inference keeps the top-100
 (query, class) pairs by p(c) over the evaluated classes with score = p(c) x the mean mask
 probability inside the binarised mask, masks upsampled bilinearly to the original image size.
@@ -94,9 +94,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from modules.common.coco_metrics import CocoMaskAP, encode_masks
-from modules.reft_matching import MatchingWeights, hungarian_match, set_loss
-from modules.reft_model import DecoderOutput, QueryInstanceSegmenter, References, restrict_class_logits
+from modules.reft.coco_metrics import CocoMaskAP, encode_masks
+from modules.reft.matching import MatchingWeights, hungarian_match, set_loss
+from modules.reft.model import DecoderOutput, QueryInstanceSegmenter, References, restrict_class_logits
 
 STAGE_FILE = "base_model.pt"
 SETTINGS = ("gfsis", "fsis")

@@ -1,7 +1,7 @@
 """Maths of DOORPING / NAIVEATTACK on dataset condensation (DC): networks, triggers, gradient matching.
 
 Pure functions and small ``nn.Module`` s, no trainer logic; the LightningModules that use them live
-in ``modules/doorping.py`` (whose docstring cites the paper and lists the deviations). Everything
+in ``modules/doorping/__init__.py`` (whose docstring cites the paper and lists the deviations). Everything
 here follows ``liuyugeng/baadd`` ``DC/utils.py`` as summarised in ``papers/doorping.md``.
 """
 

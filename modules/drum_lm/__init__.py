@@ -23,7 +23,7 @@ Methods (``benchmarks/specs/drum_lm.yaml``):
   repeated 15 times.
 
 Every method is scored the same way (``GrooveEvaluator.test_step``): the output lines (prompt +
-generation, ``SEP`` removed, cut at ``END``) go through ``modules.common.groove_stats`` next to the
+generation, ``SEP`` removed, cut at ``END``) go through ``modules.drum_lm.groove_stats`` next to the
 human lines of the same groove; ``test/human_stat_distance`` is the claim's metric. The language
 models also log ``test/dev_perplexity`` (completion tokens of the dev grooves). A few outputs are
 written as MIDI + text under ``self.artifact_dir`` when the runner sets it.
@@ -71,7 +71,7 @@ from torchmetrics.text import Perplexity
 
 from datamodules.drumroll import (DrumrollTokenizer, LINES_PER_BAR, NUM_COLUMNS, drumroll_to_midi, generated_lines,
                                   is_well_formed_line)
-from modules.common.groove_stats import GrooveStructure, GrooveStructureMetric
+from modules.drum_lm.groove_stats import GrooveStructure, GrooveStructureMetric
 from modules.common.schedules import TimmStepSchedule, warmup_cosine
 
 IGNORE_INDEX = -100

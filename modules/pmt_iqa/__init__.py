@@ -28,7 +28,7 @@ Optimisation (``learn.py``): Adam (coupled L2 weight decay 5e-4), batch 12 patch
 solver re-creates Adam after every epoch with lr0/10^floor(t/6), i.e. epoch e ≥ 1 trains at
 lr0/10^floor((e−1)/step) with fresh moments (``reset_adam_each_epoch``; ``lr_step_epochs`` = 6).
 Test: the model in eval mode scores each of an image's crops; the image score is their mean;
-SRCC, PLCC and the logistic-fitted PLCC (``modules/common/iqa_metrics.py``) over test images.
+SRCC, PLCC and the logistic-fitted PLCC (``modules/pmt_iqa/iqa_metrics.py``) over test images.
 
 Deviations from the official code (each deliberate):
 
@@ -67,7 +67,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.common.classification import count_parameters
-from modules.common.iqa_metrics import IQACorrelations
+from modules.pmt_iqa.iqa_metrics import IQACorrelations
 
 SCHEDULES = ("progressive", "fixed", "reversed")
 NUM_GRADES = 10

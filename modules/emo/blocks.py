@@ -1,7 +1,7 @@
 """EMO network: the inverted Residual Mobile Block (iRMB) and the 4-stage EMO models (plain nn.Modules).
 
 Follows ``zhangzjn/EMO`` ``model/emo.py`` + ``model/basic_modules.py`` (see ``papers/emo.md`` §1-2 and
-the docstring of ``modules/emo.py`` for the deviations). A registry of named configurations
+the docstring of ``modules/emo/__init__.py`` for the deviations). A registry of named configurations
 (``EMO_CONFIGS``: EMO-1M/2M/5M/6M and the halved EMO-1M/2 for CI) feeds ``create_emo``, which also
 applies the small-image geometry of the paper spec's CPU profile (stem and stage-1 stride 1,
 window 4: maps 32/32/16/8/4 at 32², the same attention pattern as 112/56/28/14/7 at 224²).

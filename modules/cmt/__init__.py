@@ -2,8 +2,8 @@
 
 Paper: J. Yan, Y. Liu, J. Sun, F. Jia, S. Li, T. Wang, X. Zhang, "Cross Modal Transformer: Towards
 Fast and Robust 3D Object Detection", ICCV 2023 (arXiv 2301.01283). Official code: junjie18/CMT,
-summarised in ``papers/cmt.md``. Blocks in ``modules/cmt_model.py``, matching / DN / losses in
-``modules/cmt_matching.py``, metrics (nuscenes-devkit) in ``modules/common/detection_metrics.py``.
+summarised in ``papers/cmt.md``. Blocks in ``modules/cmt/model.py``, matching / DN / losses in
+``modules/cmt/matching.py``, metrics (nuscenes-devkit) in ``modules/cmt/detection_metrics.py``.
 
 ``CMT(modalities=...)``: ``fusion`` (keys = BEV tokens + all image tokens, queries get BEV PE + the
 image ray PE of the anchor's projections), ``lidar`` (CMT-L: BEV tokens only, BEV query PE only) and
@@ -27,7 +27,7 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
    SECOND (no sparse convolution on CPU), d = 128,
    3 decoder layers, 4 heads, FFN 256, 150 queries, 16 depth bins over 1-20 m, 3 DN groups,
    top-100 detections. No image-backbone pretraining (no FCOS3D / nuImages weights).
-2. Box-code quirk **fixed** (see ``modules/cmt_matching.py``): the z-anchored output learns cz,
+2. Box-code quirk **fixed** (see ``modules/cmt/matching.py``): the z-anchored output learns cz,
    not log w. BEV pos2embed frequency quirk **replaced** by default (``bev_pe="multiscale"``, see
    10b); ``bev_pe="official"`` restores it (every frequency in [pi, 2 pi]).
 3. The CMT-L heads use kernel-1 (linear) branches like the other variants, not the official
@@ -86,9 +86,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from modules.cmt_matching import denoising_losses, denoising_queries, matched_losses, top_detections
-from modules.cmt_model import (CoordinatesEncoding, DecoderLayer, DetectionHead, ImageBackbone, PillarBackbone)
-from modules.common.detection_metrics import NuScenesDetectionMetric
+from modules.cmt.matching import denoising_losses, denoising_queries, matched_losses, top_detections
+from modules.cmt.model import (CoordinatesEncoding, DecoderLayer, DetectionHead, ImageBackbone, PillarBackbone)
+from modules.cmt.detection_metrics import NuScenesDetectionMetric
 from modules.common.schedules import cyclic
 
 CLASS_NAMES = ("car", "pedestrian", "traffic_cone")
@@ -281,7 +281,7 @@ class CMT(L.LightningModule):
         for metric in self.metrics.values():
             metric.reset()
         if self.global_rank == 0 and self.visual_scene is not None and self.artifact_dir is not None:
-            from modules.cmt_visual import draw_bev
+            from modules.cmt.visual import draw_bev
 
             draw_bev(self.visual_scene, Path(self.artifact_dir) / "bev_scene0.png", class_names=self.hparams.class_names,
                      point_cloud_range=self.hparams.point_cloud_range)

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from modules.reft import FewShotFineTune, downsample_masks
-from modules.reft_matching import hungarian_match
-from modules.reft_model import DecoderOutput, References
+from modules.reft.matching import hungarian_match
+from modules.reft.model import DecoderOutput, References
 
 SUPPORT_CHUNK = 50  # support images per forward pass when building the prototypes
 

@@ -2,7 +2,7 @@
 
 Paper: Y. Liu, Z. Li, M. Backes, Y. Shen, Y. Zhang, "Backdoor Attacks Against Dataset
 Distillation", NDSS 2023 (arXiv 2301.01197). Official code: liuyugeng/baadd (``DC/``), summarised
-in ``papers/doorping.md``; the maths is in ``modules/doorping_distill.py``.
+in ``papers/doorping.md``; the maths is in ``modules/doorping/distill.py``.
 
 Two LightningModules, used as a cached stage and a method:
 
@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
-from modules.doorping_distill import (build_network, dc_loops, distribution_match_distance, gradient_match_distance,
+from modules.doorping.distill import (build_network, dc_loops, distribution_match_distance, gradient_match_distance,
                                       optimise_trigger, patch_mask, random_patch_trigger, stamp_trigger,
                                       white_patch_trigger)
 

@@ -63,7 +63,7 @@ from torch_geometric.data import Data
 from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 from torch_geometric.utils import to_torch_csr_tensor
 
-from modules.common.clustering import attached_datamodule
+from modules.common.trainer_access import attached_datamodule
 from modules.reliant.fairness import FairClassificationMetrics
 from modules.reliant.blocks import PLP, FeatureMLP, distillation_l2_loss, fairness_surrogate_loss
 

@@ -121,3 +121,29 @@ def test_stage_set_skips_methods_without_the_stage_but_a_typo_is_an_error(spec) 
                   sets=["stages.pretrian.trainer.max_epochs=1"])
     with pytest.raises(SpecError, match="stages.NAME.model.init_args.KEY=VALUE"):
         resolve_run(spec, method="finetuned", dataset="linear", profile="smoke", seed=0, sets=["stages.pretrain.lr=1"])
+
+
+def test_every_committed_record_names_classes_that_still_import() -> None:
+    """Papers became packages: a record keeps the class paths it ran with (and so its config hash);
+    `litbench fit` reads moved ones through benchmarks.fit.MOVED_MODULES."""
+    import json
+
+    from benchmarks.contract import load_class
+    from benchmarks.fit import current_class_path
+    from leaderboard.records import RecordStore
+
+    assert current_class_path("modules.reft_baselines.PrototypeClassifier") == "modules.reft.baselines.PrototypeClassifier"
+    assert current_class_path("modules.reft.FewShotFineTune") == "modules.reft.FewShotFineTune"
+    results = Path(__file__).resolve().parents[2] / "results"
+    paths = RecordStore(results).paths()
+    assert len(paths) > 100
+    class_paths = set()
+    for path in paths:
+        record = json.loads(path.read_text())
+        config = record["config"]
+        class_paths |= {config["model"]["class_path"], config["data"]["class_path"]}
+        class_paths |= {stage["model"]["class_path"] for stage in config["litbench"].get("stages", [])}
+    for class_path in sorted(class_paths):
+        assert isinstance(load_class(current_class_path(class_path)), type), class_path
+    assert "modules.reft_baselines.PrototypeClassifier" in class_paths or \
+        "modules.reft.baselines.PrototypeClassifier" in class_paths

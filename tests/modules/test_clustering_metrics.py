@@ -10,7 +10,7 @@ from torch_geometric.data import Data
 from torch_geometric.utils import to_dense_adj
 
 from datamodules.graphs import AttributedGraphDataModule
-from modules.common.clustering import (
+from modules.dcagc.clustering import (
     ClusteringMetrics,
     KMeansClustering,
     KMeansSmoothedFeatures,

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from datamodules.graphs import AttributedGraphDataModule
-from modules.common.clustering import cluster_accuracy
+from modules.dcagc.clustering import cluster_accuracy
 from modules.dcagc import DCAGC, GAEKMeans, cluster_self_expression, official_threshold, threshold_coefficients
-from modules.dcagc_losses import (
+from modules.dcagc.losses import (
     coefficient_regulariser,
     contrastive_self_expression_loss,
     dual_contrastive_losses,

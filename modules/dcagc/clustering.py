@@ -34,6 +34,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from modules.common.sample_index import first_copies
+from modules.common.trainer_access import attached_datamodule
 
 CLUSTERING_METRIC_NAMES = ("acc", "nmi", "ari", "f1")
 UNMATCHED_CLUSTER = -1
@@ -142,14 +143,6 @@ def score_and_log(module: pl.LightningModule, metric: ClusteringMetrics, prefix:
 def seed_from_torch() -> int:
     """The seed ``lightning.seed_everything`` set, as a numpy/sklearn random state."""
     return int(torch.initial_seed() % 2**32)
-
-
-def attached_datamodule(module: pl.LightningModule):
-    """The datamodule of the Trainer the module is attached to, or None."""
-    try:
-        return getattr(module.trainer, "datamodule", None)
-    except RuntimeError:  # not attached to a Trainer
-        return None
 
 
 def resolve_num_clusters(module: pl.LightningModule, graph: Data, num_clusters: int | None) -> int:

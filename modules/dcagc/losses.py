@@ -1,4 +1,4 @@
-"""DCAGC's losses (``modules/dcagc.py``): GRACE's instance contrast between H and Ĥ = C·H, the
+"""DCAGC's losses (``modules/dcagc/__init__.py``): GRACE's instance contrast between H and Ĥ = C·H, the
 neighbourhood contrast over the k nearest neighbours in H, and the two regularisers. Pure functions,
 so that tests can compare them with direct loop computations. ``dual_contrastive_losses`` is what
 the model calls: it builds each n×n similarity matrix once per step (deviation 7 of the model)."""

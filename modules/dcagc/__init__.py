@@ -9,7 +9,7 @@ Network", arXiv:2206.07897 (v1, 2022); v2 is retitled NCAGC, journal version in 
 * encoder GATConv(d→2h) → PReLU → GATConv(2h→h) → PReLU (1 head, one PReLU shared by both layers);
   self-expression Ĥ = C·H with a free n×n C initialised to 1e-8 (diagonal *not* zeroed);
   decoder GATConv(h→2h) → PReLU → GATConv(2h→d) → PReLU with its own shared PReLU;
-* loss (``modules/dcagc_losses.py``) = 1.0·L_ins (GRACE loss between the views H and Ĥ, τ=1)
+* loss (``modules/dcagc/losses.py``) = 1.0·L_ins (GRACE loss between the views H and Ĥ, τ=1)
   + 1.0·L_nbr (k=10 nearest neighbours by Euclidean distance in the current H, recomputed every
   epoch without gradient) + 1.0·‖C‖²_F (sum) + 0.1·‖X−X̂‖²_F (sum); one full-batch Adam step per
   epoch, weight decay 1e-5 on every parameter including C;
@@ -62,14 +62,14 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import GAE, GCN, GATConv, GCNConv
 
-from modules.common.clustering import (
+from modules.dcagc.clustering import (
     ClusteringMetrics,
     attached_datamodule,
     resolve_num_clusters,
     score_and_log,
     seed_from_torch,
 )
-from modules.dcagc_losses import (
+from modules.dcagc.losses import (
     coefficient_regulariser,
     dual_contrastive_losses,
     embedding_nearest_neighbours,

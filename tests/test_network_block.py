@@ -26,5 +26,8 @@ def test_loopback_stays_open_for_ddp_rendezvous() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
-        with socket.create_connection(server.getsockname(), timeout=2):
-            pass
+        with socket.create_connection(server.getsockname(), timeout=2) as client:
+            accepted, _ = server.accept()
+            with accepted:
+                client.sendall(b"rendezvous")
+                assert accepted.recv(16) == b"rendezvous"

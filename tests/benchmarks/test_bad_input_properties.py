@@ -56,7 +56,7 @@ def mutate(tree: Any, path: tuple, action: str, junk: Any) -> Any:
     return tree
 
 
-def load_text_as_spec(text: str) -> None:
+def load_text_as_spec(text: str) -> str:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.yaml"
         path.write_text(text)
@@ -64,6 +64,8 @@ def load_text_as_spec(text: str) -> None:
             load_spec(path)
         except SpecError as error:
             assert "\n" not in str(error), "spec errors are one line"
+            return "error"
+        return "loaded"
 
 
 @PROPERTY_SETTINGS
@@ -76,7 +78,7 @@ def test_a_mutated_spec_loads_or_raises_one_line_spec_error(data, action: str, j
 @PROPERTY_SETTINGS
 @given(text=st.text(max_size=200))
 def test_arbitrary_text_as_a_spec_raises_spec_error(text: str) -> None:
-    load_text_as_spec(text)
+    assert load_text_as_spec(text) == "error"
 
 
 @PROPERTY_SETTINGS
@@ -85,7 +87,7 @@ def test_a_truncated_spec_loads_or_raises_spec_error(cut: int) -> None:
     load_text_as_spec(TOY_SPEC.read_text()[:cut])
 
 
-def read_bytes_as_record(payload: bytes) -> None:
+def read_bytes_as_record(payload: bytes) -> str:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "seed-0.json"
         path.write_bytes(payload)
@@ -93,8 +95,9 @@ def read_bytes_as_record(payload: bytes) -> None:
             record = read_record(path)
         except CorruptRecordError as error:
             assert "\n" not in str(error)
-            return
+            return "corrupt"
         assert_usable(record)
+        return "read"
 
 
 def assert_usable(record: RunRecord) -> None:
@@ -110,7 +113,7 @@ def assert_usable(record: RunRecord) -> None:
 @PROPERTY_SETTINGS
 @given(cut=st.integers(min_value=0, max_value=len(json.dumps(VALID_RECORD)) - 1))
 def test_a_truncated_record_is_corrupt(cut: int) -> None:
-    read_bytes_as_record(json.dumps(VALID_RECORD).encode()[:cut])
+    assert read_bytes_as_record(json.dumps(VALID_RECORD).encode()[:cut]) == "corrupt"
 
 
 @PROPERTY_SETTINGS
@@ -135,4 +138,4 @@ def test_a_metric_that_is_not_a_number_is_caught(junk: Any) -> None:
 @PROPERTY_SETTINGS
 @given(payload=st.binary(max_size=64))
 def test_random_bytes_are_a_corrupt_record(payload: bytes) -> None:
-    read_bytes_as_record(payload)
+    assert read_bytes_as_record(payload) == "corrupt"

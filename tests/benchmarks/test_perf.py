@@ -246,15 +246,4 @@ def _git_repo_with_two_versions(root: Path, module: str, before: str, after: str
     return git("rev-parse", "HEAD")
 
 
-_SLOW_THEN_FAST = '''
-import time
-from toy_modules import ToyLinear
-
-
-class TimedLinear(ToyLinear):
-    def training_step(self, batch, batch_idx):
-        time.sleep({sleep})  # the "before" version wastes time per step; the maths is the same
-        return super().training_step(batch, batch_idx)
-'''
-
 

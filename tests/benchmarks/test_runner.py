@@ -63,24 +63,31 @@ def test_cost_meter_splits_data_time_from_step_time(monkeypatch) -> None:
     assert meter.model_flops_utilisation(None) is None
 
 
-def test_data_share_counts_slow_loading_but_not_slow_module_hooks(tmp_path) -> None:
-    """A real fit: each batch takes 60 ms to load, each step sleeps 60 ms, and the module's
-    on_train_batch_end sleeps 120 ms (like LRPET's projection). Data time is the loading alone
-    (share ~0.5); the gap between steps, the old measure, would say ~0.75."""
-    import time as real_time
-
+def test_data_share_counts_slow_loading_but_not_slow_module_hooks(tmp_path, monkeypatch) -> None:
+    """A real fit on a virtual clock: each batch takes 60 ms to load, each step 60 ms, and the
+    module's on_train_batch_end 120 ms (like LRPET's projection). Data time is the loading alone
+    (0.30 s) against 4 timed steps (0.24 s: the first, FLOP-counted step is not timed), a share of
+    5/9; the gap between steps, the old measure, would also have counted the hooks."""
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, Dataset
 
+    import benchmarks.costs as costs
     from benchmarks.costs import CostMeter
     from benchmarks.runner import _make_trainer
+
+    now = [0.0]
+
+    def spend(seconds: float) -> None:  # time passes only where the test says so
+        now[0] += seconds
+
+    monkeypatch.setattr(costs.time, "perf_counter", lambda: now[0])
 
     class SlowDataset(Dataset):
         def __len__(self) -> int:
             return 5
 
         def __getitem__(self, index: int):
-            real_time.sleep(0.06)
+            spend(0.06)
             return torch.zeros(2), torch.zeros(1)
 
     class SlowHooks(pl.LightningModule):
@@ -89,11 +96,11 @@ def test_data_share_counts_slow_loading_but_not_slow_module_hooks(tmp_path) -> N
             self.layer = torch.nn.Linear(2, 1)
 
         def training_step(self, batch, batch_idx):
-            real_time.sleep(0.06)
+            spend(0.06)
             return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])
 
         def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-            real_time.sleep(0.12)
+            spend(0.12)
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -102,8 +109,9 @@ def test_data_share_counts_slow_loading_but_not_slow_module_hooks(tmp_path) -> N
     trainer = _make_trainer({"max_epochs": 1, "accelerator": "cpu", "devices": 1}, root_dir=tmp_path,
                             callbacks=[meter], profiler=meter.profiler)
     trainer.fit(SlowHooks(), train_dataloaders=DataLoader(SlowDataset(), batch_size=1))
-    assert 4 * 0.06 <= meter.data_seconds < 5 * 0.06 + 0.12  # 5 fetches, none of the 120 ms hooks
-    assert 0.35 < meter.data_share < 0.65
+    assert meter.data_seconds == pytest.approx(5 * 0.06)  # 5 fetches, none of the 120 ms hooks
+    assert meter.train_seconds == pytest.approx(4 * 0.06)
+    assert meter.data_share == pytest.approx(5 / 9, abs=1e-4)
     # With a user's own profiler on the Trainer there is no data time to report.
     other = CostMeter()
     trainer = _make_trainer({"max_epochs": 1, "accelerator": "cpu", "devices": 1, "profiler": "simple"},

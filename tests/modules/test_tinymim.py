@@ -13,10 +13,10 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from datamodules.images import ImageClassificationDataModule
-from modules.tinymim import MAEPretraining, TinyMIMStudent, warmup_cosine_factor
-from modules.tinymim_losses import (cls_distillation_loss, feature_distillation_loss, mae_loss, patchify,
+from modules.tinymim import MAEPretraining, TinyMIMStudent
+from modules.tinymim.losses import (cls_distillation_loss, feature_distillation_loss, mae_loss, patchify,
                                     random_masking, relation_distillation_loss, relation_log_probs, split_heads)
-from modules.tinymim_vit import block_qkv, build_vit, load_mae_encoder, mae_checkpoint_state
+from modules.tinymim.vit import block_qkv, build_vit, load_mae_encoder, mae_checkpoint_state
 
 TINY_TEACHER = {"teacher_embed_dim": 32, "teacher_depth": 3, "teacher_num_heads": 4}
 TINY_STUDENT = {"embed_dim": 16, "depth": 2, "num_heads": 2, "patch_size": 8}
@@ -162,12 +162,29 @@ def test_plain_timm_state_dict_loads_and_mismatches_are_one_line_errors(tmp_path
 
 
 # -- schedule and the two-phase fit -------------------------------------------------------------
-def test_warmup_cosine_factor():
-    assert warmup_cosine_factor(0, total_steps=100, warmup_steps=10) == 0.0
-    assert warmup_cosine_factor(5, total_steps=100, warmup_steps=10) == pytest.approx(0.5)
-    assert warmup_cosine_factor(10, total_steps=100, warmup_steps=10) == pytest.approx(1.0)
-    assert warmup_cosine_factor(55, total_steps=100, warmup_steps=10) == pytest.approx(0.5)
-    assert warmup_cosine_factor(100, total_steps=100, warmup_steps=10, min_ratio=0.01) == pytest.approx(0.01)
+def test_each_phase_follows_its_own_warmup_and_cosine(tmp_path: Path):
+    """MAE's lr_sched per phase: 4 pre-training steps (1 of warm-up), then 4 fine-tuning steps (1 of
+    warm-up, cosine to min_lr), each counted in its own steps; layer decay scales the fine-tune lrs."""
+    pl.seed_everything(0)
+    datamodule = ImageClassificationDataModule(dataset="generated", generated_train_size=64, generated_test_size=32,
+                                               batch_size=8, val_size=0, image_size=32)
+    student = TinyMIMStudent(pretrain="relation", pretrain_steps=4, random_teacher=True, warmup_fraction=0.25,
+                             pretrain_lr=1.0, finetune_lr=0.5, min_lr=0.1, **TINY_TEACHER, **TINY_STUDENT)
+    seen = []
+
+    class RecordLr(pl.Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            optimizers = [getattr(o, "optimizer", o) for o in trainer.optimizers]
+            group = (optimizers[0] if len(seen) < 4 else optimizers[1]).param_groups[0]
+            seen.append(group["lr"] / group.get("lr_scale", 1.0))
+
+    trainer = pl.Trainer(max_steps=8, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                         default_root_dir=str(tmp_path), callbacks=[RecordLr()])
+    trainer.fit(student, datamodule=datamodule)
+    cosine = [0.5 * (1 + math.cos(math.pi * step / 3)) for step in range(3)]  # 3 steps after 1 of warm-up
+    assert seen[:4] == pytest.approx([0.0, *cosine])
+    assert seen[4:] == pytest.approx([0.0, *(0.1 + 0.4 * c for c in cosine)])
 
 
 def test_two_phases_step_their_own_optimizers(tmp_path: Path):

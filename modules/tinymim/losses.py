@@ -1,4 +1,4 @@
-"""Losses of TinyMIM (``modules/tinymim.py``): MAE reconstruction and the distillation targets.
+"""Losses of TinyMIM (``modules/tinymim/__init__.py``): MAE reconstruction and the distillation targets.
 
 * ``random_masking`` / ``patchify`` / ``mae_loss`` — MAE's per-sample random masking (argsort of
   uniform noise), its patch order (``nchpwq -> nhwpqc``) and the masked-patch MSE with the

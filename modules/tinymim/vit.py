@@ -1,4 +1,4 @@
-"""ViT and MAE pieces for TinyMIM (``modules/tinymim.py``), built from timm's ``VisionTransformer``.
+"""ViT and MAE pieces for TinyMIM (``modules/tinymim/__init__.py``), built from timm's ``VisionTransformer``.
 
 * ``build_vit`` — a timm ``VisionTransformer`` initialised as MAE does (xavier-uniform linears and
   patch embedding, CLS ~ N(0, .02), a fixed 2-D sin-cos position embedding in the ``pos_embed``

@@ -2,8 +2,8 @@
 
 Paper: S. Ren, F. Wei, Z. Zhang, H. Hu, "TinyMIM: An Empirical Study of Distilling MIM Pre-trained
 Models", CVPR 2023 (arXiv 2301.01296). Official code: OliverRensu/TinyMIM (on facebookresearch/mae),
-summarised in ``papers/tinymim.md``. ViT/MAE pieces: ``modules/tinymim_vit.py``; losses:
-``modules/tinymim_losses.py``.
+summarised in ``papers/tinymim.md``. ViT/MAE pieces: ``modules/tinymim/vit.py``; losses:
+``modules/tinymim/losses.py``.
 
 Two LightningModules:
 
@@ -55,7 +55,6 @@ Deviations from the official code / [inferred] parts:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -66,21 +65,14 @@ from torch import nn
 from torchvision.transforms import ColorJitter
 
 from modules.common.classification import ImageClassifier
-from modules.tinymim_losses import (cls_distillation_loss, feature_distillation_loss, mae_loss, patchify,
+from modules.common.schedules import TimmStepSchedule, warmup_cosine
+from modules.tinymim.losses import (cls_distillation_loss, feature_distillation_loss, mae_loss, patchify,
                                     random_masking, relation_distillation_loss)
-from modules.tinymim_vit import (MAEDecoder, block_output, block_qkv, build_vit, encode_visible,
+from modules.tinymim.vit import (MAEDecoder, block_output, block_qkv, build_vit, encode_visible,
                                  load_mae_encoder, mae_checkpoint_state, set_drop_path)
 
 PRETRAIN_OBJECTIVES = ("relation", "feature", "cls", "mae", "none")
 DISTILLATION_OBJECTIVES = ("relation", "feature", "cls")
-
-
-def warmup_cosine_factor(step: int, *, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
-    """MAE's per-iteration schedule as a multiplier of the base lr: linear warm-up, half-cycle cosine."""
-    if step < warmup_steps:
-        return step / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 class MAEObjective(nn.Module):
@@ -112,7 +104,7 @@ def _vit_arch(embed_dim: int, depth: int, num_heads: int, image_size: int, patch
             "patch_size": patch_size, "in_channels": in_channels}
 
 
-class MAEPretraining(pl.LightningModule):
+class MAEPretraining(TimmStepSchedule, pl.LightningModule):
     """MAE pre-training of a ViT (the teacher stage); see the module docstring."""
 
     def __init__(self, *, embed_dim: int = 128, depth: int = 6, num_heads: int = 4, image_size: int = 32,
@@ -145,10 +137,8 @@ class MAEPretraining(pl.LightningModule):
                                            no_weight_decay_list=("vit.cls_token", "objective.decoder.mask_token"))
         optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        warmup = int(self.hparams.warmup_fraction * total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_cosine_factor(step, total_steps=total, warmup_steps=warmup))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule = warmup_cosine(optimizer, total_steps=total, warmup_steps=int(self.hparams.warmup_fraction * total))
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     def official_state_dict(self) -> dict[str, torch.Tensor]:
         """Encoder + decoder in the official MAE key layout."""
@@ -161,7 +151,7 @@ class MAEPretraining(pl.LightningModule):
         return path
 
 
-class TinyMIMStudent(ImageClassifier):
+class TinyMIMStudent(TimmStepSchedule, ImageClassifier):
     """Pre-train a student ViT with one objective (``pretrain``), then fine-tune it; see the module docstring."""
 
     def __init__(self, *, pretrain: str = "relation", pretrain_steps: int = 500,
@@ -289,24 +279,19 @@ class TinyMIMStudent(ImageClassifier):
         else:
             loss = self.classification_loss(self.network(images), labels)
             self.log("train/finetune_loss", loss, prog_bar=True)
-        self._set_lr(optimizer, pretraining=pretraining)
+        self._set_lr(pretraining=pretraining)
         optimizer.zero_grad(set_to_none=True)
         # Zero-weighted touch of every trainable parameter: DDP then sees no unused ones (deviation 6).
         self.manual_backward(loss + 0.0 * sum(p.sum() for p in self.parameters() if p.requires_grad))
         optimizer.step()
         return loss.detach()
 
-    def _set_lr(self, optimizer, *, pretraining: bool) -> None:
-        hp = self.hparams
-        if pretraining:
-            base, total, step, min_ratio = hp.pretrain_lr, hp.pretrain_steps, self.trainer.global_step, 0.0
-        else:
-            base, total = hp.finetune_lr, self.total_steps - hp.pretrain_steps
-            step, min_ratio = self.trainer.global_step - hp.pretrain_steps, hp.min_lr / hp.finetune_lr
-        factor = warmup_cosine_factor(step, total_steps=total, warmup_steps=int(hp.warmup_fraction * total),
-                                      min_ratio=min_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = base * group.get("lr_scale", 1.0) * factor
+    def _set_lr(self, *, pretraining: bool) -> None:
+        """Each phase follows its own warm-up + cosine (MAE's per-iteration lr_sched), counted in its own steps."""
+        schedules = self.lr_schedulers()
+        schedules = schedules if isinstance(schedules, list) else [schedules]
+        step = self.trainer.global_step - (0 if pretraining else self.hparams.pretrain_steps)
+        (schedules[0] if pretraining else schedules[-1]).step_update(num_updates=step)
 
     # -- optimizers --------------------------------------------------------------------------------
     def pretrain_parameter_groups(self) -> list[dict[str, Any]]:
@@ -333,11 +318,16 @@ class TinyMIMStudent(ImageClassifier):
                                                    no_weight_decay_list=self.network.no_weight_decay(),
                                                    layer_decay=hp.layer_decay)
         finetune = torch.optim.AdamW(finetune_groups, lr=hp.finetune_lr, betas=(0.9, 0.999))
+        finetune_steps = max(1, int(self.trainer.estimated_stepping_batches) - hp.pretrain_steps)
+        finetune_schedule = warmup_cosine(finetune, total_steps=finetune_steps, lr_min=hp.min_lr,
+                                          warmup_steps=int(hp.warmup_fraction * finetune_steps))
         if hp.pretrain_steps == 0:
-            return finetune
+            return {"optimizer": finetune, "lr_scheduler": finetune_schedule}
         pretrain = torch.optim.AdamW(self.pretrain_parameter_groups(), lr=hp.pretrain_lr,
                                      betas=tuple(hp.pretrain_betas))
-        return [pretrain, finetune]
+        pretrain_schedule = warmup_cosine(pretrain, total_steps=hp.pretrain_steps,
+                                          warmup_steps=int(hp.warmup_fraction * hp.pretrain_steps))
+        return [pretrain, finetune], [pretrain_schedule, finetune_schedule]
 
 
 if __name__ == "__main__":

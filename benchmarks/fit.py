@@ -9,6 +9,7 @@ A record's ``config`` (or ``litbench run``'s resolved config) is a LightningCLI 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,12 @@ def fit_from_config(path: str | Path) -> dict[str, float]:
     trainer = dict(lightning_config.get("trainer", {}))
     trainer.update({"logger": False, "enable_checkpointing": False})
     lightning_config["trainer"] = trainer
-    cli = LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                       run=False, args=lightning_config, save_config_callback=None)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI parses args= alone; litbench's own argv is not for it
+    try:
+        cli = LightningCLI(LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                           run=False, args=lightning_config, save_config_callback=None)
+    finally:
+        sys.argv = argv
     if getattr(cli.model, "requires_fit", True):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)

@@ -119,6 +119,7 @@ def test_suite_show_and_fit(toy_env, tmp_path: Path, capsys) -> None:
     assert fitted["test/mse"] == pytest.approx(shown["metrics"]["mse"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_workers_give_the_same_records_as_sequential(toy_env, tmp_path: Path) -> None:
     sequential, parallel = tmp_path / "seq", tmp_path / "par"
     assert main(["run", "toy", "--methods", "linear,mean", "--results", str(sequential), *FAST]) == 0
@@ -127,6 +128,7 @@ def test_workers_give_the_same_records_as_sequential(toy_env, tmp_path: Path) ->
         assert records(parallel)[name]["metrics"]["mse"] == pytest.approx(record["metrics"]["mse"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_profile_sets_the_default_workers_and_stage_builders_go_first(toy_env, tmp_path: Path, monkeypatch) -> None:
     from benchmarks.launch import LaunchOptions, Launcher, plan_runs, stage_builders_first
     from benchmarks.spec import load_all_specs
@@ -158,6 +160,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_on_cpu_and_two_torchrun_nodes_give_the_same_result(toy_env, tmp_path: Path) -> None:
     single_node, two_nodes = tmp_path / "single", tmp_path / "nodes"
     common = ["run", "toy", "--methods", "linear", "--seeds", "1", "--strategy", "ddp", "--accelerator", "cpu", *FAST]
@@ -184,6 +188,7 @@ def test_ddp_on_cpu_and_two_torchrun_nodes_give_the_same_result(toy_env, tmp_pat
     assert not any(p.name.endswith(".failed.json") for p in two_nodes.rglob("*.json"))  # rank 1 wrote nothing
 
 
+@pytest.mark.slow
 def test_sigkill_mid_suite_loses_no_finished_record(toy_env, tmp_path: Path) -> None:
     results = tmp_path / "results"
     argv = [sys.executable, "-m", "benchmarks", "run", "toy", "--methods", "linear", "--seeds", "6",
@@ -234,6 +239,7 @@ def test_wandb_offline_run_carries_name_config_tags_and_metrics(toy_env, tmp_pat
     assert summary["summary"]["cost/params"] == 9
 
 
+@pytest.mark.slow
 def test_slurm_launcher_through_submitit_local_executor(toy_env, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("LITBENCH_SLURM_CLUSTER", "local")
     results = tmp_path / "results"
@@ -296,6 +302,7 @@ def test_run_artifacts_are_published_next_to_the_record_and_survive_a_failed_rer
     assert len(RecordStore(results).paths()) == 1  # the artifacts folder is not mistaken for records
 
 
+@pytest.mark.slow
 def test_a_run_past_its_timeout_is_recorded_failed_and_the_suite_goes_on(toy_env, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TOY_SLEEP_S", "600")  # every linear training step sleeps; the mean baseline does not train
     results = tmp_path / "results"
@@ -307,6 +314,7 @@ def test_a_run_past_its_timeout_is_recorded_failed_and_the_suite_goes_on(toy_env
     assert read_record(results / "toy/linear/mean/smoke/seed-0.json").ok
 
 
+@pytest.mark.slow
 def test_a_run_killed_like_by_the_oom_killer_is_recorded_failed(toy_env, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("TOY_SIGKILL_SELF", "1")
     results = tmp_path / "results"
@@ -343,6 +351,7 @@ def test_slurm_parameters_become_the_sbatch_lines_lightning_needs(toy_env) -> No
     assert slurm_parameters(plan, {"gpus_per_node": 8})["gpus_per_node"] == 8
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_killing_a_suite_also_stops_its_running_worker(toy_env, tmp_path: Path, monkeypatch, how) -> None:
     import psutil

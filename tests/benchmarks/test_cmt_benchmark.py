@@ -13,11 +13,14 @@ from benchmarks.cli import main
 from leaderboard.records import read_record
 from tests_support import run_ddp_cli
 
+pytestmark = pytest.mark.slow  # real smoke runs of the benchmark (the fast tier skips them)
+
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 RECORD = "cmt/synthetic-scenes/{method}/smoke/seed-0.json"
 TEST_SCENES = 8  # smoke profile test_size
 
 
+@pytest.mark.ddp
 def test_smoke_one_process_then_ddp(tmp_path: Path) -> None:
     import matplotlib.image
 

@@ -11,6 +11,8 @@ from benchmarks.cli import main
 from leaderboard.records import read_record
 from tests_support import run_cli_in_subprocess, run_ddp_cli
 
+pytestmark = pytest.mark.slow  # real smoke runs of the benchmark (the fast tier skips them)
+
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 METRICS = {"cta", "cta_std", "asr", "asr_std", "asr_nontarget", "asr_nontarget_std", "trigger_max",
            "trigger_updates", "trigger_adam_steps"}
@@ -40,6 +42,7 @@ def test_smoke_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert again.stages["distill"]["cache_hit"] is True and again.metrics["cta"] == pytest.approx(clean.metrics["cta"])
 
 
+@pytest.mark.ddp
 def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     args = [*SMOKE, "--methods", "doorping"]

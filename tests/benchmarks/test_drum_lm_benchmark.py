@@ -17,6 +17,8 @@ from modules.drum_lm.groove_stats import GrooveStructure, corpus_statistics
 from modules.drum_lm import random_reference_grooves
 from tests_support import run_ddp_cli
 
+pytestmark = pytest.mark.slow  # real smoke runs of the benchmark (the fast tier skips them)
+
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 SMOKE_SIZES, SMOKE_SEED = (32, 8, 6), 0  # benchmarks/specs/drum_lm.yaml smoke profile
 STATS = ("mean_stability", "centre_gap", "cluster_spread")
@@ -67,6 +69,7 @@ def test_smoke_references_match_statistics_recomputed_here(smoke_results: Path) 
     assert not records["scratch"].stages
 
 
+@pytest.mark.ddp
 def test_smoke_ddp_matches_one_process(smoke_results: Path, tmp_path: Path) -> None:
     ddp = tmp_path / "ddp"
     run_ddp_cli("drum_lm", [*SMOKE, "--methods", "scratch"], results=ddp, timeout=400, threads=1)

@@ -11,11 +11,14 @@ from benchmarks.cli import main
 from leaderboard.records import read_record
 from tests_support import assert_ddp_record_matches, run_ddp_cli
 
+pytestmark = pytest.mark.slow  # real smoke runs of the benchmark (the fast tier skips them)
+
 METHODS = "emo_1m,mobilevit_xxs"
 SMOKE = ["--profile", "smoke", "--wandb", "disabled", "--methods", METHODS]
 RECORD = "emo/generated/{method}/smoke/seed-0.json"
 
 
+@pytest.mark.ddp
 def test_smoke_one_process_then_ddp(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(["run", "emo", *SMOKE, "--results", str(single)]) == 0

@@ -12,6 +12,8 @@ from benchmarks.cli import main
 from leaderboard.records import read_record
 from tests_support import run_ddp_cli, shared_data_root
 
+pytestmark = pytest.mark.slow  # real smoke runs of the benchmark (the fast tier skips them)
+
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 RECORD = "pmt_iqa/generated/{method}/smoke/seed-0.json"
 METHODS = ("pmt_iqa", "single_task_regression", "no_multiscale", "fixed_weights")
@@ -50,6 +52,7 @@ def test_database_without_images_is_bad_input(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "pmt_iqa").exists()
 
 
+@pytest.mark.ddp
 def test_ddp_gathers_the_same_test_metrics_as_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Untrained (max_epochs 0) so both runs score with identical seeded weights: the 50 smoke test
     # images are split 25/25 over the ranks and the correlations must come from the gathered

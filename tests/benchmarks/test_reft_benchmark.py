@@ -12,6 +12,8 @@ from benchmarks.cli import main
 from leaderboard.records import read_record
 from tests_support import run_cli_in_subprocess, run_ddp_cli
 
+pytestmark = pytest.mark.slow  # real smoke runs of the benchmark (the fast tier skips them)
+
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 METRICS = {"AP", "AP50", "nAP", "bAP", "images_evaluated", "mean_score"}
 FSIS_METRICS = METRICS - {"bAP"}
@@ -52,6 +54,7 @@ def test_smoke_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert again.metrics["mean_score"] == pytest.approx(reft.metrics["mean_score"], abs=1e-6)
 
 
+@pytest.mark.ddp
 def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     # shard_training=false: every rank trains on the same seeded batches, so the 2-process model equals

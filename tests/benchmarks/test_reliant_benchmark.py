@@ -12,10 +12,13 @@ from benchmarks.cli import main
 from leaderboard.records import read_record
 from tests_support import run_ddp_cli, shared_data_root
 
+pytestmark = pytest.mark.slow  # real smoke runs of the benchmark (the fast tier skips them)
+
 SMOKE = ["--profile", "smoke", "--wandb", "disabled", "--methods", "teacher_gcn,kd_plp,reliant_sp_plp"]
 METRICS = {"acc", "auroc", "f1", "sp", "eo"}
 
 
+@pytest.mark.ddp
 def test_smoke_end_to_end_and_ddp_matches_one_process(tmp_path: Path) -> None:
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert main(["run", "reliant", *SMOKE, "--results", str(single)]) == 0

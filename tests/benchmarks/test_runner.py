@@ -149,6 +149,7 @@ def test_a_step_that_raises_does_not_leak_the_flop_counter_hooks() -> None:
     assert len(torch_module._global_forward_pre_hooks) + len(torch_module._global_forward_hooks) == hooks_before
 
 
+@pytest.mark.slow
 def test_software_versions_come_from_metadata_without_importing_timm_or_pyg() -> None:
     """Reading timm's and PyG's versions must not import them (1.6 s of every run's overhead)."""
     import importlib.metadata

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import subprocess
 import sys
@@ -26,6 +28,7 @@ print(artifact.path, artifact.cache_hit)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_build_a_stage_once(tmp_path: Path) -> None:
     log = tmp_path / "builds.log"
     processes = [subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "cache"), str(log)],

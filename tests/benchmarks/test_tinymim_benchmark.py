@@ -13,6 +13,8 @@ from benchmarks.cli import main
 from leaderboard.records import read_record
 from tests_support import assert_ddp_record_matches, run_ddp_cli
 
+pytestmark = pytest.mark.slow  # real smoke runs of the benchmark (the fast tier skips them)
+
 SMOKE = ["--profile", "smoke", "--wandb", "disabled"]
 RECORD = "tinymim/generated/{method}/smoke/seed-0.json"
 METRICS = {"top1", "params_m", "macs_m", "throughput"}
@@ -46,6 +48,7 @@ def test_smoke_shares_the_teacher_stage_across_arms(tmp_path: Path, monkeypatch:
     assert len({record.config["trainer"]["max_steps"] for record in records.values()}) == 1
 
 
+@pytest.mark.ddp
 def test_smoke_ddp_matches_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LITBENCH_NUM_THREADS", "1")
     single, ddp = tmp_path / "single", tmp_path / "ddp"

@@ -90,6 +90,7 @@ def paper_pipeline():
     return root, files, texts
 
 
+@pytest.mark.slow
 def test_file_selection_is_the_papers_split(paper_pipeline) -> None:
     root, files, _ = paper_pipeline
     with (root / "drums_with_llm_split.csv").open() as handle:

@@ -77,6 +77,7 @@ def test_missing_gmd_files_name_what_to_get(tmp_path) -> None:
         GrooveDataModule(dataset="nope").prepare_data()
 
 
+@pytest.mark.slow
 def test_gmd_paper_split_counts(tmp_path, request) -> None:
     data_root = shared_data_root("groove_midi/groove-midionly.zip")
     # The MIDI -> text result is cached across test sessions (pytest's cache dir, or this test's own

@@ -189,6 +189,7 @@ def test_metric_accumulates_batches_like_one_update() -> None:
     assert empty_sample.compute()["scenes"] == 3.0 and empty_sample.compute()["map"] == whole.compute()["map"]
 
 
+@pytest.mark.slow
 def test_variants_see_only_their_modalities() -> None:
     torch.manual_seed(0)
     from datamodules.synthetic_scenes import collate_scenes, generate_scene

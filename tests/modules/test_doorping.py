@@ -106,6 +106,7 @@ def _datamodule() -> ImageClassificationDataModule:
     ("doorping", 2, 3, 2, 4),  # (outer_loop - 1) updates per iteration
     ("naive", 2, 3, 1, 0),
 ])
+@pytest.mark.slow
 def test_dc_loop_counts_and_trigger_updates(attack, ipc, outer, iterations, updates):
     pl.seed_everything(0, verbose=False)
     stage = DoorpingDistillation(attack=attack, ipc=ipc, outer_loop=outer, inner_loop=None if outer is None else 2,

@@ -208,6 +208,7 @@ def test_ema_weights_are_the_evaluated_ones() -> None:
     assert torch.allclose(raw - evaluated, torch.full_like(raw, 0.5), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_training_beats_chance() -> None:
     """EMO-1M/2 on 16² generated gratings (stage 4 is 2×2, zero-padded to one 4×4 window): 40 AdamW
     steps of 64 images must clearly beat chance (0.1) on 200 held-out images. (Eval-mode accuracy

@@ -122,6 +122,7 @@ def test_factorised_conv_keeps_the_bias():
         assert not torch.allclose(factorised(images), conv(images), atol=1e-3)
 
 
+@pytest.mark.slow
 def test_resnet56_compression_at_p08_matches_the_paper_spec():
     dense = resnet_cifar(depth=56)
     ranks = conv_ranks(dense, prune_ratio=0.8)
@@ -149,6 +150,7 @@ def _trainer(**overrides) -> pl.Trainer:
     return pl.Trainer(**{**args, **overrides})
 
 
+@pytest.mark.slow
 def test_lrpet_projects_on_schedule_and_tests_the_exact_factorisation():
     pl.seed_everything(0, verbose=False)
     model = LRPET(depth=8, prune_ratio=0.7, projection_interval=4)

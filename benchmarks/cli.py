@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from benchmarks.spec import PROFILES, SpecError, load_all_specs, load_all_suites
+from benchmarks.spec import PROFILES, SpecError, load_all_specs
+from benchmarks.suite_spec import load_all_suites
 from leaderboard.records import CorruptRecordError, RecordStore
 
 from benchmarks.errors import EXIT_FAILED_RUNS, EXIT_OK, EXIT_USAGE, UsageError

@@ -1,4 +1,4 @@
-"""Benchmark specs and suites: YAML files loaded and validated into dataclasses.
+"""Benchmark specs: YAML files loaded and validated into dataclasses (suites: ``benchmarks.suite_spec``).
 
 A spec (``benchmarks/specs/<paper>.yaml``) declares one benchmark::
 
@@ -32,13 +32,6 @@ processes when ``litbench run`` gets no ``--workers`` (each gets cpu_count / N t
 profiles of small models, where N one-thread processes finish a suite much sooner than one process
 with N threads (measured for TinyMIM in its spec).
 
-A suite (``benchmarks/suites/<name>.yaml``) is a profile plus an optional selection::
-
-    name: smoke
-    profile: smoke
-    seeds: 1
-    benchmarks: {dcagc: {methods: [dcagc]}}       # optional; without it: every spec found
-
 Every mapping is checked against its allowed keys: an unknown key is an error naming the file and
 the key path (a typo in a spec must never be silently ignored).
 """
@@ -56,10 +49,9 @@ import yaml
 
 from leaderboard.gates import MalformedGateError, parse_gate
 
-# $LITBENCH_SPECS_DIR / $LITBENCH_SUITES_DIR point the harness at other spec folders (tests use a
+# $LITBENCH_SPECS_DIR (and $LITBENCH_SUITES_DIR, see suite_spec) point the harness at other spec folders (tests use a
 # toy benchmark this way; users can keep private benchmarks outside the package).
 SPECS_DIR = Path(__file__).parent / "specs"
-SUITES_DIR = Path(__file__).parent / "suites"
 # "reference": a fixed point of comparison that is neither a method nor a baseline it claims to beat
 # (the human test set, a random or repeat generator); it is shown, never the "best baseline".
 ROLES = ("proposed", "baseline", "ablation", "reference")
@@ -180,17 +172,6 @@ def _claim_snapshot(claim: ClaimSpec) -> dict[str, Any]:
     # so a snapshot reads like the spec that was written.
     defaults = {"datasets": [], "relative": False, "min_effect": None, "note": ""}
     return {key: value for key, value in vars(claim).items() if key not in defaults or value != defaults[key]}
-
-
-@dataclass
-class SuiteSpec:
-    name: str
-    path: Path
-    profile: str
-    # name -> {methods: [...], datasets: [...]}; empty: every spec found (a new spec needs no suite edit)
-    benchmarks: dict[str, dict[str, Any]]
-    seeds: int | None = None
-    description: str = ""
 
 
 # --------------------------------------------------------------------------------------------
@@ -411,28 +392,6 @@ def _gates(value: Any, where: str, *, directions: dict[str, bool], methods: dict
     return copy.deepcopy(value)
 
 
-def load_suite(path: str | Path) -> SuiteSpec:
-    path = Path(path)
-    where = str(path)
-    raw = _mapping(_read_yaml(path), where, {"name", "description", "profile", "seeds", "benchmarks"},
-                   {"name", "profile"})
-    if raw["profile"] not in PROFILES:
-        raise SpecError(f"{where}: profile {raw['profile']!r} is not one of {', '.join(PROFILES)}")
-    benchmarks_raw = raw.get("benchmarks") or {}
-    if isinstance(benchmarks_raw, list):
-        benchmarks_raw = {str(name): {} for name in benchmarks_raw}
-    benchmarks = {}
-    for bench, block in _free_mapping(benchmarks_raw, f"{where}: benchmarks").items():
-        selection = _mapping(block, f"{where}: benchmarks.{bench}", {"methods", "datasets"})
-        benchmarks[str(bench)] = {key: _string_list(selection.get(key), f"{where}: benchmarks.{bench}.{key}")
-                                  for key in ("methods", "datasets")}
-    seeds = raw.get("seeds")
-    if seeds is not None and (not isinstance(seeds, int) or seeds < 1):
-        raise SpecError(f"{where}: seeds: expected a positive integer, got {seeds!r}")
-    return SuiteSpec(name=_string(raw["name"], f"{where}: name"), path=path, profile=raw["profile"],
-                     benchmarks=benchmarks, seeds=seeds, description=str(raw.get("description", "")))
-
-
 def load_all_specs(specs_dir: str | Path | None = None) -> dict[str, BenchmarkSpec]:
     specs_dir = specs_dir or os.environ.get("LITBENCH_SPECS_DIR") or SPECS_DIR
     specs = {}
@@ -442,8 +401,3 @@ def load_all_specs(specs_dir: str | Path | None = None) -> dict[str, BenchmarkSp
             raise SpecError(f"{path}: benchmark name {spec.name!r} is also used by {specs[spec.name].path}")
         specs[spec.name] = spec
     return specs
-
-
-def load_all_suites(suites_dir: str | Path | None = None) -> dict[str, SuiteSpec]:
-    suites_dir = suites_dir or os.environ.get("LITBENCH_SUITES_DIR") or SUITES_DIR
-    return {suite.name: suite for suite in (load_suite(p) for p in sorted(Path(suites_dir).glob("*.yaml")))}

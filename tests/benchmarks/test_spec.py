@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.spec import SpecError, load_all_specs, load_spec, load_suite
+from benchmarks.spec import SpecError, load_all_specs, load_spec
+from benchmarks.suite_spec import load_suite
 
 TOY_SPEC = Path(__file__).resolve().parents[1] / "toy" / "specs" / "toy.yaml"
 
@@ -35,7 +36,7 @@ def test_shipped_specs_and_suites_are_valid() -> None:
 
 
 def test_every_shipped_benchmark_has_every_profile_and_the_suites_do_not_enumerate_them() -> None:
-    from benchmarks.spec import load_all_suites
+    from benchmarks.suite_spec import load_all_suites
 
     root = Path(__file__).resolve().parents[2] / "benchmarks"
     specs, suites = load_all_specs(root / "specs"), load_all_suites(root / "suites")

@@ -17,6 +17,7 @@ LEADERBOARD.md and index.html, logged as warnings, and returned by ``load_frame`
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -89,7 +90,8 @@ def build_leaderboard(results_dir: str | Path, out_dir: str | Path, specs: dict[
     frame[results_columns(frame)].to_csv(paths["results"], index=False)
     claims[list(CLAIMS_CSV_COLUMNS)].to_csv(paths["claims"], index=False)
     paths["markdown"].write_text(render_markdown(report), encoding="utf-8")
-    paths["html"].write_text(render_html(report), encoding="utf-8")
+    link_base = os.path.relpath(results_dir.resolve(), out_dir.resolve()).replace(os.sep, "/")
+    paths["html"].write_text(render_html(report, link_base=link_base), encoding="utf-8")
 
     if readme is not None:
         update_readme(Path(readme), render_excerpt(report, frame, profile=readme_profile))

@@ -15,17 +15,18 @@ import mimetypes
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from leaderboard.formatting import MISSING, format_number, format_seconds
+from leaderboard.forest import forest_svg
 from leaderboard.markdown import (CLAIM_HEADER, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
                                   summary_cells)
 from leaderboard.report import ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
-MAX_EMBEDDED_IMAGE_BYTES = 1_500_000
-MAX_EMBEDDED_FILE_BYTES = 256_000
+MAX_EMBEDDED_SVG_BYTES = 50_000
 MAX_FILES_PER_RUN = 8
-THUMBNAIL_ABOVE_BYTES = 100_000  # larger raster images are embedded as a 360-px JPEG thumbnail
-THUMBNAIL_PIXELS = 360
+THUMBNAIL_PIXELS = 128  # raster images are embedded as a JPEG thumbnail of at most this size
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
@@ -42,6 +43,7 @@ table.sortable th[aria-sort=descending]::after { content: " \\25BC"; }
 .verdict-inconclusive { color: #a36b00; font-weight: 600; }
 .verdict-invalid { color: #5a5a5a; background: #ececec; font-weight: 600; font-style: italic; }
 tr.claim-invalid td { color: #666; }
+.scroll { overflow-x: auto; max-width: 100%; } svg.forest text { font: 11px system-ui, sans-serif; }
 .gallery { display: flex; flex-wrap: wrap; gap: .75rem; } figure { margin: 0; }
 figure img { max-width: 360px; image-rendering: pixelated; border: 1px solid #ddd; }
 .group { display: flex; flex-wrap: wrap; gap: 1rem; align-items: flex-start; }
@@ -120,7 +122,7 @@ def render_group(benchmark: str, table: GroupTable) -> str:
     plot = scatter_svg(table.points, metric=table.primary or "",
                        title=f"{benchmark} · {table.dataset} · {table.profile}")
     return (f'<h3 id="{esc(slug(f"{benchmark}-{table.dataset}-{table.profile}"))}">{esc(table.dataset)} · '
-            f'profile <code>{esc(table.profile)}</code></h3><div class="group"><div>{render_table(table.columns, rows)}'
+            f'profile <code>{esc(table.profile)}</code></h3><div class="group"><div class="scroll">{render_table(table.columns, rows)}'
             f"</div>{plot}</div>")
 
 
@@ -142,16 +144,16 @@ def render_claims(benchmark: BenchmarkReport) -> str:
 
 def data_uri(path: Path) -> str:
     # fixed types for what benchmarks write; the platform's mimetypes table differs between systems
-    known = {".svg": "image/svg+xml", ".mid": "audio/midi", ".midi": "audio/midi", ".png": "image/png", ".json": "application/json"}
+    known = {".svg": "image/svg+xml", ".png": "image/png"}
     mime = known.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
 def thumbnail_uri(path: Path) -> str:
-    """A downscaled JPEG (quality 85) of a large raster image, so the page stays small; the file in
-    the results folder keeps full size and full quality."""
+    """A small JPEG of a raster image (an SVG as it is, when it is small), so the page stays light;
+    the thumbnail links to the file itself, at full size and quality."""
     if path.suffix.lower() == ".svg":
-        return data_uri(path)
+        return data_uri(path) if path.stat().st_size <= MAX_EMBEDDED_SVG_BYTES else ""
     import io
 
     from PIL import Image
@@ -160,28 +162,30 @@ def thumbnail_uri(path: Path) -> str:
         image = image.convert("RGB")
         image.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
         buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=85)
+        image.save(buffer, format="JPEG", quality=70)
     return f"data:image/jpeg;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
 
 
-def render_artifact(results_dir: Path, relative: str) -> str:
+def render_artifact(results_dir: Path, relative: str, *, link_base: str) -> str:
+    """A thumbnail (images) or a name (MIDI, JSON, ...) linking to the file under the results folder;
+    ``link_base`` is the results folder as seen from the page's folder."""
     path = results_dir / relative
     name = esc(Path(relative).name)
     if not path.is_file():
         return f'<p class="failed">{name}: missing from {esc(results_dir)}</p>'
+    href = esc(f"{link_base.rstrip('/')}/{relative}")
     size = path.stat().st_size
-    if path.suffix.lower() in IMAGE_SUFFIXES and size <= MAX_EMBEDDED_IMAGE_BYTES:
-        source = thumbnail_uri(path) if size > THUMBNAIL_ABOVE_BYTES else data_uri(path)
-        return f'<figure><img src="{source}" alt="{esc(relative)}"><figcaption>{name}</figcaption></figure>'
-    if size <= MAX_EMBEDDED_FILE_BYTES:
-        return f'<p><a download="{name}" href="{data_uri(path)}">{name}</a> <span class="muted">({size:,} bytes)</span></p>'
-    return f'<p><code>{esc(relative)}</code> <span class="muted">({size:,} bytes, too large to embed)</span></p>'
+    source = thumbnail_uri(path) if path.suffix.lower() in IMAGE_SUFFIXES else ""
+    if source:
+        return (f'<figure><a href="{href}"><img src="{source}" alt="{esc(relative)}"></a>'
+                f"<figcaption>{name}</figcaption></figure>")
+    return f'<p><a href="{href}">{name}</a> <span class="muted">({size:,} bytes)</span></p>'
 
 
-def render_artifacts(groups: list[ArtifactGroup], results_dir: Path) -> str:
+def render_artifacts(groups: list[ArtifactGroup], results_dir: Path, *, link_base: str) -> str:
     parts = ["<h3>Run artifacts</h3>", '<p class="muted">What one run per method wrote (its lowest ok seed).</p>']
     for group in groups:
-        shown = "".join(render_artifact(results_dir, path) for path in group.paths[:MAX_FILES_PER_RUN])
+        shown = "".join(render_artifact(results_dir, path, link_base=link_base) for path in group.paths[:MAX_FILES_PER_RUN])
         more = len(group.paths) - MAX_FILES_PER_RUN
         extra = f'<p class="muted">+{more} more files in the results folder</p>' if more > 0 else ""
         parts.append(f"<h4>{esc(group.method)} <span class=\"muted\">({esc(group.role)}) · {esc(group.dataset)} · "
@@ -189,7 +193,7 @@ def render_artifacts(groups: list[ArtifactGroup], results_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def render_benchmark(benchmark: BenchmarkReport, results_dir: Path | None = None) -> str:
+def render_benchmark(benchmark: BenchmarkReport, results_dir: Path | None = None, *, link_base: str = "") -> str:
     parts = [f'<section class="benchmark" id="bench-{esc(slug(benchmark.name))}">',
              f"<h2>{esc(benchmark.name)}</h2>"]
     if paper_line(benchmark):
@@ -199,9 +203,11 @@ def render_benchmark(benchmark: BenchmarkReport, results_dir: Path | None = None
                  '<span class="paper">paper</span> is the number the paper reports. Click a header to sort. '
                  "The plot shows the primary metric against mean fit time, one point per method.</p>")
     parts += [render_group(benchmark.name, table) for table in benchmark.tables]
-    parts += ["<h3>Claims</h3>", render_claims(benchmark)]
+    parts += ["<h3>Claims</h3>", f'<div class="scroll">{render_claims(benchmark)}</div>']
+    if not benchmark.claims.empty:
+        parts.append(f'<div class="scroll">{forest_svg(benchmark.claims, title=f"claims of {benchmark.name}")}</div>')
     if benchmark.artifacts and results_dir is not None:
-        parts.append(render_artifacts(benchmark.artifacts, results_dir))
+        parts.append(render_artifacts(benchmark.artifacts, results_dir, link_base=link_base or str(results_dir)))
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -217,11 +223,23 @@ def render_summary(report: LeaderboardReport) -> str:
                  *(f'<td data-sort="{esc(count)}">{esc(count)}</td>' for count in counts[1:])]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     header = SUMMARY_HEADER
-    setups = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.hardware)
-    versions = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.software)
+    claims = [benchmark.claims for benchmark in report.benchmarks if not benchmark.claims.empty]
+    claims = pd.concat(claims, ignore_index=True) if claims else pd.DataFrame()
+    if not claims.empty and (claims["profile"] != "smoke").any():
+        claims = claims[claims["profile"] != "smoke"]  # smoke runs test the harness, not the papers
+    forest = forest_svg(claims, title="every claim", with_benchmark=True) if not claims.empty else ""
     return (f'<section id="summary"><h2>Summary</h2>{render_table(header, rows)}'
             f"<p>Claims are judged per (dataset, profile). {esc(VERDICT_RULE)}</p>"
-            f"{render_sections(report)}"
+            + (f'<details id="all-claims" open><summary>Every claim at a glance</summary>'
+               f'<div class="scroll">{forest}</div></details>' if forest else "")
+            + "</section>")
+
+
+def render_costs(report: LeaderboardReport) -> str:
+    """After the benchmarks: calibration, wall time and perf tables, then the machines and versions."""
+    setups = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.hardware)
+    versions = "".join(f"<li>{esc(setup)} ({count} runs)</li>" for setup, count in report.software)
+    return (f'<section id="costs"><h2>Calibration, wall time and performance</h2>{render_sections(report)}'
             f"<h3>Hardware</h3><ul>{setups}</ul><h3>Software</h3><ul>{versions}</ul></section>")
 
 
@@ -234,20 +252,24 @@ def render_sections(report: LeaderboardReport) -> str:
     return "".join(parts)
 
 
-def render_html(report: LeaderboardReport) -> str:
+def render_html(report: LeaderboardReport, *, link_base: str = "") -> str:
+    """The page; ``link_base`` is the results folder relative to where the page is written, so run
+    artifacts link to their files from disk (default: the results folder as given)."""
     problems = ""
     if report.problems:
         items = "".join(f"<li>{esc(problem)}</li>" for problem in report.problems)
         problems = f'<section id="problems"><h2>Problems</h2><ul class="failed">{items}</ul></section>'
     empty = "" if report.benchmarks else "<p>No run records found. Run <code>litbench run</code> first.</p>"
-    body = "\n".join(render_benchmark(benchmark, Path(report.results_dir)) for benchmark in report.benchmarks)
+    body = "\n".join(render_benchmark(benchmark, Path(report.results_dir), link_base=link_base)
+                     for benchmark in report.benchmarks)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>litbench leaderboard</title><style>{STYLE}</style></head><body>\n"
         f"<h1>litbench leaderboard</h1><p class=\"muted\">Generated {esc(report.generated_at)} from "
         f"<code>{esc(report.results_dir)}</code>: {report.runs_ok} ok runs, {report.runs_failed} failed.</p>\n"
-        f"{empty}{render_summary(report)}\n{problems}\n{body}\n<script>{SCRIPT}</script></body></html>\n")
+        f"{empty}{render_summary(report)}\n{problems}\n{body}\n{render_costs(report)}\n"
+        f"<script>{SCRIPT}</script></body></html>\n")
 
 
 def _ticks(low: float, high: float, *, count: int = 5) -> list[float]:

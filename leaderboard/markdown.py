@@ -178,15 +178,17 @@ def render_markdown(report: LeaderboardReport) -> str:
                              *summary_cells(benchmark)])
     lines += [markdown_table(SUMMARY_HEADER, summary_rows), ""]
     lines += ["Claims are judged per (dataset, profile). " + VERDICT_RULE, ""]
-    for section in report.sections:
-        lines += [f"**{section.title}** ({section.caption})", "",
-                  markdown_table(section.header, [[escape_markdown(cell) for cell in row] for row in section.rows]), ""]
-    for title, setups in (("Hardware", report.hardware), ("Software", report.software)):
-        lines += [f"**{title}**", ""] + [f"- {escape_markdown(setup)} ({count} runs)" for setup, count in setups] + [""]
     if report.problems:
         lines += ["## Problems", "", "Records or specs that could not be used:", ""]
         lines += [f"- {escape_markdown(problem)}" for problem in report.problems]
         lines.append("")
     for benchmark in report.benchmarks:
         lines += render_benchmark(benchmark)
+    # what a reader came for first; calibration, wall time, perf and the machines after it
+    lines += ["## Calibration, wall time and performance", ""]
+    for section in report.sections:
+        lines += [f"**{section.title}** ({section.caption})", "",
+                  markdown_table(section.header, [[escape_markdown(cell) for cell in row] for row in section.rows]), ""]
+    for title, setups in (("Hardware", report.hardware), ("Software", report.software)):
+        lines += [f"**{title}**", ""] + [f"- {escape_markdown(setup)} ({count} runs)" for setup, count in setups] + [""]
     return "\n".join(lines).rstrip() + "\n"

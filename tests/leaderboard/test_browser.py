@@ -29,7 +29,7 @@ def chromium_page():
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            yield browser.new_page(viewport={"width": 1280, "height": 900})
+            yield browser.new_page(viewport={"width": 1400, "height": 900})
         finally:
             browser.close()
 
@@ -44,6 +44,8 @@ def test_leaderboard_page_in_chromium(chromium_page, write_run, results_dir: Pat
     page_path = build_leaderboard(results_dir, tmp_path / "out")["html"]
 
     page = chromium_page
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
     problems: list[str] = []
     page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: problems.append(str(error)))
@@ -52,6 +54,14 @@ def test_leaderboard_page_in_chromium(chromium_page, write_run, results_dir: Pat
     assert page.locator("section.benchmark").count() == 2
     assert page.locator("#bench-alpha").is_visible() and page.locator("#bench-beta").is_visible()
     assert "1 failed" in page.locator("#bench-alpha").inner_text()  # failed runs are visible, not hidden
+    assert all(url.startswith("file://") for url in requests)  # nothing but the page itself is fetched
+    # the forest plot of every claim, and one per benchmark; results before any wall-time or perf table
+    assert page.locator("#all-claims svg.forest").is_visible()
+    assert page.locator("#bench-alpha svg.forest g.forest-row").count() == 1
+    results_top = page.locator("#bench-alpha table.sortable").first.bounding_box()["y"]
+    assert results_top < page.locator("#costs").bounding_box()["y"]
+    # wide tables scroll inside their box: the page itself never scrolls sideways at 1400 px
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
     table = page.locator("#bench-alpha table.sortable").first
     methods = lambda: [row.strip() for row in table.locator("tbody tr td:first-child").all_inner_texts()]  # noqa: E731

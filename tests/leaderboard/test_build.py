@@ -140,9 +140,12 @@ def test_markdown_tables(populated: Path, tmp_path: Path) -> None:
     invalid_row = next(line for line in markdown.splitlines() if line.startswith("| lower-loss:"))
     assert "| **invalid** | kmeans on Cora fails gate kmeans-learned (acc >= 0.53): 0.500, 0.520 on 2/3 seeds " \
            "— k-means is run for 3 iterations only |" in invalid_row
-    assert "accelerator cpu; devices 1; world_size 1; num_nodes 1; cpu Test CPU (14 runs)" in summary
+    # machines and versions come after the benchmarks' results, with the wall-time and perf tables
+    costs = markdown[markdown.index("## Calibration, wall time and performance"):]
+    assert markdown.index("## alpha") < markdown.index("## Calibration, wall time and performance")
+    assert "accelerator cpu; devices 1; world_size 1; num_nodes 1; cpu Test CPU (14 runs)" in costs
     # Versions with a run count; the commits are counted, not listed (each record keeps its own sha).
-    assert "python 3.11.9; torch 2.14.1; lightning 2.6.6; torchmetrics 1.9.0 (1 commit) (14 runs)" in summary
+    assert "python 3.11.9; torch 2.14.1; lightning 2.6.6; torchmetrics 1.9.0 (1 commit) (14 runs)" in costs
     assert "ghost/cpu/seed-0.json" in markdown[markdown.index("## Problems"):]
 
 
@@ -186,24 +189,31 @@ def test_index_html_is_self_contained(populated: Path, tmp_path: Path) -> None:
     page = paths["html"].read_text()
     assert "http://" not in page and "https://" not in page
     assert not re.search(r"""(src|href)\s*=\s*["'](?!#|data:)""", page)  # in-page anchors and embedded data only
+    # (run artifacts, when there are any, link to their files by relative paths: see the test below)
     assert page.count('<section class="benchmark"') == 2
     assert 'id="bench-alpha"' in page and 'id="bench-beta"' in page
     assert page.count('<table class="sortable">') >= 5  # summary, 2 result tables, 2 claims tables
     assert "<script>" in page and "addEventListener" in page
     assert '<td data-sort="0.62"><strong>0.620 ± 0.020 (3)</strong> <span class="paper">· paper 0.700</span></td>' in page
-    assert page.count("<svg") == 2 and page.count("<circle") == 3 + 2  # one point per method with a fit time
+    forests = page.count('<svg class="forest"')
+    assert forests == 3  # every claim in the summary, and one per benchmark
+    assert page.count("<svg") - forests == 2  # the metric-vs-cost plots
+    assert page.count('<circle cx="') - 2 * 4 == 3 + 2  # one point per method with a fit time (+ 4 claims twice)
+    # results first: the first benchmark's section comes before the wall-time and perf tables
+    assert page.index('id="bench-alpha"') < page.index('id="costs"')
+    # the forest row of the invalid claim: grey, and its reason on hover
+    row = next(part for part in page.split('<g class="forest-row') if "lower-loss · Cora" in part)
+    assert row.startswith(' verdict-invalid">') and "kmeans on Cora fails gate kmeans-learned" in row
     assert 'class="verdict-reproduced">reproduced<' in page
-    invalid_row = next(row for row in page.split("<tr") if "lower-loss" in row)
+    invalid_row = next(row for row in page.split("<tr") if row.startswith(' class="claim-') and "lower-loss" in row)
     assert invalid_row.startswith(' class="claim-invalid">')
     assert 'class="verdict-invalid">invalid</td>' in invalid_row
     assert "kmeans on Cora fails gate kmeans-learned (acc &gt;= 0.53)" in invalid_row
     assert ".verdict-invalid {" in page  # its own colour
 
 
-def test_run_artifacts_are_embedded_in_the_page_and_listed_in_markdown(write_run, results_dir: Path,
-                                                                       tmp_path: Path) -> None:
-    import base64
-
+def test_run_artifacts_are_thumbnails_linking_to_their_files_and_listed_in_markdown(write_run, results_dir: Path,
+                                                                                   tmp_path: Path) -> None:
     from PIL import Image
 
     folder = results_dir / "doorping/mnist/doorping/cpu/seed-0.artifacts"
@@ -217,10 +227,12 @@ def test_run_artifacts_are_embedded_in_the_page_and_listed_in_markdown(write_run
     paths = build_leaderboard(results_dir, tmp_path / "out",
                               specs={"doorping": {"metrics": {"primary": "asr", "higher_is_better": {"asr": True}}}})
     page = paths["html"].read_text()
-    png = base64.b64encode((folder / "distilled.png").read_bytes()).decode()
-    assert f'<img src="data:image/png;base64,{png}"' in page
-    midi = base64.b64encode((folder / "groove.mid").read_bytes()).decode()
-    assert f'download="groove.mid" href="data:audio/midi;base64,{midi}"' in page
+    # links are relative to the page's folder (out/), so they open from disk
+    link = "../results/doorping/mnist/doorping/cpu/seed-0.artifacts"
+    assert f'<a href="{link}/distilled.png"><img src="data:image/jpeg;base64,' in page
+    assert f'<a href="{link}/groove.mid">groove.mid</a>' in page and "data:audio/midi" not in page
+    for href in (f"{link}/distilled.png", f"{link}/groove.mid"):
+        assert (paths["html"].parent / href).resolve().is_file()
     assert "gone.png: missing" in page and "other.png" not in page
     markdown = paths["markdown"].read_text()
     assert "### Run artifacts" in markdown and "`doorping/mnist/doorping/cpu/seed-0.artifacts/distilled.png`" in markdown
@@ -330,7 +342,7 @@ def test_a_reference_row_is_shown_but_never_the_best_baseline(write_run, results
     assert _table_row(markdown, "human", after="## gen")[1] == "reference"
 
 
-def test_large_artifact_images_are_embedded_as_thumbnails(write_run, results_dir: Path, tmp_path: Path) -> None:
+def test_artifact_images_are_embedded_as_small_thumbnails(write_run, results_dir: Path, tmp_path: Path) -> None:
     import base64
     import io
 
@@ -347,7 +359,8 @@ def test_large_artifact_images_are_embedded_as_thumbnails(write_run, results_dir
                              specs={"doorping": {"metrics": {"primary": "asr", "higher_is_better": {"asr": True}}}})["html"].read_text()
     embedded = page.split('<img src="data:image/jpeg;base64,')[1].split('"')[0]
     with Image.open(io.BytesIO(base64.b64decode(embedded))) as thumbnail:
-        assert thumbnail.size == (360, 360)
+        assert thumbnail.size == (128, 128)
+    assert len(page) < 200_000  # a ~1 MB image costs the page a few kB
     assert (folder / "grid.png").stat().st_size > 1_000_000  # the file itself keeps full size
 
 

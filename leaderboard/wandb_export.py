@@ -19,11 +19,13 @@ from typing import Any
 
 import pandas as pd
 
+from leaderboard.forest import forest_svg
 from leaderboard.claims import CLAIM_COLUMNS, CLAIM_EXTRA_COLUMNS, VERDICTS
 from leaderboard.report import LeaderboardReport
 
 WANDB_MODES = ("online", "offline", "disabled")
 CLAIMS_KEY = "claims"
+FOREST_KEY = "claims_forest"
 
 
 def _json_value(value: Any) -> Any:
@@ -92,6 +94,8 @@ def log_leaderboard(report: LeaderboardReport, *, mode: str, project: str, save_
             if report.benchmarks else pd.DataFrame(columns=[*CLAIM_COLUMNS, *CLAIM_EXTRA_COLUMNS])
         columns, rows = table_payload(claims)
         payload[CLAIMS_KEY] = wandb.Table(columns=columns, data=rows)
+        if len(claims):  # the page's forest plot, so the wandb view shows what the page shows
+            payload[FOREST_KEY] = wandb.Html(forest_svg(claims, title="every claim", with_benchmark=True))
         for key, title, bars in primary_metric_bars(report):
             chart_table = wandb.Table(columns=["method", "mean"], data=bars)
             payload[key] = wandb.plot.bar(chart_table, "method", "mean", title=title)

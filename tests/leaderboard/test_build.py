@@ -290,6 +290,9 @@ def test_wandb_offline_tables(populated: Path, tmp_path: Path, monkeypatch: pyte
                         "gen-beats-base": "inconclusive"}
     reasons = {row[claims["columns"].index("claim")]: row[claims["columns"].index("reason")] for row in claims["data"]}
     assert reasons["lower-loss"].startswith("kmeans on Cora fails gate kmeans-learned")
+    assert {"ci_low", "ci_high", "detectable", "note"} <= set(claims["columns"])
+    forest = list((run_dir / "files" / "media" / "html").glob("claims_forest_0_*.html"))
+    assert len(forest) == 1 and forest[0].read_text().count('<g class="forest-row') == 4
     import subprocess
 
     inspected = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run_dir)],

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from leaderboard.formatting import MISSING, format_number, format_seconds
+from leaderboard.formatting import MISSING
 from leaderboard.forest import forest_svg
+from leaderboard.scatter import scatter_svg
 from leaderboard.markdown import (CLAIM_HEADER, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
                                   summary_cells)
-from leaderboard.report import ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport, ScatterPoint
+from leaderboard.report import ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp"}
 MAX_EMBEDDED_SVG_BYTES = 50_000
@@ -84,8 +85,6 @@ SCRIPT = """
 })();
 """
 
-ROLE_COLOURS = {"proposed": "#d62728", "baseline": "#1f77b4"}
-OTHER_COLOUR = "#7f7f7f"
 
 
 def esc(text: object) -> str:
@@ -270,58 +269,3 @@ def render_html(report: LeaderboardReport, *, link_base: str = "") -> str:
         f"<code>{esc(report.results_dir)}</code>: {report.runs_ok} ok runs, {report.runs_failed} failed.</p>\n"
         f"{empty}{render_summary(report)}\n{problems}\n{body}\n{render_costs(report)}\n"
         f"<script>{SCRIPT}</script></body></html>\n")
-
-
-def _ticks(low: float, high: float, *, count: int = 5) -> list[float]:
-    return [low + (high - low) * index / (count - 1) for index in range(count)]
-
-
-def scatter_svg(points: list[ScatterPoint], *, metric: str, title: str,
-                width: int = 420, height: int = 280) -> str:
-    """Primary metric (y) against mean fit seconds (x, log scale when it spans > 20x), one dot per method."""
-    if not points:
-        return ""
-    left, right, top, bottom = 56, 110, 16, 40
-    xs = [point.fit_s_mean for point in points]
-    ys = [point.metric_mean for point in points]
-    log_x = min(xs) > 0 and max(xs) / min(xs) > 20
-    to_x = (lambda value: math.log10(value)) if log_x else (lambda value: value)
-    x_low, x_high = to_x(min(xs)), to_x(max(xs))
-    y_low, y_high = min(ys), max(ys)
-    # A single point (or a flat axis) still needs a range to be placed in.
-    x_pad = (x_high - x_low) * 0.08 or max(abs(x_high) * 0.1, 0.5)
-    y_pad = (y_high - y_low) * 0.08 or max(abs(y_high) * 0.1, 0.01)
-    x_low, x_high, y_low, y_high = x_low - x_pad, x_high + x_pad, y_low - y_pad, y_high + y_pad
-    plot_w, plot_h = width - left - right, height - top - bottom
-
-    def px(value: float) -> float:
-        return left + (to_x(value) - x_low) / (x_high - x_low) * plot_w
-
-    def py(value: float) -> float:
-        return top + (y_high - value) / (y_high - y_low) * plot_h
-
-    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="{esc(f"{metric} vs fit seconds: {title}")}">',
-             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>']
-    for tick in _ticks(x_low, x_high):
-        x = left + (tick - x_low) / (x_high - x_low) * plot_w
-        label = format_seconds(10 ** tick if log_x else tick)
-        parts.append(f'<line x1="{x:.1f}" y1="{top + plot_h}" x2="{x:.1f}" y2="{top + plot_h + 4}" stroke="#999"/>'
-                     f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{esc(label)}</text>')
-    for tick in _ticks(y_low, y_high):
-        y = py(tick)
-        parts.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#999"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(format_number(tick))}</text>')
-    x_label = "fit seconds (log scale)" if log_x else "fit seconds"
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" text-anchor="middle">{esc(x_label)}</text>')
-    parts.append(f'<text transform="translate(12 {top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">'
-                 f"{esc(metric)}</text>")
-    for point in points:
-        colour = ROLE_COLOURS.get(point.role, OTHER_COLOUR)
-        x, y = px(point.fit_s_mean), py(point.metric_mean)
-        tooltip = f"{point.method} ({point.role}): {metric} {format_number(point.metric_mean)}, " \
-                  f"fit {format_seconds(point.fit_s_mean)} s"
-        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="{colour}"><title>{esc(tooltip)}</title></circle>'
-                     f'<text x="{x + 8:.1f}" y="{y + 4:.1f}">{esc(point.method)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)

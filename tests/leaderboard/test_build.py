@@ -381,3 +381,14 @@ def test_software_summary_counts_commits_and_uncommitted_trees() -> None:
     assert _software_counts(frame) == [
         ("python 3.11; torch 2.14; lightning 2.6; torchmetrics 1.9 (2 commits, 1 run from an uncommitted tree)", 3),
         ("python 3.11; torch 2.15; lightning 2.6; torchmetrics 1.9 (1 commit)", 1)]
+
+
+def test_scatter_labels_never_overlap_and_stay_in_the_plot() -> None:
+    from leaderboard.scatter import spread_labels
+
+    # three dots at nearly the same height: labels 13 px apart, in the dots' order
+    assert spread_labels([100.0, 101.0, 99.0], gap=13, low=0, high=300) == [112.0, 125.0, 99.0]
+    # a column that would run past the bottom is pushed up as a whole, gaps kept
+    placed = spread_labels([295.0, 296.0, 297.0], gap=13, low=0, high=300)
+    assert sorted(placed) == [274.0, 287.0, 300.0]
+    assert all(abs(a - b) >= 13 for i, a in enumerate(placed) for b in placed[i + 1:])

@@ -101,13 +101,20 @@ def sort_attribute(value: float | str | None) -> str:
     return f' data-sort="{esc(value)}"'
 
 
-def render_cell(cell: Cell) -> str:
+def render_cell(cell: Cell, *, hover: str = "") -> str:
     text = esc(cell.text)
     if cell.bold and cell.text != MISSING:
         text = f"<strong>{text}</strong>"
     if cell.note:
         text += f' <span class="paper">· {esc(cell.note)}</span>'
-    return f"<td{sort_attribute(cell.sort_key)}>{text}</td>"
+    title = f' title="{esc(hover)}"' if hover else ""
+    return f"<td{sort_attribute(cell.sort_key)}{title}>{text}</td>"
+
+
+def reproduce_command(benchmark: str, *, dataset: str, profile: str, method: str) -> str:
+    """The command that remakes a results row (it skips the runs whose records exist)."""
+    return (f"litbench run {benchmark} --profile {profile} --datasets {dataset} --methods {method} "
+            "--data-dir ../shared/data")
 
 
 def render_table(header: list[str], rows: list[str], *, sortable: bool = True) -> str:
@@ -117,7 +124,9 @@ def render_table(header: list[str], rows: list[str], *, sortable: bool = True) -
 
 
 def render_group(benchmark: str, table: GroupTable) -> str:
-    rows = ["<tr>" + "".join(render_cell(cell) for cell in row) + "</tr>" for row in table.rows]
+    rows = ["<tr>" + render_cell(row[0], hover=reproduce_command(benchmark, dataset=table.dataset, profile=table.profile,
+                                                                  method=row[0].text))
+            + "".join(render_cell(cell) for cell in row[1:]) + "</tr>" for row in table.rows]
     plot = scatter_svg(table.points, metric=table.primary or "",
                        title=f"{benchmark} · {table.dataset} · {table.profile}")
     return (f'<h3 id="{esc(slug(f"{benchmark}-{table.dataset}-{table.profile}"))}">{esc(table.dataset)} · '

@@ -212,6 +212,8 @@ def test_index_html_is_self_contained(populated: Path, tmp_path: Path) -> None:
     assert 'class="verdict-invalid">invalid</td>' in invalid_row
     assert "kmeans on Cora fails gate kmeans-learned (acc &gt;= 0.53)" in invalid_row
     assert ".verdict-invalid {" in page  # its own colour
+    # hovering a results row shows the command that remakes it
+    assert 'title="litbench run alpha --profile cpu --datasets Cora --methods ours --data-dir ../shared/data">ours' in page
 
 
 def test_run_artifacts_are_thumbnails_linking_to_their_files_and_listed_in_markdown(write_run, results_dir: Path,

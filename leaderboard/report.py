@@ -337,7 +337,7 @@ def group_table(aggregates: pd.DataFrame, *, spec: dict[str, Any], dataset: str,
                  Cell(text=str(row["role"]), sort_key=str(row["role"]))]
         for name in metrics:
             cells.append(_metric_cell(row, metric=name, bold=method in bold.get(name, set()),
-                                      paper_value=dict(paper_numbers.get(method) or {}).get(name)))
+                                      paper_value=dict(paper_numbers.get(method) or {}).get(name), profile=profile))
         if best_baseline is not None:
             cells.append(_delta_cell(rows, method=method, primary=primary, best_baseline=best_baseline))
         for key, _, formatter in costs:
@@ -356,14 +356,17 @@ def group_table(aggregates: pd.DataFrame, *, spec: dict[str, Any], dataset: str,
                       columns=columns, rows=table_rows, points=points, failed_runs=int(rows["runs_failed"].sum()))
 
 
-def _metric_cell(row: pd.Series, *, metric: str, bold: bool, paper_value: Any) -> Cell:
-    """``mean ± std (n)``, sorted by the mean, with the paper's number as a note when it has one."""
+def _metric_cell(row: pd.Series, *, metric: str, bold: bool, paper_value: Any, profile: str = "full") -> Cell:
+    """``mean ± std (n)``, sorted by the mean, with the paper's number as a note when it has one
+    (marked as paper-scale beside a scaled-down profile's number)."""
     column = metric_column(metric)
     mean, std, n = row[f"{column}/mean"], row[f"{column}/std"], int(row[f"{column}/n"])
     note = ""
     if isinstance(paper_value, (int, float)) and not isinstance(paper_value, bool):
         # Same precision as our number so the two read side by side.
         note = f"paper {format_number(float(paper_value), decimals=None if is_missing(mean) else decimals_for(mean))}"
+        if profile != "full":
+            note += " (paper scale: compare the full profile)"
     return Cell(text=format_mean_std(mean, std, n), sort_key=None if n == 0 else float(mean), bold=bold, note=note)
 
 

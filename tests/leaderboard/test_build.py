@@ -105,7 +105,7 @@ def test_markdown_tables(populated: Path, tmp_path: Path) -> None:
     assert "peak GPU MB" not in header  # no run measured it
 
     ours = dict(zip(header, _table_row(markdown, "ours", after=alpha)))
-    assert ours["acc ↑"] == "**0.620 ± 0.020 (3)** · paper 0.700"  # best acc, paper number beside ours
+    assert ours["acc ↑"] == "**0.620 ± 0.020 (3)** · paper 0.700 (paper scale: compare the full profile)"  # best acc, paper number beside ours
     assert ours["loss ↓"] == "0.320 ± 0.020 (3)"
     assert ours["Δ acc vs linear"] == "+0.060"
     assert (ours["params"], ours["FLOPs"], ours["fit s"], ours["train samples/s"], ours["peak RSS MB"]) == \
@@ -194,7 +194,7 @@ def test_index_html_is_self_contained(populated: Path, tmp_path: Path) -> None:
     assert 'id="bench-alpha"' in page and 'id="bench-beta"' in page
     assert page.count('<table class="sortable">') >= 5  # summary, 2 result tables, 2 claims tables
     assert "<script>" in page and "addEventListener" in page
-    assert '<td data-sort="0.62"><strong>0.620 ± 0.020 (3)</strong> <span class="paper">· paper 0.700</span></td>' in page
+    assert '<td data-sort="0.62"><strong>0.620 ± 0.020 (3)</strong> <span class="paper">· paper 0.700 (paper scale: compare the full profile)</span></td>' in page
     forests = page.count('<svg class="forest"')
     assert forests == 3  # every claim in the summary, and one per benchmark
     assert page.count("<svg") - forests == 2  # the metric-vs-cost plots

@@ -53,7 +53,7 @@ and is reported as malformed rather than guessed.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -214,11 +214,18 @@ def _invalid_reason(paired: pd.DataFrame, arm_runs: ArmRuns, *, gates: Sequence[
     if paired.empty:
         return ""
     seeds = list(paired.index)
-    reasons = []
-    for arm in (claim["method"], claim["baseline"]):
-        failures = check_gates(gates, arm_runs, method=arm, dataset=dataset, seeds=seeds,
-                               higher_is_better=higher_is_better)
-        reasons += [failure.reason(dataset=dataset) for failure in failures]
+    failures = [failure for arm in (claim["method"], claim["baseline"])
+                for failure in check_gates(gates, arm_runs, method=arm, dataset=dataset, seeds=seeds,
+                                           higher_is_better=higher_is_better)]
+    # both arms failing one gate through the same shared record (of_method) is one reason, said once
+    merged: dict[tuple, Any] = {}
+    for failure in failures:
+        key = (failure.gate.id, failure.gate.of_method, tuple(failure.failing)) if failure.gate.of_method else id(failure)
+        if key in merged:
+            merged[key] = replace(merged[key], method=f"{merged[key].method} and {failure.method}")
+        else:
+            merged[key] = failure
+    reasons = [failure.reason(dataset=dataset) for failure in merged.values()]
     if not reasons and (paired["method"] == paired["baseline"]).all():
         reasons.append(f"{claim['method']} and {claim['baseline']} on {dataset} have identical "
                        f"{claim['metric']} on all {len(seeds)} paired seeds: the arms do not differ")

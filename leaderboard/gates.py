@@ -24,7 +24,9 @@ Kinds (exactly one per gate):
   direction.
 
 ``methods`` restricts a gate to some arms (default: every arm) and ``datasets`` to some datasets
-(default: all). A gate is checked on every seed that enters a claim's pairing: one seed that did
+(default: all). ``of_method`` reads the value from another arm's record of the same seed: an arm
+built on a shared stage (a base model, a teacher) is checked by the record that shows whether that
+stage learned (``{metric: bAP, min: 20, of_method: base_model}``). A gate is checked on every seed that enters a claim's pairing: one seed that did
 not learn is enough to make the comparison invalid, because its pair is part of the interval.
 A value that a run did not record fails its gate ("not recorded"), never passes it.
 
@@ -45,7 +47,7 @@ from leaderboard.frame import metric_column
 
 FIXED_KINDS = {"min": ">=", "above": ">", "max": "<=", "below": "<"}
 REFERENCE_KINDS = ("reference_metric", "reference_method")
-GATE_KEYS = {"id", "metric", "methods", "datasets", "why", "by", *FIXED_KINDS, *REFERENCE_KINDS}
+GATE_KEYS = {"id", "metric", "methods", "datasets", "why", "by", "of_method", *FIXED_KINDS, *REFERENCE_KINDS}
 
 
 class MalformedGateError(ValueError):
@@ -63,17 +65,19 @@ class Gate:
     methods: tuple[str, ...] = ()
     datasets: tuple[str, ...] = ()
     why: str = ""
+    of_method: str | None = None  # read the value from this arm's record of the same seed
 
     def applies_to(self, *, method: str, dataset: str) -> bool:
         return (not self.methods or method in self.methods) and (not self.datasets or dataset in self.datasets)
 
     def describe(self) -> str:
         """The gate as a reader would state it, e.g. ``auroc >= 0.65`` or ``acc > majority_acc``."""
+        metric = f"{self.metric} of {self.of_method}" if self.of_method else self.metric
         if self.kind in FIXED_KINDS:
-            return f"{self.metric} {FIXED_KINDS[self.kind]} {self.level:g}"
+            return f"{metric} {FIXED_KINDS[self.kind]} {self.level:g}"
         by = f" by > {self.by:g}" if self.by else ""
         where = "of the same run" if self.kind == "reference_metric" else "arm, same seed"
-        return f"{self.metric} better than {self.reference} ({where}){by}"
+        return f"{metric} better than {self.reference} ({where}){by}"
 
 
 def parse_gate(raw: Any, *, higher_is_better: dict[str, bool], methods: Iterable[str] | None = None) -> Gate:
@@ -100,7 +104,8 @@ def parse_gate(raw: Any, *, higher_is_better: dict[str, bool], methods: Iterable
             raise MalformedGateError(f"gate {label!r}: {key} must be a list of names, got {value!r}")
         selection[key] = tuple(value)
     if known_methods is not None:
-        for name in (*selection["methods"], *([raw[kind]] if kind == "reference_method" else [])):
+        for name in (*selection["methods"], *([raw[kind]] if kind == "reference_method" else []),
+                     *([raw["of_method"]] if raw.get("of_method") else [])):
             if name not in known_methods:
                 raise MalformedGateError(f"gate {label!r}: unknown method {name!r}")
     by = raw.get("by", 0.0)
@@ -118,8 +123,12 @@ def parse_gate(raw: Any, *, higher_is_better: dict[str, bool], methods: Iterable
             raise MalformedGateError(f"gate {label!r}: metric {raw['metric']!r} has no direction in "
                                      "metrics.higher_is_better, so 'better than a reference' is undefined")
         reference = raw[kind]
+    of_method = raw.get("of_method")
+    if of_method is not None and (not isinstance(of_method, str) or not of_method):
+        raise MalformedGateError(f"gate {label!r}: of_method must name a method, got {of_method!r}")
     return Gate(id=raw["id"], metric=raw["metric"], kind=kind, level=level, reference=reference, by=float(by),
-                methods=selection["methods"], datasets=selection["datasets"], why=str(raw.get("why") or ""))
+                methods=selection["methods"], datasets=selection["datasets"], why=str(raw.get("why") or ""),
+                of_method=of_method)
 
 
 def _is_number(value: Any) -> bool:
@@ -148,7 +157,8 @@ class GateFailure:
 
     def reason(self, *, dataset: str) -> str:
         shown = ", ".join(_shown(self.gate, value, reference) for _, value, reference in self.failing[:3])
-        return (f"{self.method} on {dataset} fails gate {self.gate.id} ({self.gate.describe()}): "
+        verb = "fail" if " and " in self.method else "fails"
+        return (f"{self.method} on {dataset} {verb} gate {self.gate.id} ({self.gate.describe()}): "
                 f"{shown} on {len(self.failing)}/{self.seeds} seeds")
 
 
@@ -162,8 +172,9 @@ def check_gates(gates: Iterable[Gate], runs: ArmRuns, *, method: str, dataset: s
             continue
         failing = []
         for seed in seeds:
-            value = runs.value(method, seed, gate.metric)
-            reference = _reference_value(gate, runs, method=method, seed=seed)
+            source = gate.of_method or method
+            value = runs.value(source, seed, gate.metric)
+            reference = _reference_value(gate, runs, method=source, seed=seed)
             if not _passes(gate, value, reference=reference, higher_is_better=higher_is_better):
                 failing.append((seed, value, reference))
         if failing:

@@ -145,3 +145,18 @@ def test_malformed_gates_skip_the_benchmarks_claims_as_a_problem(write_run, resu
     verdicts = judge_claims(frame, benchmark="bench", metrics=METRICS, claims=[CLAIM],
                             gates=[{"id": "g", "metric": "acc"}], problems=problems)
     assert verdicts.empty and len(problems) == 1 and "no claim of it is judged" in problems[0]
+
+
+def test_of_method_checks_the_shared_stage_through_another_arms_record(write_run, results_dir) -> None:
+    # RefT: every fine-tuned arm starts from the base model; its own record says whether that learned
+    _write(write_run, "ours", [{"acc": 0.8}, {"acc": 0.9}])
+    _write(write_run, "base", [{"acc": 0.7}, {"acc": 0.7}], role="baseline")
+    _write(write_run, "base_model", [{"bAP": 25.0}, {"bAP": 5.0}], role="reference")
+    gates = [{"id": "base-learned", "metric": "bAP", "min": 20, "of_method": "base_model"}]
+    row = _judge(results_dir, gates).iloc[0]
+    assert row["verdict"] == INVALID
+    # both arms fail through the same record: said once
+    assert row["reason"] == "ours and base on Bail fail gate base-learned (bAP of base_model >= 20): 5.000 on 1/2 seeds"
+    with pytest.raises(MalformedGateError, match="unknown method 'nobody'"):
+        parse_gate({**gates[0], "of_method": "nobody"}, higher_is_better=METRICS["higher_is_better"],
+                   methods=["ours", "base", "base_model"])

@@ -5,19 +5,10 @@ Fast and Robust 3D Object Detection", ICCV 2023 (arXiv 2301.01283). Official cod
 summarised in ``papers/cmt.md``. Blocks in ``modules/cmt/model.py``, matching / DN / losses in
 ``modules/cmt/matching.py``, metrics (nuscenes-devkit) in ``modules/cmt/detection_metrics.py``.
 
-``CMT(modalities=...)``: ``fusion`` (keys = BEV tokens + all image tokens, queries get BEV PE + the
-image ray PE of the anchor's projections), ``lidar`` (CMT-L: BEV tokens only, BEV query PE only) and
-``camera`` (CMT-C: image tokens only, queries still get BEV PE + image PE). ``modal_mask=True`` is the
-masked-modal training (``ModalMask3D``): per sample u ~ U(0, 1), u > 0.75 zeroes the images,
-0.5 < u <= 0.75 zeroes the points. Every test scores three conditions on the same scenes: all sensors
-(``map``, ``nds``, ``ate``, ``ase``, ``aoe``, per-class ``ap_*``), LiDAR removed (points zeroed,
-``*_no_lidar``) and cameras removed (images zeroed, ``*_no_camera``), plus ``map_retained_no_lidar``
-/ ``map_retained_no_camera`` = condition mAP / full mAP (NaN when the full mAP is below 0.01). ``test_drop`` changes what the headline
-``map``/``nds`` mean (``points``: the LiDAR-removed arm). ``CMTFromStage`` tests a model trained in a
-cached per-seed stage (the fused model is trained once per seed and serves two arms). The test
-writes ``bev_scene0.png`` (BEV of the first test scene: LiDAR points, GT and predicted boxes) to
-``artifact_dir``. NDS here is the paper spec's NDS_syn = [5 mAP + (1-mATE) + (1-mASE) + (1-mAOE)] / 8
-(the synthetic scenes have no velocity or attributes).
+``CMT(modalities=...)``: ``fusion`` (BEV + image tokens; queries get BEV PE + image ray PE),
+``lidar`` (CMT-L) and ``camera`` (CMT-C); ``modal_mask=True`` is the masked-modal training
+(``ModalMask3D``). ``CMTFromStage`` tests a model trained in a cached per-seed stage. What a test
+scores is in the ``CMT`` class docstring.
 
 Deviations from the official code (each deliberate; [inferred] = not stated by paper or code):
 
@@ -46,35 +37,17 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
    -2 after its normalisation) and the points' (x, y, z, i) (they all fall in the centre pillar);
    PEs are unchanged, as official.
 9. The CEM ablation (learned per-view 2D PE) is not implemented here (see the spec's methods).
-10. Convergence fixes (diagnosed on the ``cpu`` profile, where with the official behaviour no arm
-    learnt to detect within its schedule; all three are on by default and can be switched back to
-    the official behaviour):
+10. Convergence fixes, on by default, each switchable back to the official behaviour (with the
+    official behaviour no arm learnt to detect within the ``cpu`` schedule):
 
-    a. *No self-attention in the first decoder layer* (``first_self_attention=False``) [bug fix].
-       The query content starts at zero, so the first self-attention can only add its learned
-       output bias, and the post-norm LayerNorm of that near-zero constant has a 1/sqrt(eps)
-       Jacobian: the gradient norm explodes and is clipped (to 35), so every other parameter's
-       step shrinks, and the LN turns the tiny bias into a unit-RMS vector shared by all queries
-       that swamps the (small) query PE in the cross-attention logits, so the first layer's
-       attention is uniform. In exact arithmetic at initialisation (all biases 0) the official
-       layer computes the same thing.
-    b. *Multiscale BEV PE* (``bev_pe="multiscale"``) [deviation]: the official pos2embed puts all
-       128 frequencies in one octave below one cycle per range, so neighbouring BEV cells (2 m)
-       get nearly the same PE; here the frequencies run geometrically from 0.5 to 16 cycles over
-       the range (wavelengths 64 m to 2 m = one BEV token). Same sin/cos layout and MLP.
-    c. *PE gain 6* (``pe_gain``) [deviation, initialisation only]: the last weights of the BEV and
-       image PE MLPs start 6x PyTorch's default, so the PEs have about unit RMS like the LN'd
-       query content and the BEV / image features (default init: ~0.16 RMS, so the positional
-       part of the attention logits started ~30x too small).
-
-    The box coding (centres in metres, log sizes, sin/cos yaw, the same code in the L1 loss and
-    the matching cost), the sigmoid-space anchors, the focal loss and its -2.19 bias (official),
-    the BEV grid / box coordinate convention (row = y, column = x in the pillar scatter, the BEV
-    PE and the anchors; checked on a scene: the high pillars lie on the GT boxes) and the
-    train/test frames were checked and are as the official code has them.
-
-``map_retained_*`` is NaN (stored as null, so a claim on it reads "inconclusive") whenever the
-full-sensor mAP is below ``RETAINED_MAP_FLOOR`` = 0.01, where the ratio would be one of noise.
+    a. *No self-attention in the first decoder layer* (``first_self_attention=False``) [bug fix]:
+       the query content starts at zero, so that layer only adds a bias whose post-norm LayerNorm
+       has a 1/sqrt(eps) Jacobian (exploding, clipped gradients; uniform first cross-attention).
+       At initialisation (all biases 0) the official layer computes the same thing.
+    b. *Multiscale BEV PE* (``bev_pe="multiscale"``) [deviation]: frequencies run geometrically from
+       0.5 to 16 cycles over the range instead of one octave, so neighbouring BEV cells differ.
+    c. *PE gain 6* (``pe_gain``) [deviation, initialisation only]: the PE MLPs' last weights start 6x
+       the default, so the PEs have about unit RMS like the LayerNorm'd query content.
 """
 
 from __future__ import annotations
@@ -170,7 +143,17 @@ class CMTNetwork(nn.Module):
 
 
 class CMT(L.LightningModule):
-    """CMT trained with DN + Hungarian losses on every decoder layer (see the module docstring)."""
+    """CMT trained with DN + Hungarian losses on every decoder layer (see the module docstring).
+
+    Every test scores three conditions on the same scenes: all sensors (``map``, ``nds``, ``ate``,
+    ``ase``, ``aoe``, per-class ``ap_*``), LiDAR removed (points zeroed, ``*_no_lidar``) and cameras
+    removed (images zeroed, ``*_no_camera``), plus ``map_retained_no_lidar`` /
+    ``map_retained_no_camera`` = condition mAP / full mAP, NaN (stored as null) when the full mAP is
+    below ``RETAINED_MAP_FLOOR``. ``test_drop`` makes the headline ``map``/``nds`` those of a
+    condition (``points``: the LiDAR-removed arm). NDS is the paper spec's NDS_syn = [5 mAP +
+    (1-mATE) + (1-mASE) + (1-mAOE)] / 8 (no velocity or attributes in the synthetic scenes). The
+    test writes ``bev_scene0.png`` (LiDAR points, GT and predicted boxes of the first scene).
+    """
 
     def __init__(self, *, modalities: str = "fusion", modal_mask: bool = True, test_drop: str | None = None,
                  class_names: tuple[str, ...] = CLASS_NAMES, point_cloud_range: tuple[float, ...] = POINT_CLOUD_RANGE,

@@ -8,55 +8,19 @@ from the abstract / teaser / Mask2Former defaults rather than from the paper are
 
 Protocol (TFA style; the data side is ``datamodules.coco_instances``):
 
-1. ``QueryInstanceSegmentation`` — base training of the plain Mask2Former-like network
-   (``modules/reft/model.py``) on the base classes (novel annotations removed, images kept), with
-   a class head over all C classes + no-object. It is the cached per-seed ``base`` stage that
-   every arm and setting shares; ``save_stage_artifact`` writes the weights.
-2. ``FewShotFineTune`` — loads the base weights, adds the reference modules the arm asks for and
-   fine-tunes on the seeded K-shot set of the run's ``setting``, then tests:
-   * ``setting="gfsis"``: the balanced K-shot set of all classes; tested on all classes (nAP, bAP).
-   * ``setting="fsis"``: the K-shot set of the novel classes only (exactly K instances per novel
-     class, no base annotation); tested with only the novel categories evaluated (pycocotools
-     ``catIds`` = novel: ``test/nAP``, and ``test/AP`` / ``test/AP50`` over the same classes; no bAP).
-     The class head keeps its C + 1 outputs (the base weights are loaded as they are), but in FSIS
-     every base-class logit is masked to -inf in training (loss and Hungarian matching) and at
-     test time, so the head acts as a novel-class + no-object classifier and the top-100
-     detections are (query, novel class) pairs [inferred: the paper does not say how its FSIS
-     head treats base classes; FSIS asks only about novel classes, and unannotated base objects
-     in the support images are background, as in the paper's novel-only fine-tuning].
-   Arms (one spec method per arm, K and setting): RefT (``feature_reference="cross_attention"``,
-   ``instance_reference=True``); the plain baseline Mask2Former-like + ft-full (both off); RefT
-   without the instance link; RefT without the feature-level re-weighting; and **ft-head-only**
-   (``trainable="class_head"``, TFA style: every weight frozen but the final class head
-   ``network.heads.class_head``, same schedule and optimiser; the LayerNorm before the heads and the
-   mask head stay frozen [inferred]).
-3. ``BaseModelEvaluation`` — the base model tested without fine-tuning (a reference point: its bAP
-   is what fine-tuning must keep; it was never trained on a novel-class annotation).
-4. ``modules.reft.baselines.PrototypeClassifier`` — no fine-tuning: the base model's class head is
-   replaced by logits = s * cos(e_q, mu_c) over the classes and no-object (s = 20 [inferred]),
-   with mu_c the mean class-head input embedding of the support queries Hungarian-matched to the
-   K-shot instances of class c (see that module).
-
-Reference modules during fine-tuning: every iteration one support image per class is drawn at
-random from the K-shot set (``train_supports_per_class``) [inferred: the paper says centres are
-recomputed from randomly sampled supports but not how many]; the support images run through the
-*shared* backbone and pixel decoder (class centres, mask-pooled with the support GT masks at each
-decoder-input scale) and through the shared transformer decoder without references, where the
-queries Hungarian-matched to the support GT instances are kept (one query per support instance)
-[inferred K = 1]. The support branch runs without gradients by default (``support_gradients``)
-[inferred; it saves the backward pass through 10 extra images per step on CPU]: the reference
-modules still learn, through the query branch. At test time centres and support queries come once
-from the whole fixed K-shot set. In FSIS the supports (hence centres and support queries) are
-those of the novel classes only.
+1. ``QueryInstanceSegmentation``: base training of the Mask2Former-like network
+   (``modules/reft/model.py``) on the base classes; the cached per-seed ``base`` stage every arm shares.
+2. ``FewShotFineTune``: the base weights plus the arm's reference modules, fine-tuned on the K-shot
+   set of its ``setting`` (gFSIS: all classes, nAP and bAP; FSIS: novel classes only, nAP). Arms:
+   RefT, the plain Mask2Former-like + ft-full, RefT without the instance link, RefT without the
+   feature re-weighting, and ft-head-only (``trainable="class_head"``). Details in its docstring.
+3. ``BaseModelEvaluation``: the base model tested without fine-tuning (a reference point).
+4. ``modules.reft.baselines.PrototypeClassifier``: cosine logits to support class prototypes, no
+   fine-tuning.
 
 Metrics (``modules.reft.coco_metrics``, pycocotools ``COCOeval(iouType="segm")``, in percent):
-``test/nAP``, ``test/bAP`` (gFSIS only), ``test/AP``, ``test/AP50``; inference keeps the top-100
-(query, class) pairs by p(c) over the evaluated classes with score = p(c) x the mean mask
-probability inside the binarised mask, masks upsampled bilinearly to the original image size.
-``test/images_evaluated`` (images after the DDP gather: none lost or counted twice) and
-``test/mean_score`` (mean detection score) are diagnostics. FSIS evaluates the novel classes only,
-so its rows are not comparable with gFSIS rows; the claims pair methods within one setting and shot
-count.
+``test/nAP``, ``test/bAP`` (gFSIS only), ``test/AP``, ``test/AP50``; ``test/images_evaluated`` and
+``test/mean_score`` are diagnostics. FSIS rows are not comparable with gFSIS rows.
 
 Deviations from the paper's setting (no official code exists to deviate from):
 
@@ -78,11 +42,9 @@ Deviations from the paper's setting (no official code exists to deviate from):
    the synthetic K-shot sets do not hold) are run; iFSIS (cosine classifier, distillation) is not
    implemented. FSIS reuses the gFSIS base stage unchanged (same per-seed cache entry).
 7. cpu profile schedule: 4 base epochs (the spec: about 8) and 100 fine-tuning iterations (the
-   spec: about 300), to fit the time target on 2 idle cores (see the spec's cpu comment); lr 1e-3
-   for both stages because, in a calibration on the 10-shot set, a lower fine-tuning lr left the
-   novel classes almost unlearnt in 100 iterations (the DETR-like model learns slowly from scratch,
-   the paper spec's pitfall). The lr was fixed before the cpu-profile runs, the claims and margins
-   before any run.
+   spec: about 300), to fit the time target on 2 cores; lr 1e-3 for both stages. That lr was set
+   before the validation-split calibration existed and is still to be re-chosen with
+   ``litbench sweep`` (the data module has no validation split yet).
 """
 
 from __future__ import annotations
@@ -249,8 +211,27 @@ class QueryInstanceSegmentation(L.LightningModule):
 
 
 class FewShotFineTune(QueryInstanceSegmentation):
-    """Base weights + the arm's reference modules, fine-tuned on the K-shot set of the setting (gFSIS:
-    all classes, FSIS: the novel classes); ``trainable="class_head"`` is ft-head-only."""
+    """Base weights + the arm's reference modules, fine-tuned on the K-shot set of the setting.
+
+    * ``setting="gfsis"``: the balanced K-shot set of all classes, tested on all classes (nAP, bAP).
+    * ``setting="fsis"``: exactly K instances per novel class, no base annotation; only the novel
+      categories are evaluated (``test/nAP``, ``test/AP``/``AP50`` over them; no bAP). The class head
+      keeps its C + 1 outputs but every base-class logit is masked to -inf in training (loss and
+      matching) and at test time [inferred: the paper does not say how its FSIS head treats base
+      classes].
+    * Arms: RefT (``feature_reference="cross_attention"``, ``instance_reference=True``), ft-full
+      (both off), the two single-module ablations, and ft-head-only (``trainable="class_head"``:
+      only ``network.heads.class_head`` trains, same schedule [inferred]).
+
+    References: every iteration one support image per class is drawn from the K-shot set
+    (``train_supports_per_class``) [inferred]; supports run through the shared backbone and pixel
+    decoder (class centres, mask-pooled with the support GT masks per scale) and the decoder without
+    references, keeping the queries Hungarian-matched to the support instances [inferred K = 1].
+    The support branch runs without gradients by default (``support_gradients``) [inferred]. At test
+    time centres and support queries come once from the whole K-shot set (FSIS: novel classes only).
+    Inference keeps the top-100 (query, class) pairs by p(c), score = p(c) x the mean mask
+    probability inside the binarised mask, masks upsampled bilinearly to the image size.
+    """
 
     train_split = "few_shot"
 

@@ -122,7 +122,8 @@ def _summarise(folder: Path, plans: list[Any], *, value: Any, metric: str, resul
     """Mean, sample std and count of ``metric`` over the value's ok records of the planned runs."""
     wanted = {plan.run_id: plan.config_hash for plan in plans}
     scores, runs = [], []
-    for record in RecordStore(folder).iter_records():
+    store = RecordStore(folder)
+    for record in store.iter_records():
         if isinstance(record, Exception) or record.run_id not in wanted:
             continue
         if record.status != STATUS_OK or record.config_hash != wanted[record.run_id]:
@@ -130,7 +131,7 @@ def _summarise(folder: Path, plans: list[Any], *, value: Any, metric: str, resul
         score = (record.metrics or {}).get(metric)
         if score is not None:
             scores.append(float(score))
-            runs.append(str(RecordStore(folder).path_for(record.run_id).relative_to(results_dir)))
+            runs.append(str(store.path_for(record.run_id).relative_to(results_dir)))
     return {"value": value, "n": len(scores),
             "mean": float(np.mean(scores)) if scores else None,
             "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,

@@ -173,8 +173,10 @@ def _test_metrics(results: list[dict[str, Any]]) -> dict[str, float | None]:
     return metrics
 
 
-def _check_validation_split(datamodule: pl.LightningDataModule) -> None:
-    """A calibration run needs a non-empty validation split; say so before anything trains."""
+def _use_validation_split(datamodule: pl.LightningDataModule) -> None:
+    """Calibration runs score the model with its own test_step on the validation split, so a
+    hyper-parameter is chosen without looking at test labels. Called before anything trains: a
+    missing or empty split fails the run at once."""
     if type(datamodule).val_dataloader is pl.LightningDataModule.val_dataloader:
         raise ValueError(f"{type(datamodule).__name__} has no validation split to calibrate on; add one "
                          "(held out of the training data) before sweeping on it")
@@ -184,12 +186,6 @@ def _check_validation_split(datamodule: pl.LightningDataModule) -> None:
     if dataset is not None and hasattr(dataset, "__len__") and len(dataset) == 0:
         raise ValueError(f"{type(datamodule).__name__}'s validation split is empty; give it images/nodes "
                          "(e.g. --set data.init_args.val_size=500) before sweeping on it")
-
-
-def _evaluate_on_validation(datamodule: pl.LightningDataModule) -> None:
-    """Calibration runs score the model with its own test_step on the validation split, so a
-    hyper-parameter is chosen without looking at test labels."""
-    _check_validation_split(datamodule)
     datamodule.test_dataloader = datamodule.val_dataloader  # type: ignore[method-assign]
 
 
@@ -217,12 +213,12 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
     staging = cache_dir / "artifacts-staging" / f"{record.config_hash}-{os.getpid()}"
     try:
         stages_started = time.perf_counter()
-        if meta.get("evaluate_on") == "val":  # before any training: a missing split fails at once
-            _check_validation_split(instantiate_class((), config["data"]))
         injected, record.stages = _build_stages(config, StageCache(cache_dir), root_dir)
         stage_s = time.perf_counter() - stages_started
         pl.seed_everything(int(config["seed_everything"]), workers=True, verbose=False)
         datamodule = instantiate_class((), config["data"])
+        if meta.get("evaluate_on") == "val":
+            _use_validation_split(datamodule)
         model_config = {"class_path": config["model"]["class_path"],
                         "init_args": {**config["model"].get("init_args", {}), **injected}}
         model = instantiate_class((), model_config)
@@ -240,8 +236,6 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
                 trainer.fit(model, datamodule=datamodule)
             fit_s = time.perf_counter() - fit_started
             eval_started = time.perf_counter()
-            if meta.get("evaluate_on") == "val":
-                _evaluate_on_validation(datamodule)
             results = trainer.test(model, datamodule=datamodule, verbose=False)
             eval_s = time.perf_counter() - eval_started
         record.metrics = _test_metrics(results)

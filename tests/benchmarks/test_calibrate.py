@@ -37,8 +37,9 @@ def test_a_sweep_scores_the_validation_split_and_chooses_by_the_metrics_directio
     assert record["config"]["litbench"]["evaluate_on"] == "val"
     assert record["config"]["model"]["init_args"]["lr"] == 0.3
     assert record["metrics"]["samples"] == 48  # the toy validation split; the test split has 128
-    # the calibration runs are not leaderboard runs
+    # the calibration runs are not leaderboard runs, nor suite wall times
     assert RecordStore(results).paths() == []
+    assert not list(results.rglob("perf"))
 
 
 def test_sweep_records_stay_out_of_the_leaderboard_which_shows_the_choice(toy_env, tmp_path: Path) -> None:

@@ -114,7 +114,18 @@ def test_suite_show_and_fit(toy_env, tmp_path: Path, capsys) -> None:
     shown = json.loads(capsys.readouterr().out)
     assert shown["run_id"] == "toy/linear/linear/smoke/seed-1"
     # A record's config is a LightningCLI config: `fit` reproduces the run's metric exactly.
-    assert main(["fit", "--config", str(results / "toy/linear/linear/smoke/seed-1.json")]) == 0
+    import sys
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # litbench's own argv is not LightningCLI's
+        warnings.simplefilter("always")
+        argv = sys.argv
+        sys.argv = ["litbench", "fit", "--config", "x"]
+        try:
+            assert main(["fit", "--config", str(results / "toy/linear/linear/smoke/seed-1.json")]) == 0
+        finally:
+            sys.argv = argv
+    assert not [w for w in caught if "args parameter" in str(w.message)]
     fitted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert fitted["test/mse"] == pytest.approx(shown["metrics"]["mse"], rel=1e-5)
 

@@ -160,3 +160,15 @@ def test_of_method_checks_the_shared_stage_through_another_arms_record(write_run
     with pytest.raises(MalformedGateError, match="unknown method 'nobody'"):
         parse_gate({**gates[0], "of_method": "nobody"}, higher_is_better=METRICS["higher_is_better"],
                    methods=["ours", "base", "base_model"])
+
+
+def test_a_relative_claim_reads_in_percent_of_the_baseline(write_run, results_dir) -> None:
+    from leaderboard.markdown import CLAIM_HEADER, claim_cells
+
+    claim = {**CLAIM, "metric": "bAP", "id": "keeps-bap", "margin": -0.056, "relative": True}
+    _write(write_run, "ours", [{"bAP": 1.9}, {"bAP": 3.8}, {"bAP": 2.85}])
+    _write(write_run, "base", [{"bAP": 2.0}, {"bAP": 4.0}, {"bAP": 3.0}], role="baseline")
+    row = next(_judge(results_dir, [], claim).itertuples(index=False))
+    cells = dict(zip(CLAIM_HEADER, claim_cells(row)))
+    assert cells["metric"] == "bAP (relative, margin -5.6%)"
+    assert (cells["mean diff"], cells["95% CI"], cells["detectable"]) == ("-5.0%", "[-5.0%, -5.0%]", "0.0%")

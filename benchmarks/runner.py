@@ -180,6 +180,9 @@ def _use_validation_split(datamodule: pl.LightningDataModule) -> None:
     if type(datamodule).val_dataloader is pl.LightningDataModule.val_dataloader:
         raise ValueError(f"{type(datamodule).__name__} has no validation split to calibrate on; add one "
                          "(held out of the training data) before sweeping on it")
+    if getattr(datamodule, "has_validation_split", True) is False:
+        raise ValueError(f"{type(datamodule).__name__} holds no validation split in this configuration; give it "
+                         "one (e.g. --set data.init_args.val_fraction=0.3) before sweeping on it")
     datamodule.prepare_data()
     datamodule.setup("validate")
     dataset = getattr(datamodule.val_dataloader(), "dataset", None)

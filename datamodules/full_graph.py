@@ -53,8 +53,12 @@ class FullGraphDataModule(pl.LightningDataModule):
     def num_classes(self) -> int:
         return int(self._require_graph().y.max().item()) + 1
 
+    @staticmethod
+    def _one_graph_loader(graph: Data) -> DataLoader:
+        return DataLoader([graph], batch_size=1, shuffle=False, collate_fn=_first_item)
+
     def _full_graph_loader(self) -> DataLoader:
-        return DataLoader([self._require_graph()], batch_size=1, shuffle=False, collate_fn=_first_item)
+        return self._one_graph_loader(self._require_graph())
 
     def train_dataloader(self) -> DataLoader:
         return self._full_graph_loader()

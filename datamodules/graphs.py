@@ -46,11 +46,20 @@ below 1 (non-count features) are left unscaled.
 
 Every dataloader (train, val, test) yields the single full graph once per epoch; under DDP each
 rank gets the full graph (a distributed sampler pads the one-item dataset to one item per rank).
+
+**Label split for calibration.** Clustering is unsupervised and always sees every node; labels are
+only read to score it. With ``val_fraction > 0`` the labelled nodes are split once, stratified by
+class with ``split_seed`` (the same split for every arm and run seed): the validation graph carries
+``eval_mask`` = the validation nodes and the test graph ``eval_mask`` = the other nodes, so a
+hyper-parameter chosen on validation scores (``litbench sweep``) never reads a test label. With
+``val_fraction = 0`` (the official protocol: every node scored) the test graph has no
+``eval_mask``, the validation graph's mask is empty and ``has_validation_split`` is false.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import zipfile
@@ -59,11 +68,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader
 from torch_geometric.data import Data
-
-from datamodules.full_graph import FullGraphDataModule
 from torch_geometric.transforms import NormalizeFeatures
 from torch_geometric.utils import remove_self_loops, to_undirected
+
+from datamodules.full_graph import FullGraphDataModule
 
 SBM_DATASET_NAME = "sbm-synthetic"
 PLANETOID_NAMES = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -212,8 +223,12 @@ class AttributedGraphDataModule(FullGraphDataModule):
         sbm_feature_signal: float = 0.3,
         sbm_words_per_node: int = 10,
         sbm_seed: int = 0,
+        val_fraction: float = 0.0,
+        split_seed: int = 0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         self.save_hyperparameters()
         self.dataset = dataset
         self.data_dir = data_dir
@@ -230,7 +245,14 @@ class AttributedGraphDataModule(FullGraphDataModule):
             words_per_node=sbm_words_per_node,
             seed=sbm_seed,
         )
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
         self.graph: Data | None = None
+        self.val_nodes: torch.Tensor | None = None
+
+    @property
+    def has_validation_split(self) -> bool:
+        return self.val_fraction > 0
 
     @property
     def dataset_name(self) -> str:
@@ -335,6 +357,36 @@ class AttributedGraphDataModule(FullGraphDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.graph is None:
             self.graph = self.load_graph()
+            self.val_nodes = validation_nodes(self.graph.y, val_fraction=self.val_fraction, seed=self.split_seed)
+
+    # -- loaders: the full graph, with the nodes whose labels this split may score -----------------
+    def _graph_scored_on(self, mask: torch.Tensor | None) -> DataLoader:
+        graph = self._require_graph()
+        if mask is not None:
+            graph = copy.copy(graph)  # shares the tensors; only the mask differs between splits
+            graph.eval_mask = mask
+        return self._one_graph_loader(graph)
+
+    def val_dataloader(self) -> DataLoader:
+        mask = torch.zeros(self.num_nodes, dtype=torch.bool)
+        mask[self.val_nodes] = True
+        return self._graph_scored_on(mask)
+
+    def test_dataloader(self) -> DataLoader:
+        if not self.has_validation_split:
+            return self._graph_scored_on(None)
+        mask = torch.ones(self.num_nodes, dtype=torch.bool)
+        mask[self.val_nodes] = False
+        return self._graph_scored_on(mask)
+
+
+def validation_nodes(labels: torch.Tensor, *, val_fraction: float, seed: int) -> torch.Tensor:
+    """Ids of a class-stratified ``val_fraction`` of the nodes (empty when it is 0)."""
+    if val_fraction <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    node_ids = np.arange(labels.numel())
+    val_ids, _ = train_test_split(node_ids, train_size=val_fraction, stratify=labels.cpu().numpy(), random_state=seed)
+    return torch.from_numpy(np.sort(val_ids)).long()
 
 
 

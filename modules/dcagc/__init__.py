@@ -29,8 +29,12 @@ Deviations from the official code (each deliberate):
    number of clusters found differs from K (official: ACC = 0 then); macro-F1 is added.
 4. Reporting: ``test/acc``, ``test/nmi``, ``test/ari``, ``test/f1`` are the **final-epoch** values.
    The official protocol (max over epochs of each metric independently, i.e. the labels pick the
-   epoch) is logged separately as ``test/{acc,nmi,ari}_label_selected``; the max runs over the
-   validation epochs (every ``check_val_every_n_epoch``; official: every epoch) and the final one.
+   epoch) is logged separately as ``test/{acc,nmi,ari}_label_selected``: every clustering made
+   during fit (each validation epoch, every ``check_val_every_n_epoch``; official: every epoch) is
+   kept and, at test time, each is scored on the test nodes and the max taken.
+10. Scored nodes: when the datamodule holds out validation nodes (``val_fraction > 0``, the cpu
+    profile, so that width and epochs are chosen on validation labels), C still clusters every
+    node, and val/test metrics score the validation/test nodes only (official: every node).
 5. kNN: node i is excluded explicitly (official: drops the first returned neighbour, assuming it is
    i, which fails on ties); exact brute-force Euclidean kNN in torch (on the model's device)
    replaces sklearn ``NearestNeighbors``, and the n×k neighbour gather is vectorised.
@@ -67,6 +71,8 @@ from modules.dcagc.clustering import (
     attached_datamodule,
     resolve_num_clusters,
     score_and_log,
+    score_clustering,
+    scored_nodes,
     seed_from_torch,
 )
 from modules.dcagc.losses import (
@@ -189,9 +195,9 @@ class DCAGC(pl.LightningModule):
         self.decoder: GraphConvStack | None = None
         self.coefficients: nn.Parameter | None = None
         self.metrics = ClusteringMetrics()
-        # Official best-of-epochs values; buffers so that they survive a checkpoint round trip.
-        self.register_buffer("label_selected_best", torch.full((len(LABEL_SELECTED_METRICS),), float("-inf")))
-        self._last_clustering: tuple[int, dict[str, float]] | None = None  # (global_step, scores)
+        # Every clustering of C made during fit, by global step: the final one is reported, and the
+        # official protocol's best-of-epochs values are scored from all of them at test time.
+        self.clusterings: dict[int, np.ndarray] = {}
         if num_nodes is not None and num_features is not None:
             self._build(num_nodes, num_features)
 
@@ -256,32 +262,31 @@ class DCAGC(pl.LightningModule):
         return cluster_self_expression(coefficients, num_clusters, subspace_dim=hp.subspace_dim, power=hp.power,
                                        threshold=threshold, random_state=seed_from_torch())
 
-    def _cluster_and_log(self, batch: Data, prefix: str) -> dict[str, float]:
-        num_clusters = resolve_num_clusters(self, batch, self.hparams.num_clusters)
-        scores = score_and_log(self, self.metrics, prefix, batch.y, self.cluster(num_clusters))
-        self._last_clustering = (self.global_step, scores)
-        self._update_label_selected(scores)
-        return scores
-
-    def _update_label_selected(self, scores: dict[str, float]) -> None:
-        latest = torch.tensor([scores[name] for name in LABEL_SELECTED_METRICS], device=self.label_selected_best.device)
-        self.label_selected_best.copy_(torch.maximum(self.label_selected_best, latest))
+    def clustering_now(self, graph: Data) -> np.ndarray:
+        """The clustering of the current C: reused when this global step was clustered already."""
+        if self.global_step not in self.clusterings:
+            self.clusterings[self.global_step] = self.cluster(resolve_num_clusters(self, graph, self.hparams.num_clusters))
+        return self.clusterings[self.global_step]
 
     def validation_step(self, batch: Data, batch_idx: int) -> None:
         if self.trainer.sanity_checking:  # C is still the constant init: nothing to cluster
             return
-        self._cluster_and_log(batch, prefix="val")
+        predicted = self.clustering_now(batch)
+        if scored_nodes(batch).numel():  # no validation labels under the official protocol
+            score_and_log(self, self.metrics, "val", batch, predicted)
 
     def test_step(self, batch: Data, batch_idx: int) -> None:
-        if self._last_clustering is not None and self._last_clustering[0] == self.global_step:
-            scores = self._last_clustering[1]  # C unchanged since the last validation: reuse it
-            self.log_dict({f"test/{name}": value for name, value in scores.items()}, batch_size=1, sync_dist=True)
-        else:
-            self._cluster_and_log(batch, prefix="test")
+        score_and_log(self, self.metrics, "test", batch, self.clustering_now(batch))
         # Official protocol: each metric's max over the clustered epochs — the labels pick the epoch.
-        self.log_dict({f"test/{name}_label_selected": value
-                       for name, value in zip(LABEL_SELECTED_METRICS, self.label_selected_best.tolist())},
+        scores = [score_clustering(batch, predicted) for predicted in self.clusterings.values()]
+        self.log_dict({f"test/{name}_label_selected": max(score[name] for score in scores) for name in LABEL_SELECTED_METRICS},
                       batch_size=1, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["dcagc_clusterings"] = {step: predicted.tolist() for step, predicted in self.clusterings.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.clusterings = {int(step): np.asarray(predicted) for step, predicted in checkpoint.get("dcagc_clusterings", {}).items()}
 
 
 class GAEKMeans(pl.LightningModule):
@@ -324,4 +329,4 @@ class GAEKMeans(pl.LightningModule):
         num_clusters = resolve_num_clusters(self, batch, self.hparams.num_clusters)
         embeddings = self(batch.x, batch.edge_index).detach().cpu().numpy()
         kmeans = KMeans(n_clusters=num_clusters, n_init=self.hparams.n_init, random_state=seed_from_torch())
-        score_and_log(self, self.metrics, "test", batch.y, kmeans.fit_predict(embeddings))
+        score_and_log(self, self.metrics, "test", batch, kmeans.fit_predict(embeddings))

@@ -13,7 +13,8 @@ Metrics (all from scikit-learn / scipy, none hand-rolled beyond the label matchi
 
 Baselines are LightningModules with ``requires_fit = False``: the runner skips ``trainer.fit`` and
 only calls ``trainer.test``; ``test_step`` clusters the full graph batch and logs ``test/acc``,
-``test/nmi``, ``test/ari``, ``test/f1`` and ``test/clusters_found``. Their random state is
+``test/nmi``, ``test/ari``, ``test/f1``, ``test/majority_share`` and ``test/clusters_found``, scored
+on the test split's nodes (``graph.eval_mask`` when the datamodule holds validation nodes out). Their random state is
 ``torch.initial_seed() % 2**32``, i.e. the seed given to ``lightning.seed_everything``.
 """
 
@@ -126,15 +127,37 @@ class ClusteringMetrics(Metric):
         return {name: torch.tensor(value, dtype=torch.float32) for name, value in scores.items()}
 
 
-def score_and_log(module: pl.LightningModule, metric: ClusteringMetrics, prefix: str, labels: torch.Tensor,
+def scored_nodes(graph: Data) -> torch.Tensor:
+    """Ids of the nodes whose labels this split may read: ``graph.eval_mask`` when the datamodule
+    split the labels into validation and test nodes, else every node (the official protocol)."""
+    mask = getattr(graph, "eval_mask", None)
+    if mask is None:
+        return torch.arange(graph.num_nodes, device=graph.y.device)
+    return mask.nonzero().view(-1).to(graph.y.device)
+
+
+def score_clustering(graph: Data, predicted: np.ndarray | torch.Tensor) -> dict[str, float]:
+    """:func:`clustering_scores` of a clustering of every node, on the split's scored nodes."""
+    nodes = scored_nodes(graph).cpu().numpy()
+    if nodes.size == 0:
+        raise ValueError("no labelled nodes to score in this split (the validation split is empty: "
+                         "val_fraction = 0); set data.init_args.val_fraction > 0 to score on validation nodes")
+    return clustering_scores(_as_numpy_labels(graph.y)[nodes], _as_numpy_labels(predicted)[nodes])
+
+
+def score_and_log(module: pl.LightningModule, metric: ClusteringMetrics, prefix: str, graph: Data,
                   predicted: np.ndarray | torch.Tensor) -> dict[str, float]:
-    """Score one full-graph clustering, log ``<prefix>/{acc,nmi,ari,f1,clusters_found}``, return it."""
-    predicted = torch.as_tensor(_as_numpy_labels(predicted), device=labels.device)
+    """Score a clustering of every node on the split's scored nodes (:func:`scored_nodes`), log
+    ``<prefix>/{acc,nmi,ari,f1,majority_share,clusters_found}`` and return them."""
+    nodes = scored_nodes(graph)
+    if nodes.numel() == 0:
+        score_clustering(graph, predicted)  # raises the one-line explanation
+    predicted = torch.as_tensor(_as_numpy_labels(predicted), device=graph.y.device)
     metric.reset()
-    metric.update(predicted, labels, node_index=torch.arange(labels.numel(), device=labels.device))
+    metric.update(predicted[nodes], graph.y[nodes], node_index=nodes)
     scores = {name: float(value) for name, value in metric.compute().items()}
     metric.reset()
-    scores["clusters_found"] = float(torch.unique(predicted).numel())
+    scores["clusters_found"] = float(torch.unique(predicted).numel())  # over every clustered node
     # Every rank clustered the same full graph with the same seed: the values agree across ranks.
     module.log_dict({f"{prefix}/{name}": value for name, value in scores.items()}, batch_size=1, sync_dist=True)
     return scores
@@ -183,7 +206,7 @@ class _FullGraphClusteringBaseline(pl.LightningModule):
     def test_step(self, batch: Data, batch_idx: int) -> None:
         num_clusters = resolve_num_clusters(self, batch, self.num_clusters)
         predicted = self.cluster(batch, num_clusters=num_clusters, random_state=seed_from_torch())
-        score_and_log(self, self.test_metrics, "test", batch.y, predicted)
+        score_and_log(self, self.test_metrics, "test", batch, predicted)
 
     def configure_optimizers(self):
         return None

@@ -102,3 +102,16 @@ def test_several_parameters_move_together(toy_env, tmp_path: Path, capsys) -> No
     assert main(["sweep", "toy", "linear", "--param", "model.init_args.lr", "--param", "trainer.max_epochs",
                  "--values", "0.05,0.1", "--profile", "smoke", "--results", str(results)]) == 2
     assert "give one value per --param (2), joined by ':'" in capsys.readouterr().err
+
+
+def test_calibration_refuses_a_datamodule_whose_validation_split_is_switched_off() -> None:
+    """A graph datamodule with val_fraction = 0 scores every node in test: calibrating on it would
+    read test labels, so the run stops before training with the setting that fixes it."""
+    from benchmarks.runner import _use_validation_split
+    from datamodules.graphs import AttributedGraphDataModule
+
+    with pytest.raises(ValueError, match="val_fraction=0.3"):
+        _use_validation_split(AttributedGraphDataModule(sbm_num_nodes=30, sbm_num_features=9))
+    held_out = AttributedGraphDataModule(sbm_num_nodes=30, sbm_num_features=9, val_fraction=0.3)
+    _use_validation_split(held_out)
+    assert next(iter(held_out.test_dataloader())).eval_mask.sum() == 9  # the validation nodes

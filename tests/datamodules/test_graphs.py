@@ -227,9 +227,13 @@ def test_sbm_is_seeded_and_features_carry_class_signal():
 def test_every_loader_yields_the_full_graph_once_and_on_every_ddp_rank():
     datamodule = AttributedGraphDataModule(sbm_num_nodes=60, sbm_num_features=20)
     datamodule.setup()
+    assert not datamodule.has_validation_split
     for loader in (datamodule.train_dataloader(), datamodule.val_dataloader(), datamodule.test_dataloader()):
         batches = list(loader)
-        assert len(batches) == 1 and batches[0] is datamodule.graph
+        assert len(batches) == 1 and torch.equal(batches[0].x, datamodule.graph.x)
+    # The official protocol scores every node in test; there are no validation labels.
+    assert "eval_mask" not in next(iter(datamodule.test_dataloader()))
+    assert not next(iter(datamodule.val_dataloader())).eval_mask.any()
     # Lightning swaps in a DistributedSampler under DDP; with one item each rank still gets it.
     dataset = datamodule.train_dataloader().dataset
     for rank in (0, 1):
@@ -239,3 +243,30 @@ def test_every_loader_yields_the_full_graph_once_and_on_every_ddp_rank():
 def test_shape_before_setup_is_a_clear_error():
     with pytest.raises(RuntimeError, match="setup"):
         _ = AttributedGraphDataModule().num_nodes
+
+
+@pytest.mark.parametrize("dataset_name", ["Cora", "CiteSeer"])
+def test_label_split_is_stratified_disjoint_and_the_same_for_every_run(dataset_name, shared_data_dir, tmp_path):
+    """val_fraction holds out a class-stratified share of the labels for calibration; the graph
+    itself (every node, every edge) is the same in every loader."""
+    def split(**kwargs):
+        datamodule = AttributedGraphDataModule(dataset=dataset_name, data_dir=str(shared_data_dir),
+                                               cache_dir=str(tmp_path / "cache"), val_fraction=0.3, **kwargs)
+        datamodule.setup()
+        return datamodule, next(iter(datamodule.val_dataloader())), next(iter(datamodule.test_dataloader()))
+
+    datamodule, val_graph, test_graph = split()
+    num_nodes, _, _, num_edges, class_counts = PLANETOID_EXPECTED[dataset_name]
+    assert datamodule.has_validation_split
+    assert not (val_graph.eval_mask & test_graph.eval_mask).any() and (val_graph.eval_mask | test_graph.eval_mask).all()
+    assert int(val_graph.eval_mask.sum()) == round(0.3 * num_nodes)
+    val_counts = torch.bincount(val_graph.y[val_graph.eval_mask], minlength=len(class_counts))
+    assert torch.allclose(val_counts.double(), 0.3 * torch.tensor(class_counts).double(), atol=1.0)  # stratified
+    assert val_graph.edge_index.shape == test_graph.edge_index.shape == (2, num_edges)
+    assert torch.equal(split()[1].eval_mask, val_graph.eval_mask)  # fixed split_seed: the same nodes
+    assert not torch.equal(split(split_seed=1)[1].eval_mask, val_graph.eval_mask)
+
+
+def test_val_fraction_out_of_range_is_a_clear_error():
+    with pytest.raises(ValueError, match="val_fraction"):
+        AttributedGraphDataModule(val_fraction=1.0)

@@ -159,8 +159,9 @@ def test_tiny_dcagc_learns_better_than_chance_and_reuses_last_clustering(tmp_pat
     model = DCAGC(hidden=32, lr=1e-2)
     trainer = _trainer(max_epochs=30, tmp_path=tmp_path, check_val_every_n_epoch=10)
     trainer.fit(model, datamodule=datamodule)
-    assert trainer.callback_metrics["val/clusters_found"] == 3
-    last_validation_acc = float(trainer.callback_metrics["val/acc"])
+    assert sorted(model.clusterings) == [10, 20, 30]
+    # The official protocol holds out no validation labels, so validation only clusters.
+    assert "val/acc" not in trainer.callback_metrics
 
     calls = []
     original_cluster = model.cluster
@@ -169,7 +170,8 @@ def test_tiny_dcagc_learns_better_than_chance_and_reuses_last_clustering(tmp_pat
     assert calls == []  # epoch 30 was just clustered in validation: C unchanged, result reused
     assert set(results) == {"test/acc", "test/nmi", "test/ari", "test/f1", "test/clusters_found", "test/majority_share",
                             "test/acc_label_selected", "test/nmi_label_selected", "test/ari_label_selected"}
-    assert results["test/acc"] == pytest.approx(last_validation_acc)
+    assert results["test/acc"] == pytest.approx(cluster_accuracy(datamodule.graph.y, model.clusterings[30]))
+    assert results["test/clusters_found"] == 3
     # Chance ACC for 3 balanced classes of 50 is about 0.4.
     assert results["test/acc"] > 0.7 and results["test/nmi"] > 0.3
     for name in ("acc", "nmi", "ari"):
@@ -190,11 +192,34 @@ def test_test_step_clusters_when_no_validation_ran(tmp_path, monkeypatch):
     # Only one clustering happened, so the label-selected values are the final ones.
     for name in ("acc", "nmi", "ari"):
         assert results[f"test/{name}_label_selected"] == pytest.approx(results[f"test/{name}"])
-    # The lazily built layers come back from a checkpoint, with the label-selected record.
+    # The lazily built layers come back from a checkpoint, with the clusterings kept for the
+    # label-selected protocol.
     trainer.save_checkpoint(tmp_path / "dcagc.ckpt")
     restored = DCAGC.load_from_checkpoint(tmp_path / "dcagc.ckpt")
     assert torch.equal(restored.coefficients, model.coefficients)
-    assert torch.equal(restored.label_selected_best, model.label_selected_best)
+    assert list(restored.clusterings) == [3]
+    assert np.array_equal(restored.clusterings[3], model.clusterings[3])
+
+
+def test_validation_and_test_score_disjoint_nodes_of_one_clustering(tmp_path):
+    """With val_fraction the same clustering of every node is scored on the validation nodes in
+    validation and on the others in test; label-selected values come from the test nodes only."""
+    pl.seed_everything(0, verbose=False)
+    datamodule = AttributedGraphDataModule(sbm_num_nodes=150, sbm_num_features=60, sbm_homophily=0.8,
+                                           sbm_feature_signal=0.5, val_fraction=0.4)
+    model = DCAGC(hidden=16, lr=1e-2)
+    trainer = _trainer(max_epochs=20, tmp_path=tmp_path, check_val_every_n_epoch=10)
+    trainer.fit(model, datamodule=datamodule)
+    assert sorted(model.clusterings) == [10, 20]
+    val_acc = float(trainer.callback_metrics["val/acc"])
+    (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    predicted, labels = model.clusterings[20], datamodule.graph.y.numpy()
+    val_nodes = datamodule.val_nodes.numpy()
+    test_nodes = np.setdiff1d(np.arange(150), val_nodes)
+    assert val_acc == pytest.approx(cluster_accuracy(labels[val_nodes], predicted[val_nodes]))
+    assert results["test/acc"] == pytest.approx(cluster_accuracy(labels[test_nodes], predicted[test_nodes]))
+    best_test_acc = max(cluster_accuracy(labels[test_nodes], model.clusterings[step][test_nodes]) for step in (10, 20))
+    assert results["test/acc_label_selected"] == pytest.approx(best_test_acc)
 
 
 def test_gae_kmeans_learns_better_than_chance(tmp_path):

@@ -290,6 +290,11 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(str(exc)) from None
     for kind, path in written.items():
         console.print(f"{kind}: {path}")
+    corrupt = [str(item) for item in RecordStore(args.results).iter_records() if isinstance(item, CorruptRecordError)]
+    if corrupt:
+        more = f" (and {len(corrupt) - 1} more, listed on the page)" if len(corrupt) > 1 else ""
+        raise UsageError(f"the leaderboard left out a corrupt record: {corrupt[0]}{more}; the file is kept as it "
+                         "is - rerun its run with `litbench run ... --force` or delete it")
     return EXIT_OK
 
 

@@ -296,6 +296,22 @@ def test_corrupt_record_stops_the_run_and_is_kept(toy_env, tmp_path: Path, capsy
     assert read_record(path).ok
 
 
+def test_leaderboard_writes_what_it_can_then_exits_2_on_a_corrupt_record(toy_env, tmp_path: Path, capsys) -> None:
+    results, out = tmp_path / "results", tmp_path / "board"
+    assert main(["run", "toy", "--methods", "mean", "--seeds", "2", "--results", str(results), *FAST]) == 0
+    assert main(["leaderboard", "--results", str(results), "--out", str(out), "--wandb", "disabled"]) == 0
+    path = results / "toy/linear/mean/smoke/seed-0.json"
+    path.write_text("{not json")
+    capsys.readouterr()
+    assert main(["leaderboard", "--results", str(results), "--out", str(out), "--wandb", "disabled"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "seed-0.json: not valid JSON" in err and "--force" in err and "\n" not in err
+    assert path.read_text() == "{not json"  # kept for the user to inspect
+    board = (out / "LEADERBOARD.md").read_text()
+    assert "seed-0.json" in board  # the page lists the problem, and the readable record is still shown
+    assert (out / "results.csv").read_text().count("\ntoy,") == 1
+
+
 def test_run_artifacts_are_published_next_to_the_record_and_survive_a_failed_rerun(toy_env, tmp_path: Path) -> None:
     results, cache = tmp_path / "results", tmp_path / "cache"
     common = ["run", "toy", "--methods", "linear", "--seeds", "1", "--results", str(results), "--cache-dir", str(cache),

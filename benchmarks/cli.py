@@ -226,8 +226,11 @@ def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, 
     from benchmarks.launch import Launcher
     from benchmarks.perf.suite import SuiteTally
 
+    from benchmarks.config_check import check_configs
+
     launcher = Launcher(specs, options)
     todo, skipped = launcher.pending(plans)
+    check_configs(todo)
     launcher.preflight(todo)
     console.print(f"litbench: {len(plans)} runs planned ({profile} profile), {len(todo)} to run, "
                   f"{len(skipped)} skipped (an ok record with the same config exists; --force reruns)")

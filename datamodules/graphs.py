@@ -170,8 +170,8 @@ def _load_npy(path: Path, zip_member: str | None) -> np.ndarray:
         return np.load(io.BytesIO(zipped.read(zip_member)), allow_pickle=False)
 
 
-def read_array_graph(name: str, data_dir: Path) -> Data:
-    """Read the deep-graph-clustering ``.npy`` triple into a ``Data`` (undirected, no self loops)."""
+def require_array_files(name: str, data_dir: Path) -> dict[str, tuple[Path, str | None]]:
+    """The located ``.npy`` triple of ``name``, or a one-line FileNotFoundError saying where to put it."""
     located = _find_array_files(name, data_dir)
     if located is None:
         raise FileNotFoundError(
@@ -181,6 +181,12 @@ def read_array_graph(name: str, data_dir: Path) -> Data:
             f"pass --data-dir to the folder that holds them (known generated/Planetoid names: "
             f"{SBM_DATASET_NAME}, {', '.join(PLANETOID_NAMES.values())})"
         )
+    return located
+
+
+def read_array_graph(name: str, data_dir: Path) -> Data:
+    """Read the deep-graph-clustering ``.npy`` triple into a ``Data`` (undirected, no self loops)."""
+    located = require_array_files(name, data_dir)
     features = _load_npy(*located["feat"]).astype(np.float32)
     adjacency = _load_npy(*located["adj"])
     labels = _load_npy(*located["label"])
@@ -330,9 +336,21 @@ class AttributedGraphDataModule(FullGraphDataModule):
     def prepare_data(self) -> None:
         # Runs on one process per node before setup(): build PyG's processed/ cache once so DDP
         # ranks only read it.
-        name = PLANETOID_NAMES.get(self.dataset.lower())
-        if name is not None:
-            self._load_planetoid(name)
+        key = self.dataset.lower()
+        if key in PLANETOID_NAMES:
+            self._load_planetoid(PLANETOID_NAMES[key])
+        elif key != SBM_DATASET_NAME:
+            self._require_array_files()  # an unknown name or missing files: one line before any run
+
+    def _require_array_files(self) -> dict[str, tuple[Path, str | None]]:
+        if self.data_root is None:
+            raise FileNotFoundError(
+                f"dataset {self.dataset!r}: not a built-in dataset ({SBM_DATASET_NAME}, "
+                f"{', '.join(PLANETOID_NAMES.values())}) and no data dir given; pass --data-dir (or env "
+                f"LITBENCH_DATA) to a folder holding {self.dataset.lower()}_feat.npy, _adj.npy, _label.npy "
+                f"(or {self.dataset.lower()}.zip), optionally under graph_clustering/"
+            )
+        return require_array_files(self.dataset, self.data_root)
 
     def load_graph(self) -> Data:
         key = self.dataset.lower()
@@ -340,14 +358,8 @@ class AttributedGraphDataModule(FullGraphDataModule):
             graph = generate_attributed_sbm(**self.sbm_kwargs)
         elif key in PLANETOID_NAMES:
             graph = self._load_planetoid(PLANETOID_NAMES[key])
-        elif self.data_root is None:
-            raise FileNotFoundError(
-                f"dataset {self.dataset!r}: not a built-in dataset ({SBM_DATASET_NAME}, "
-                f"{', '.join(PLANETOID_NAMES.values())}) and no data dir given; pass --data-dir (or env "
-                f"LITBENCH_DATA) to a folder holding {key}_feat.npy, {key}_adj.npy, {key}_label.npy "
-                f"(or {key}.zip), optionally under graph_clustering/"
-            )
         else:
+            self._require_array_files()
             graph = read_array_graph(self.dataset, self.data_root)
         graph.x = graph.x.float()
         if self.normalize_features:

@@ -130,13 +130,16 @@ def test_failed_download_is_a_one_line_error(tmp_path, monkeypatch):
     assert "\n" not in message and "Network is unreachable" in message and "--data-dir" in message
 
 
-def test_missing_array_dataset_raises_one_line_error(tmp_path):
+@pytest.mark.parametrize("hook", ["prepare_data", "setup"])
+def test_missing_array_dataset_raises_one_line_error(tmp_path, hook):
+    """prepare_data (the pre-run check) already knows: a misspelt name like 'Coraa' stops before any run."""
     datamodule = AttributedGraphDataModule(dataset="acm", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c"))
     with pytest.raises(FileNotFoundError) as error:
-        datamodule.setup()
+        getattr(datamodule, hook)()
     message = str(error.value)
     assert "\n" not in message
     assert "acm_feat.npy" in message and "acm_adj.npy" in message and "acm.zip" in message
+    assert "Cora" in message  # the built-in names, for a misspelt one
 
 
 # -- deep-graph-clustering array format ------------------------------------------------------------

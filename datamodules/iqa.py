@@ -34,8 +34,12 @@
 
 Splits: ``test_fraction`` of the *contents* (reference images of a full-reference database, the
 source photograph of a synthetic one, each image of an authentic database) go to the test split
-(``GroupShuffleSplit`` with ``split_seed``), so no content is in both splits. ``split_seed`` does not
-follow the run seed: every seed sees the same split and seeds vary initialisation and crops.
+(``GroupShuffleSplit`` with ``split_seed``), so no content is in both splits. ``val_fraction`` (of
+all contents, default 0) is then held out of the remaining contents as a validation split, for
+calibration sweeps and learning curves; the test split does not depend on it. ``split_seed=None``
+follows the run seed (``PL_GLOBAL_SEED``, set by ``seed_everything`` before the harness builds the
+datamodule), so every seed draws a new content split, as the paper's random 80/20 splits; an
+integer fixes one split for every seed.
 
 Batches (the official HyperIQA/PMT-IQA sampling): a training item is one random
 ``patch_size``² crop; each image appears ``train_patches`` times per epoch (a new crop each time).
@@ -167,6 +171,24 @@ def content_split(contents: pd.Series, *, test_fraction: float, seed: int) -> tu
     return np.sort(train), np.sort(test)
 
 
+def content_splits(contents: pd.Series, *, test_fraction: float, val_fraction: float,
+                   seed: int) -> dict[str, np.ndarray]:
+    """Train/val/test row indices, content-disjoint. The test split is ``content_split``'s (so it does
+    not change with ``val_fraction``); ``val_fraction`` of all contents then leave the training side."""
+    train, test = content_split(contents, test_fraction=test_fraction, seed=seed)
+    if val_fraction <= 0:
+        return {"train": train, "val": train[:0], "test": test}
+    train_contents = contents.iloc[train].reset_index(drop=True)
+    val_share = val_fraction * contents.nunique() / train_contents.nunique()
+    keep, val = content_split(train_contents, test_fraction=val_share, seed=seed + 1)
+    return {"train": train[keep], "val": train[val], "test": test}
+
+
+def resolve_split_seed(split_seed: int | None) -> int:
+    """``None`` follows the run seed (``PL_GLOBAL_SEED``), so each seed gets its own content split."""
+    return int(split_seed) if split_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 # -- images ----------------------------------------------------------------------------------------
 def load_image(path: Path, resize: tuple[int, int] | None) -> torch.Tensor:
     """uint8 [3, H, W]; ``resize`` = (H, W)."""
@@ -223,7 +245,8 @@ class IQADataModule(L.LightningDataModule):
     def __init__(self, dataset: str = "generated", data_dir: str | None = None, cache_dir: str | None = None,
                  image_dir: str | None = None, batch_size: int = 12, eval_batch_size: int | None = None,
                  num_workers: int = 0, patch_size: int = 224, train_patches: int = 4, test_patches: int = 4,
-                 test_fraction: float = 0.2, split_seed: int = 0, resize: list[int] | None = None,
+                 test_fraction: float = 0.2, val_fraction: float = 0.0, split_seed: int | None = 0,
+                 resize: list[int] | None = None,
                  hflip: bool = True, synthetic_seed: int = 0, reference_size: int = 128, crops_per_image: int = 2,
                  cifar_references: int = 10, generated_references: int = 8, rater_noise_std: float = 2.0) -> None:
         super().__init__()
@@ -235,6 +258,7 @@ class IQADataModule(L.LightningDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.grade_rule = "live" if dataset in SYNTHETIC else DATABASES[dataset].grade_rule
+        self.split_seed = resolve_split_seed(split_seed)
         self.splits: dict[str, IQAPatchDataset] = {}
         self.table: pd.DataFrame | None = None
         self.split_index: dict[str, np.ndarray] = {}
@@ -310,16 +334,17 @@ class IQADataModule(L.LightningDataModule):
             return
         hp = self.hparams
         table, root = self.load_table()
-        train_index, test_index = content_split(table["content"], test_fraction=hp.test_fraction, seed=hp.split_seed)
-        self.table, self.split_index = table, {"train": train_index, "test": test_index}
+        self.table = table
+        self.split_index = content_splits(table["content"], test_fraction=hp.test_fraction,
+                                          val_fraction=hp.val_fraction, seed=self.split_seed)
         resize = tuple(hp.resize) if hp.resize else DEFAULT_RESIZE.get(self.dataset)
         preload = self.dataset in SYNTHETIC  # small, equal-sized PNGs: decode once
-        for name, index, train, patches in (("train", train_index, True, hp.train_patches),
-                                            ("test", test_index, False, hp.test_patches)):
-            rows = table.iloc[index]
+        for name, train, patches in (("train", True, hp.train_patches), ("val", False, hp.test_patches),
+                                     ("test", False, hp.test_patches)):
+            rows = table.iloc[self.split_index[name]]
             self.splits[name] = IQAPatchDataset([root / path for path in rows["image"]], rows["score"].to_numpy(),
                                                 patch_size=hp.patch_size, patches=patches, train=train,
-                                                resize=resize, preload=preload, crop_seed=hp.split_seed)
+                                                resize=resize, preload=preload, crop_seed=self.split_seed)
 
     # -- loaders and per-batch transforms ---------------------------------------------------------
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
@@ -330,6 +355,9 @@ class IQADataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False, batch_size=self.eval_batch_size)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False, batch_size=self.eval_batch_size)

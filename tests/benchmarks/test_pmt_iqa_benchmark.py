@@ -32,9 +32,12 @@ def test_smoke_every_arm_through_the_cli(tmp_path: Path, monkeypatch: pytest.Mon
         assert record.metrics["plcc_logistic"] >= abs(record.metrics["plcc"]) - 1e-6
         assert record.config["data"]["init_args"]["dataset"] == "generated"
     params = {method: record.metrics["params_m"] for method, record in records.items()}
-    # fixed weights change only the loss; C4-only drops the MS branches; single-task drops MS and the grade head
+    # fixed weights change only the loss; C4-only drops the MS branches (keeping MS's 28-d C4 branch);
+    # single-task drops MS and the grade head
     assert params["fixed_weights"] == params["pmt_iqa"]
-    assert params["single_task_regression"] < params["no_multiscale"] < params["pmt_iqa"]
+    assert params["no_multiscale"] < params["pmt_iqa"] and params["single_task_regression"] < params["pmt_iqa"]
+    assert records["no_multiscale"].config["model"]["init_args"]["last_stage_dim"] == 28
+    assert records["pmt_iqa"].config["data"]["init_args"]["split_seed"] is None  # one content split per seed
     assert records["fixed_weights"].config["model"]["init_args"]["schedule"] == "fixed"
     assert records["pmt_iqa"].config["model"]["init_args"]["schedule"] == "progressive"
     # same config again: every run is skipped, nothing is overwritten

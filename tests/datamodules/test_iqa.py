@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 from datamodules import iqa_synthetic
-from datamodules.iqa import DATABASES, IQADataModule, find_score_file, read_score_file
+from datamodules.iqa import (DATABASES, IQADataModule, content_splits, find_score_file, read_score_file,
+                             resolve_split_seed)
 from tests_support import shared_data_root
 
 # ../shared/data/iqa_scores/SOURCE.md: rows, reference contents, distortion types, score range
@@ -151,3 +152,37 @@ def test_synthetic_set_cached_and_split_by_content(tmp_path: Path) -> None:
 def test_missing_cifar_zips_name_the_way_out(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="cifar_references=0"):
         IQADataModule(dataset="synthetic", data_dir=str(tmp_path), cache_dir=str(tmp_path)).prepare_data()
+
+
+def test_split_follows_the_run_seed_and_validation_is_held_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    contents = pd.Series(np.repeat([f"ref{i}" for i in range(24)], 25))
+    by_seed = {}
+    for seed in range(3):
+        monkeypatch.setenv("PL_GLOBAL_SEED", str(seed))
+        assert resolve_split_seed(None) == seed and resolve_split_seed(7) == 7  # an integer pins one split
+        parts = content_splits(contents, test_fraction=0.2, val_fraction=0.2, seed=resolve_split_seed(None))
+        names = {name: set(contents.iloc[index]) for name, index in parts.items()}
+        assert len(names["test"]) == 5 and len(names["val"]) == 5 and len(names["train"]) == 14
+        assert names["train"].isdisjoint(names["val"]) and names["train"].isdisjoint(names["test"])
+        assert names["val"].isdisjoint(names["test"])
+        # the test split does not depend on val_fraction: test runs and calibration runs share it
+        plain = content_splits(contents, test_fraction=0.2, val_fraction=0.0, seed=seed)
+        assert np.array_equal(plain["test"], parts["test"]) and len(plain["val"]) == 0
+        assert set(contents.iloc[plain["train"]]) == names["train"] | names["val"]
+        by_seed[seed] = frozenset(names["test"])
+    assert len(set(by_seed.values())) == 3  # a new content split per seed
+
+
+def test_validation_loader_scores_held_out_contents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1")
+    module = IQADataModule(dataset="generated", cache_dir=str(tmp_path), reference_size=48, generated_references=8,
+                           patch_size=32, test_patches=2, test_fraction=0.25, val_fraction=0.25, split_seed=None,
+                           eval_batch_size=25)
+    module.prepare_data()
+    module.setup("fit")
+    assert module.split_seed == 1
+    crops, scores, index = next(iter(module.val_dataloader()))
+    assert crops.shape == (25, 2, 3, 32, 32) and len(module.splits["val"]) == 2 * 25
+    val_contents = set(module.table["content"].iloc[module.split_index["val"]])
+    assert val_contents.isdisjoint(module.table["content"].iloc[module.split_index["train"]])
+    assert np.allclose(scores.numpy(), module.table["score"].iloc[module.split_index["val"][:25]].to_numpy())

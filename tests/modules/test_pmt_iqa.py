@@ -156,3 +156,35 @@ def test_local_backbone_checkpoint_is_loaded(tmp_path) -> None:
     torch.save({"unrelated.weight": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="shares no parameter names"):
         PMTIQA(**TINY, checkpoint_path=str(tmp_path / "other.pth"))
+
+
+def test_c4_only_ablation_has_the_capacity_of_ms_c4_branch() -> None:
+    # Equal capacity: without MS, C4 keeps its 28-d FC of the MS module (not a 4x wider 112-d one),
+    # so the two arms differ exactly by the C1-C3 branches (1x1 convs + FCs) and the wider MLP input.
+    full = PMTIQA(**TINY, pool_sizes=[4, 2, 1, 1], grade_rule="live")
+    c4_only = PMTIQA(**TINY, multi_scale=False, grade_rule="live")
+    assert c4_only.features.fc.out_features == full.features.fcs[3].out_features == 28
+    assert c4_only.features.fc.weight.shape == full.features.fcs[3].weight.shape
+    assert c4_only.shared[0].in_features == 28 and full.shared[0].in_features == 112
+    branches = sum(p.numel() for m in (*full.features.reduce, *full.features.fcs[:3]) for p in m.parameters())
+    mlp_input = (112 - 28) * 112  # the extra input columns of the shared MLP's first FC
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(full) - count(c4_only) == branches + mlp_input
+    assert PMTIQA(**TINY, multi_scale=False, last_stage_dim=112, grade_rule="live").shared[0].in_features == 112
+
+
+def test_validation_epochs_write_a_learning_curve(tmp_path) -> None:
+    torch.manual_seed(0)
+    images, scores = torch.randn(8, 3, 32, 32), torch.rand(8) * 100
+    val = TensorDataset(torch.randn(8, 2, 3, 32, 32), torch.rand(8) * 100, torch.arange(8))
+    model = PMTIQA(**TINY, pool_sizes=[4, 2, 1, 1], grade_rule="live", lr=1e-3)
+    model.artifact_dir = tmp_path
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=1)
+    trainer.fit(model, DataLoader(TensorDataset(images, scores), batch_size=4), DataLoader(val, batch_size=8))
+    lines = (tmp_path / "learning_curve.csv").read_text().splitlines()
+    assert lines[0] == "epoch,srcc,plcc,plcc_logistic" and len(lines) == 3  # the sanity check is not an epoch
+    model.eval()
+    final = iqa_correlations(model.predict_image_scores(val.tensors[0]), val.tensors[1])
+    epoch, srcc = lines[2].split(",")[:2]
+    assert epoch == "1" and float(srcc) == pytest.approx(final["srcc"], abs=1e-5)

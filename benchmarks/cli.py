@@ -192,8 +192,11 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
     data_dir, results_dir, cache_dir = _locations(args)
-    specs = load_all_specs()
+    broken: dict[str, SpecError] = {}
+    specs = load_all_specs(broken=broken)
     names, profile, suite_selection, seeds, project = _selection(args, specs)
+    broken_selected = _drop_broken_specs(args, names, broken)
+    names = [name for name in names if name not in broken_selected]
     hardware = {"accelerator": args.accelerator, "devices": _devices(args.devices), "strategy": args.strategy,
                 "num_nodes": args.num_nodes, "precision": args.precision}
     plans = []
@@ -217,7 +220,19 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
                                    "time_min": args.slurm_time_min, "gpus_per_node": args.slurm_gpus_per_node},
                             timeout_s=args.timeout)
     failed = execute_plans(plans, specs=specs, options=options, profile=profile, console=console)
+    if broken_selected:
+        print(f"litbench: error: {broken_selected[0]}; fix that spec (the other benchmarks ran)", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_FAILED_RUNS if failed else EXIT_OK
+
+
+def _drop_broken_specs(args: argparse.Namespace, names: list[str], broken: dict[str, SpecError]) -> list[str]:
+    """One-line errors of the selected benchmarks whose spec does not load: they do not run, the
+    others do. Named benchmarks (or, with no names, every spec file) count as selected."""
+    selected = [stem for stem in broken if stem in names or not (args.benchmarks or args.suite)]
+    if selected and not [name for name in names if name not in selected]:
+        raise broken[selected[0]]  # nothing else to run: a plain usage error
+    return [str(broken[stem]).splitlines()[0] for stem in selected]
 
 
 def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, console: Console,
@@ -282,7 +297,9 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
 
     if not Path(args.results).is_dir():
         raise UsageError(f"no results folder {args.results!r}; run `litbench run` first or pass --results DIR")
-    snapshots = {name: spec.snapshot() for name, spec in load_all_specs().items()}
+    broken: dict[str, SpecError] = {}
+    # A spec that does not load: its benchmark is judged by the spec snapshot in its records.
+    snapshots = {name: spec.snapshot() for name, spec in load_all_specs(broken=broken).items()}
     from leaderboard.readme import ReadmeMarkersError
 
     try:
@@ -294,6 +311,9 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     for kind, path in written.items():
         console.print(f"{kind}: {path}")
     corrupt = [str(item) for item in RecordStore(args.results).iter_records() if isinstance(item, CorruptRecordError)]
+    if broken:
+        raise UsageError(f"{str(next(iter(broken.values()))).splitlines()[0]}; the leaderboard judged that benchmark by "
+                         "the spec snapshots in its records - fix the spec and rebuild")
     if corrupt:
         more = f" (and {len(corrupt) - 1} more, listed on the page)" if len(corrupt) > 1 else ""
         raise UsageError(f"the leaderboard left out a corrupt record: {corrupt[0]}{more}; the file is kept as it "

@@ -392,11 +392,21 @@ def _gates(value: Any, where: str, *, directions: dict[str, bool], methods: dict
     return copy.deepcopy(value)
 
 
-def load_all_specs(specs_dir: str | Path | None = None) -> dict[str, BenchmarkSpec]:
+def load_all_specs(specs_dir: str | Path | None = None, *,
+                   broken: dict[str, SpecError] | None = None) -> dict[str, BenchmarkSpec]:
+    """Every spec of the specs folder by benchmark name. With ``broken`` given, a spec that does not
+    load is put there under its file name (stem) instead of raising, so that one bad file stops
+    only its own benchmark."""
     specs_dir = specs_dir or os.environ.get("LITBENCH_SPECS_DIR") or SPECS_DIR
     specs = {}
     for path in sorted(Path(specs_dir).glob("*.yaml")):
-        spec = load_spec(path)
+        try:
+            spec = load_spec(path)
+        except SpecError as exc:
+            if broken is None:
+                raise
+            broken[path.stem] = exc
+            continue
         if spec.name in specs:
             raise SpecError(f"{path}: benchmark name {spec.name!r} is also used by {specs[spec.name].path}")
         specs[spec.name] = spec

@@ -16,6 +16,7 @@ from benchmarks.cli import main
 from leaderboard.records import RecordStore, read_record
 
 FAST = ["--wandb", "disabled", "--profile", "smoke"]
+TOY_SPECS = Path(__file__).resolve().parents[1] / "toy" / "specs"
 
 
 def records(results: Path) -> dict[str, dict]:
@@ -406,3 +407,37 @@ def test_killing_a_suite_also_stops_its_running_worker(toy_env, tmp_path: Path, 
     suite.wait(timeout=60)
     gone, alive = psutil.wait_procs(workers, timeout=30)
     assert not alive, "a killed suite must not leave its run training as an orphan"
+
+
+def test_a_broken_spec_stops_only_its_own_benchmark(toy_env, tmp_path: Path, monkeypatch, capsys) -> None:
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for name in ("toy.yaml", "toy2.yaml"):
+        (specs / name).write_text((TOY_SPECS / name).read_text())
+    (specs / "toy2.yaml").write_text("name: toy2\nmethods: [unclosed\n")
+    monkeypatch.setenv("LITBENCH_SPECS_DIR", str(specs))
+    results = tmp_path / "results"
+    # Every benchmark selected: toy runs, toy2 is reported in one line, exit 2.
+    assert main(["run", "--methods", "mean", "--seeds", "1", "--results", str(results), *FAST]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "toy2.yaml" in err and "the other benchmarks ran" in err and "\n" not in err
+    assert sorted(records(results)) == ["toy/linear/mean/smoke/seed-0.json"]
+    # Only the good one named: the broken file is none of its business.
+    assert main(["run", "toy", "--methods", "mean", "--seeds", "1", "--results", str(results), *FAST]) == 0
+    # Only the broken one named: a usage error, nothing run.
+    assert main(["run", "toy2", "--results", str(results), *FAST]) == 2
+    assert "toy2.yaml" in capsys.readouterr().err
+
+
+def test_leaderboard_builds_past_a_broken_spec_and_exits_2(toy_env, tmp_path: Path, monkeypatch, capsys) -> None:
+    results, out = tmp_path / "results", tmp_path / "board"
+    assert main(["run", "toy", "--methods", "linear,mean", "--seeds", "2", "--results", str(results), *FAST]) == 0
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "toy.yaml").write_text("name: toy\nclaims: {unclosed\n")
+    monkeypatch.setenv("LITBENCH_SPECS_DIR", str(specs))
+    capsys.readouterr()
+    assert main(["leaderboard", "--results", str(results), "--out", str(out), "--wandb", "disabled"]) == 2
+    assert "toy.yaml" in capsys.readouterr().err
+    # The claim is still judged, from the spec snapshot that every record carries.
+    assert "beats-mean" in (out / "claims.csv").read_text()

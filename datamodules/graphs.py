@@ -62,6 +62,7 @@ import contextlib
 import copy
 import io
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -75,6 +76,7 @@ from torch_geometric.transforms import NormalizeFeatures
 from torch_geometric.utils import remove_self_loops, to_undirected
 
 from datamodules.full_graph import FullGraphDataModule
+from datamodules.integrity import verify_md5
 
 SBM_DATASET_NAME = "sbm-synthetic"
 PLANETOID_NAMES = {"cora": "Cora", "citeseer": "CiteSeer", "pubmed": "PubMed"}
@@ -82,8 +84,54 @@ PLANETOID_RAW_PARTS = ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.inde
 ARRAY_PARTS = ("feat", "adj", "label")
 
 
+# md5 of the original release files (kimiyoung/planetoid, data/; identical in tkipf/gcn).
+PLANETOID_MD5 = {
+    "ind.citeseer.allx": "28486b4b9c4ee076b4eee2febd89ba86",
+    "ind.citeseer.ally": "f0df7e5f859245e32987bfd224d01657",
+    "ind.citeseer.graph": "5f88483d5f5cc2b26b987bbbfb695005",
+    "ind.citeseer.test.index": "70af39d4dff8aaa5c63f8dc526b16534",
+    "ind.citeseer.tx": "c25ab826a7e95c0922ab625de705f7df",
+    "ind.citeseer.ty": "356894a73b7a7eff43c3580f2fcf92a4",
+    "ind.citeseer.x": "baeb0100b5a8af8d41f928113ce0a4e5",
+    "ind.citeseer.y": "8b99f50aa950fbbf9a7a2b71ff9cac97",
+    "ind.cora.allx": "c9083193a57057dd1238321e140194d7",
+    "ind.cora.ally": "125d70817fe1fdbfdcad991995e81579",
+    "ind.cora.graph": "b37c419cec179f45834467630c278e4c",
+    "ind.cora.test.index": "9b822cae1d01f41e8bf8782e20367c0e",
+    "ind.cora.tx": "b29c36916768e1d2f55391c1aa9317ac",
+    "ind.cora.ty": "48bf43f54fa5b86089a4bd0299795f10",
+    "ind.cora.x": "190831eee19d8f330d89d94b40a65c5a",
+    "ind.cora.y": "78344284e3ff7fd24eb9c307d51351eb",
+}
+PLANETOID_SOURCE = "the Planetoid GitHub release (kimiyoung/planetoid, data/)"
+
+
 def planetoid_raw_file_names(name: str) -> list[str]:
     return [f"ind.{name.lower()}.{part}" for part in PLANETOID_RAW_PARTS]
+
+
+def check_planetoid_raw_files(raw_dir: Path, name: str) -> None:
+    """Read every raw file as PyG will (pickles with latin1, the index as integers) and raise one
+    line naming the first file that is truncated or corrupt, before PyG's own traceback would."""
+    import pickle
+
+    for file_name in planetoid_raw_file_names(name):
+        path = raw_dir / file_name
+        try:
+            if file_name.endswith("test.index"):
+                lines = path.read_text().split()
+                if not lines:
+                    raise ValueError("the file is empty")
+                for line in lines:
+                    int(line)
+            else:
+                with open(path, "rb") as handle, warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)  # scipy.sparse.csr, named by the 2016 pickles
+                    pickle.load(handle, encoding="latin1")
+        except Exception as exc:  # noqa: BLE001 - any failure to read is the same bad-input case
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ValueError(f"dataset {name!r}: {path} cannot be read ({type(exc).__name__}: {reason}); the file "
+                             f"is truncated or corrupt - replace it with the original from {PLANETOID_SOURCE}") from None
 
 
 @contextlib.contextmanager
@@ -319,6 +367,10 @@ class AttributedGraphDataModule(FullGraphDataModule):
             planetoid_root = self._prepare_planetoid_cache(name)
             raw_dir = planetoid_root / name / "raw"
             downloading = not all((raw_dir / file_name).is_file() for file_name in planetoid_raw_file_names(name))
+            if not downloading:
+                check_planetoid_raw_files(raw_dir, name)
+                known = {raw_dir / f: PLANETOID_MD5[f] for f in planetoid_raw_file_names(name) if f in PLANETOID_MD5}
+                verify_md5(known, cache_dir=self.cache_root, fix=f"replace it with the original from {PLANETOID_SOURCE}")
             try:
                 dataset = Planetoid(root=str(planetoid_root), name=name)
             except Exception as error:

@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,33 +59,48 @@ def first_existing_folder(candidates: list[Path], required: tuple[str, ...], *, 
 
 # -- CIFAR-10 as JPEG zips (../shared/data/cifar10_jpg) --------------------------------------------
 def read_cifar10_jpg_zip(zip_path: Path) -> ImageArrays:
-    """Decode ``<split>/<class>/NNNN.jpg`` members of a store-only zip, sorted by member name."""
+    """Decode ``<split>/<class>/NNNN.jpg`` members of a store-only zip, sorted by member name.
+
+    A truncated or garbled archive, or a member that does not decode, is one ValueError naming it."""
     from PIL import Image
 
-    with zipfile.ZipFile(zip_path) as archive:
-        names = sorted(name for name in archive.namelist() if name.lower().endswith(".jpg"))
-        if not names:
-            raise ValueError(f"{zip_path} holds no .jpg members; expected <split>/<class>/NNNN.jpg")
-        class_index = {name: index for index, name in enumerate(CIFAR10_CLASSES)}
-        images = np.empty((len(names), 32, 32, 3), dtype=np.uint8)
-        labels = np.empty(len(names), dtype=np.int64)
-        for row, name in enumerate(names):
-            class_name = name.split("/")[1]
-            if class_name not in class_index:
-                raise ValueError(f"{zip_path}: member {name} is not under one of the CIFAR-10 class folders")
-            images[row] = np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB"))
-            labels[row] = class_index[class_name]
+    name = "(the archive)"
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            names = sorted(member for member in archive.namelist() if member.lower().endswith(".jpg"))
+            if not names:
+                raise ValueError(f"{zip_path} holds no .jpg members; expected <split>/<class>/NNNN.jpg")
+            class_index = {class_name: index for index, class_name in enumerate(CIFAR10_CLASSES)}
+            images = np.empty((len(names), 32, 32, 3), dtype=np.uint8)
+            labels = np.empty(len(names), dtype=np.int64)
+            for row, name in enumerate(names):
+                class_name = name.split("/")[1] if name.count("/") >= 2 else ""
+                if class_name not in class_index:
+                    raise ValueError(f"{zip_path}: member {name} is not under one of the CIFAR-10 class folders")
+                images[row] = np.asarray(Image.open(io.BytesIO(archive.read(name))).convert("RGB"))
+                labels[row] = class_index[class_name]
+    except ValueError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - BadZipFile, a CRC error, a JPEG PIL cannot decode: all bad input
+        raise ValueError(f"{zip_path}: {name} cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())}); "
+                         "the archive is truncated or corrupt - replace it with a fresh copy") from None
     return ImageArrays(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels),
                        CIFAR10_CLASSES)
 
 
 # -- MNIST / Fashion-MNIST idx .gz files ---------------------------------------------------------
+def _read_gzip(path: Path) -> bytes:
+    try:
+        with gzip.open(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip checks length and CRC at the end of the stream
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())}); the gzip "
+                         "file is truncated or corrupt - replace it with a fresh copy") from None
+
+
 def read_idx_pair(images_gz: Path, labels_gz: Path, class_names: tuple[str, ...]) -> ImageArrays:
     """Read an (images, labels) pair of original IDX files (gzip), checking their magic numbers."""
-    with gzip.open(images_gz, "rb") as handle:
-        image_bytes = handle.read()
-    with gzip.open(labels_gz, "rb") as handle:
-        label_bytes = handle.read()
+    image_bytes, label_bytes = _read_gzip(images_gz), _read_gzip(labels_gz)
     if int.from_bytes(image_bytes[:4], "big") != 2051 or int.from_bytes(label_bytes[:4], "big") != 2049:
         raise ValueError(f"{images_gz.name}/{labels_gz.name} are not IDX image/label files (bad magic number)")
     count, rows, cols = (int.from_bytes(image_bytes[offset:offset + 4], "big") for offset in (4, 8, 12))

@@ -176,7 +176,14 @@ class ImageClassificationDataModule(L.LightningDataModule):
         return first_existing_folder(candidates, required, what=f"dataset {self.dataset}", how=DOWNLOAD_HINT[self.dataset])
 
     def prepare_data(self) -> None:
-        """Check (or download) the files; raises a one-line FileNotFoundError when they are missing."""
+        """Check (or download) the files and read every image once (decoded arrays are cached), so
+        a missing file is a one-line FileNotFoundError and a corrupt one a one-line ValueError
+        before any run starts."""
+        self._check_files()
+        if self.dataset in ("cifar10-jpg", "mnist", "fashion-mnist", "mnist-t10k-split"):
+            self._load_train_test()
+
+    def _check_files(self) -> None:
         if self.dataset == "cifar10-jpg":
             self._folder_with(tuple(CIFAR10_JPG_ZIPS.values()), ["cifar10_jpg"])
         elif self.dataset in ("mnist", "fashion-mnist"):

@@ -178,15 +178,40 @@ class CostMeter(pl.Callback):
 
         ``flops_per_step`` is one rank's step, on ``flops_step_samples / world_size`` samples.
         """
-        if not peak_flops_per_s or not self.flops_per_step or not self.flops_step_samples or self.samples_per_s is None:
+        achieved = self.achieved_flops_per_s()
+        if not peak_flops_per_s or achieved is None:
             return None
-        return self.flops_per_step / self.flops_step_samples * self.samples_per_s / peak_flops_per_s
+        return achieved / peak_flops_per_s
+
+    def achieved_flops_per_s(self) -> float | None:
+        """Training FLOP/s (all ranks): FLOPs per sample of the counted step × samples/s."""
+        if not self.flops_per_step or not self.flops_step_samples or self.samples_per_s is None:
+            return None
+        return self.flops_per_step / self.flops_step_samples * self.samples_per_s
 
     @property
     def samples_per_s(self) -> float | None:
         if not self.train_samples or self.train_seconds <= 0:
             return None
         return self.train_samples / self.train_seconds
+
+
+def matmul_probe_flops(*, size: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of this process's best fp32 ``size``³ matmul on the CPU with its current threads.
+
+    The attainable ceiling beside which a CPU run's achieved training FLOP/s is read (there is no
+    vendor peak table for CPUs); measured in the run itself, so it sees the same threads and the
+    same load from other jobs.
+    """
+    generator = torch.Generator().manual_seed(0)
+    left, right = torch.randn(size, size, generator=generator), torch.randn(size, size, generator=generator)
+    left @ right  # warm-up: thread pool and allocator
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        left @ right
+        best = min(best, time.perf_counter() - started)
+    return 2.0 * size**3 / best
 
 
 def count_parameters(module: torch.nn.Module) -> int:

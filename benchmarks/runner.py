@@ -37,7 +37,7 @@ from lightning.pytorch.cli import instantiate_class
 
 from benchmarks.process import configure_process
 from benchmarks.contract import StageModule
-from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters
+from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters, matmul_probe_flops
 from benchmarks.resolve import identity_of, stage_config
 from benchmarks.stages import StageCache
 from leaderboard.records import STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, artifact_dir_path, config_hash, utc_now
@@ -97,6 +97,21 @@ def hardware_info(trainer_config: dict[str, Any], world_size: int | None) -> dic
     return {"cpu": cpu, "cores": os.cpu_count(), "accelerator": trainer_config.get("accelerator"),
             "devices": trainer_config.get("devices"), "strategy": trainer_config.get("strategy"),
             "num_nodes": trainer_config.get("num_nodes"), "world_size": world_size, "gpu_names": gpus}
+
+
+def _flop_rates(meter: CostMeter, trainer_config: dict[str, Any]) -> dict[str, float | None]:
+    """Achieved training GFLOP/s and the utilisation of the run's ceiling: the GPUs' peak at the
+    run's precision (Lightning's table), or on CPU a matmul probe of this process (``probe_gflops``)."""
+    achieved = meter.achieved_flops_per_s()
+    peak = _peak_flops(trainer_config)
+    probe = None
+    on_cpu = trainer_config.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    if peak is None and achieved is not None and on_cpu:
+        probe = matmul_probe_flops()
+        peak = probe
+    return {"achieved_gflops": None if achieved is None else achieved / 1e9,
+            "probe_gflops": None if probe is None else probe / 1e9,
+            "mfu": meter.model_flops_utilisation(peak)}
 
 
 def _peak_flops(trainer_config: dict[str, Any]) -> float | None:
@@ -249,8 +264,7 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
                        "peak_rss_mb": round(rss.peak_mb, 1),
                        "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
                        "params": count_parameters(model), "flops": meter.flops_per_step,
-                       "data_share": meter.data_share,
-                       "mfu": meter.model_flops_utilisation(_peak_flops(config["trainer"]))}
+                       "data_share": meter.data_share, **_flop_rates(meter, config["trainer"])}
         record.status = STATUS_OK
         if logger:
             logger.experiment.summary.update({f"cost/{k}": v for k, v in record.cost.items() if v is not None})

@@ -90,6 +90,13 @@ def format_rate(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
 
 
+def format_share(value: float | None) -> str:
+    """A fraction as a percentage: 0.034 -> 3.4%."""
+    if is_missing(value):
+        return MISSING
+    return f"{100 * value:.1f}%" if abs(value) >= 0.001 else f"{100 * value:.2f}%"
+
+
 def format_megabytes(value: float | None) -> str:
     if is_missing(value):
         return MISSING

@@ -20,7 +20,7 @@ import pandas as pd
 from leaderboard.formatting import MISSING
 from leaderboard.forest import forest_svg
 from leaderboard.scatter import scatter_svg
-from leaderboard.markdown import (CLAIM_HEADER, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
+from leaderboard.markdown import (CLAIM_HEADER, COST_NOTE, SUMMARY_HEADER, VERDICT_INDEX, VERDICT_RULE, claim_cells, paper_line,
                                   summary_cells)
 from leaderboard.report import ArtifactGroup, BenchmarkReport, Cell, GroupTable, LeaderboardReport
 
@@ -237,7 +237,7 @@ def render_summary(report: LeaderboardReport) -> str:
         claims = claims[claims["profile"] != "smoke"]  # smoke runs test the harness, not the papers
     forest = forest_svg(claims, title="every claim", with_benchmark=True) if not claims.empty else ""
     return (f'<section id="summary"><h2>Summary</h2>{render_table(header, rows)}'
-            f"<p>Claims are judged per (dataset, profile). {esc(VERDICT_RULE)}</p>"
+            f"<p>Claims are judged per (dataset, profile). {esc(VERDICT_RULE)}</p><p>{esc(COST_NOTE)}</p>"
             + (f'<details id="all-claims" open><summary>Every claim at a glance</summary>'
                f'<div class="scroll">{forest}</div></details>' if forest else "")
             + "</section>")

@@ -18,6 +18,10 @@ VERDICT_RULE = (
     f"margin, or below margin + min effect (the smallest improvement the paper implies) → {NOT_REPRODUCED}; "
     f"otherwise {INCONCLUSIVE}. 'detectable' is the interval's half-width: the smallest effect these seeds "
     f"could show.")
+COST_NOTE = (
+    "Costs are means over a method's ok runs: 'FLOPs' one training step (forward, backward, optimiser), "
+    "'train GFLOP/s' the achieved training rate, 'of ceiling' that rate over the run's ceiling (a GPU's "
+    "peak at the run's precision; on CPU the best fp32 matmul the run's own process reached).")
 SUMMARY_HEADER = ["benchmark", "paper", "claims reproduced / judged", "not reproduced", "inconclusive", "invalid",
                   "ok runs", "failed runs"]
 
@@ -177,7 +181,7 @@ def render_markdown(report: LeaderboardReport) -> str:
         summary_rows.append([escape_markdown(benchmark.name), escape_markdown(paper_line(benchmark) or MISSING),
                              *summary_cells(benchmark)])
     lines += [markdown_table(SUMMARY_HEADER, summary_rows), ""]
-    lines += ["Claims are judged per (dataset, profile). " + VERDICT_RULE, ""]
+    lines += ["Claims are judged per (dataset, profile). " + VERDICT_RULE, "", COST_NOTE, ""]
     if report.problems:
         lines += ["## Problems", "", "Records or specs that could not be used:", ""]
         lines += [f"- {escape_markdown(problem)}" for problem in report.problems]

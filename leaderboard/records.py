@@ -13,7 +13,8 @@ Fields (schema ``litbench.run-record/1``)::
 
     schema, run_id, benchmark, method, role, dataset, profile, seed, status (ok|failed),
     error {type, message, traceback_tail} | null, metrics {name: value},
-    cost {fit_s, eval_s, stage_s, run_s, train_samples_per_s, data_share, peak_rss_mb, peak_gpu_mb, params, flops, mfu},
+    cost {fit_s, eval_s, stage_s, run_s, train_samples_per_s, data_share, peak_rss_mb, peak_gpu_mb, params, flops,
+          achieved_gflops, probe_gflops, mfu},
     hardware {cpu, cores, accelerator, devices, strategy, num_nodes, world_size, gpu_names},
     software {python, torch, lightning, torchmetrics, torch_geometric, timm, git_sha, git_dirty},
     config (fully resolved, LightningCLI form plus a ``litbench`` section), config_hash,
@@ -28,8 +29,10 @@ paths relative to the results folder, under ``<run_id>.artifacts/`` next to the 
 ``run_s - stage_s - fit_s - eval_s`` is the harness's overhead. ``cost.data_share`` is the fraction of
 training time spent fetching, transferring and augmenting batches (Lightning's data actions, timed by
 ``benchmarks.costs.DataWaitProfiler``; records before it counted every gap between steps, module hooks
-such as LRPET's projection included). ``cost.mfu``
-(GPU runs) is the model FLOPs utilisation: training FLOP/s over the GPUs' peak at the run's precision.
+such as LRPET's projection included). ``cost.achieved_gflops`` is the training GFLOP/s (``flops``
+per sample × ``train_samples_per_s``); ``cost.mfu`` is that over the run's ceiling: the GPUs' peak at
+the run's precision, or on CPU ``cost.probe_gflops``, the best fp32 1024³ matmul the run's own
+process reached with its threads (``benchmarks.costs.matmul_probe_flops``; same load, same threads).
 ``cost.flops`` is the FLOP count of one training step (forward + backward + optimiser) as counted by
 ``torch.utils.flop_counter``; ``null`` where nothing was trained. ``spec`` is a snapshot of the
 benchmark's metric directions, claims and paper numbers at run time, so records stay readable
@@ -56,7 +59,7 @@ STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
 COST_KEYS = ("fit_s", "eval_s", "stage_s", "run_s", "train_samples_per_s", "data_share", "peak_rss_mb", "peak_gpu_mb", "params",
-             "flops", "mfu")
+             "flops", "achieved_gflops", "probe_gflops", "mfu")
 
 
 class CorruptRecordError(ValueError):

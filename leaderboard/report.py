@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from leaderboard.formatting import (MISSING, decimals_for, format_count, format_flops, format_megabytes,
-                                    format_mean_std, format_number, format_rate, format_seconds, format_signed,
+                                    format_mean_std, format_number, format_rate, format_seconds, format_share, format_signed,
                                     is_missing)
 from leaderboard.frame import cost_column, metric_column
 from leaderboard.calibration import CALIBRATION_CAPTION, CALIBRATION_HEADER, CALIBRATION_TITLE, sweep_rows
@@ -33,10 +33,13 @@ COST_DISPLAY = (
     ("flops", "FLOPs", format_flops),
     ("fit_s", "fit s", format_seconds),
     ("train_samples_per_s", "train samples/s", format_rate),
+    ("achieved_gflops", "train GFLOP/s", format_rate),
+    ("mfu", "of ceiling", format_share),
     ("peak_rss_mb", "peak RSS MB", format_megabytes),
     ("peak_gpu_mb", "peak GPU MB", format_megabytes),
 )
-OPTIONAL_COSTS = {"peak_gpu_mb"}
+# Shown only where some run measured them (GPU memory; FLOP rates of records made before they were).
+OPTIONAL_COSTS = {"peak_gpu_mb", "achieved_gflops", "mfu"}
 
 
 @dataclass

@@ -59,6 +59,7 @@ def test_cost_meter_splits_data_time_from_step_time(monkeypatch) -> None:
     assert meter.samples_per_s == 4 / 2.0
     # MFU: FLOPs per sample of the counted step x samples/s over the peak
     meter.flops_per_step, meter.flops_step_samples = 1000, 4
+    assert meter.achieved_flops_per_s() == pytest.approx(1000 / 4 * 2.0)
     assert meter.model_flops_utilisation(1000.0) == pytest.approx(1000 / 4 * 2.0 / 1000.0)
     assert meter.model_flops_utilisation(None) is None
 

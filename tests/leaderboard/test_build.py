@@ -156,8 +156,9 @@ def test_csv_files(populated: Path, tmp_path: Path) -> None:
     columns = list(results[0])
     assert columns[:7] == ["benchmark", "method", "role", "dataset", "profile", "seed", "status"]
     assert columns[7:10] == ["metric/acc", "metric/fid", "metric/loss"]
-    assert columns[10:21] == ["cost/fit_s", "cost/eval_s", "cost/stage_s", "cost/run_s", "cost/train_samples_per_s", "cost/data_share",
-                              "cost/peak_rss_mb", "cost/peak_gpu_mb", "cost/params", "cost/flops", "cost/mfu"]
+    assert columns[10:23] == ["cost/fit_s", "cost/eval_s", "cost/stage_s", "cost/run_s", "cost/train_samples_per_s", "cost/data_share",
+                              "cost/peak_rss_mb", "cost/peak_gpu_mb", "cost/params", "cost/flops", "cost/achieved_gflops",
+                              "cost/probe_gflops", "cost/mfu"]
     assert len(results) == 14
     assert sum(row["status"] == "failed" for row in results) == 3
 

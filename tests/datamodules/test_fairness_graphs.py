@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch_geometric.data import Data
 
 from datamodules.fairness_graph_files import _minmax, official_split, read_edge_file, read_fair_graph, similarity_edges
-from datamodules.fairness_graphs import FairGraphDataModule, induced_node_subsample
+from datamodules.fairness_graphs import FairGraphDataModule, induced_node_subsample, snowball_node_subsample
 from tests_support import shared_data_root
 
 
@@ -83,6 +84,13 @@ def test_bail_matches_source_md_and_paper_edge_count(tmp_path: Path):
     small = induced_node_subsample(graph, 500, seed=0)
     assert small.num_nodes == 500 and int(small.edge_index.max()) < 500
     assert small.train_mask.sum() + small.val_mask.sum() + small.test_mask.sum() == 500
+    # The cpu profile's snowball sample keeps Bail's degree structure; a uniform sample divides it.
+    mean_degree = lambda g: g.edge_index.size(1) / g.num_nodes  # noqa: E731 (with self loops)
+    uniform = induced_node_subsample(graph, 5000, seed=0)
+    snowball = snowball_node_subsample(graph, 5000, ball_size=50, seed=0)
+    assert snowball.num_nodes == 5000 and mean_degree(graph) == pytest.approx(34.04, abs=0.01)
+    assert mean_degree(uniform) < 10 < 20 < mean_degree(snowball)
+    assert abs(float(snowball.y.float().mean() - graph.y.float().mean())) < 0.05  # label rate kept
 
 
 def test_credit_table_reads_with_a_dropped_in_edge_file(tmp_path: Path):
@@ -131,3 +139,44 @@ def test_generated_graph_is_biased_and_homophilous():
     assert 0.7 < float((sensitive[source] == sensitive[target]).float().mean()) < 0.9
     assert graph.x.shape == (400, 19) and torch.equal(graph.x[:, 16].long(), sensitive)  # s sits before 2 noise columns
     assert int(graph.train_mask.sum()) == 199 or int(graph.train_mask.sum()) == 200
+
+
+def _path_graph(num_nodes: int) -> Data:
+    line = torch.arange(num_nodes - 1)
+    edge_index = torch.cat([torch.stack([line, line + 1]), torch.stack([line + 1, line]),
+                            torch.arange(num_nodes).repeat(2, 1)], dim=1)
+    return Data(x=torch.arange(num_nodes).float().unsqueeze(1), edge_index=edge_index, y=torch.arange(num_nodes))
+
+
+def test_snowball_balls_are_connected_and_capped():
+    graph = _path_graph(100)
+    # One ball of 10 on a path is a run of 10 consecutive nodes (BFS grows both ways from its root).
+    ball = snowball_node_subsample(graph, 10, ball_size=10, seed=3)
+    assert ball.y.tolist() == list(range(int(ball.y[0]), int(ball.y[0]) + 10))
+    assert ball.edge_index.size(1) == 9 * 2 + 10  # the induced path keeps every edge
+    # Balls of 5: 20 kept nodes in runs of at most 5 (adjacent balls may touch).
+    kept = snowball_node_subsample(graph, 20, ball_size=5, seed=3).y.tolist()
+    assert len(kept) == 20 and len(set(kept)) == 20
+    assert torch.equal(snowball_node_subsample(graph, 20, ball_size=5, seed=3).y, torch.tensor(kept))  # seeded
+    # ball_size 1 degenerates to the first roots of the seeded permutation (a uniform sample).
+    roots = snowball_node_subsample(graph, 30, ball_size=1, seed=0)
+    assert roots.y.tolist() == sorted(np.random.default_rng(0).permutation(100)[:30].tolist())
+
+
+def test_subsample_split_keep_and_redraw():
+    full = FairGraphDataModule(synthetic_num_nodes=400)
+    full.setup()
+    for split in ("keep", "redraw"):
+        datamodule = FairGraphDataModule(synthetic_num_nodes=400, max_nodes=150, subsample_split=split)
+        datamodule.setup()
+        graph = datamodule.graph
+        assert graph.num_nodes == 150
+        if split == "redraw":  # the generated graph's rule (per class 50 / 25 / 25 %) on the subgraph
+            expected = official_split(graph.y.numpy(), rule="capped_half", seed=0, label_number=150)
+            assert [int(graph[f"{part}_mask"].sum()) for part in ("train", "val", "test")] == [len(ids) for ids in expected]
+            assert graph.train_mask.nonzero().flatten().tolist() == sorted(expected[0].tolist())
+        else:  # the kept nodes keep their own masks: find each kept node in the full graph by its features
+            rows = [int((full.graph.x == row).all(dim=1).nonzero()) for row in graph.x]
+            assert torch.equal(graph.train_mask, full.graph.train_mask[rows])
+    with pytest.raises(ValueError, match="subsample"):
+        FairGraphDataModule(subsample="metis")

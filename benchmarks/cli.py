@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strategy", choices=("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"), default=None)
     run.add_argument("--num-nodes", type=int, default=None)
     run.add_argument("--precision", default=None, help="Lightning precision, e.g. 32-true or bf16-mixed")
+    run.add_argument("--peak-tflops", type=float, default=None, metavar="TFLOPS",
+                     help="dense peak TFLOP/s of one GPU at the run's precision, for the MFU of a chip that "
+                          "benchmarks/peak_flops.py does not list (recorded, not part of the config)")
     run.add_argument("--launcher", choices=("local", "slurm"), default="local")
     run.add_argument("--workers", type=int, default=None,
                      help="independent runs in parallel processes, each with cpu_count/N threads "
@@ -191,6 +194,10 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
         raise UsageError("--workers must be at least 1")
     if args.seeds is not None and args.seeds < 1:
         raise UsageError("--seeds must be at least 1")
+    if args.peak_tflops is not None:
+        if args.peak_tflops <= 0:
+            raise UsageError("--peak-tflops must be positive (one GPU's dense TFLOP/s at the run's precision)")
+        os.environ["LITBENCH_PEAK_TFLOPS"] = str(args.peak_tflops)  # run processes inherit it
     data_dir, results_dir, cache_dir = _locations(args)
     broken: dict[str, SpecError] = {}
     specs = load_all_specs(broken=broken)

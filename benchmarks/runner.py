@@ -38,6 +38,7 @@ from lightning.pytorch.cli import instantiate_class
 from benchmarks.process import configure_process
 from benchmarks.contract import StageModule
 from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters, matmul_probe_flops
+from benchmarks.peak_flops import device_peak_flops
 from benchmarks.resolve import identity_of, stage_config
 from benchmarks.stages import StageCache
 from leaderboard.records import STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, artifact_dir_path, config_hash, utc_now
@@ -115,14 +116,10 @@ def _flop_rates(meter: CostMeter, trainer_config: dict[str, Any]) -> dict[str, f
 
 
 def _peak_flops(trainer_config: dict[str, Any]) -> float | None:
-    """Peak FLOP/s of all the run's GPUs at its precision (Lightning's table); None on CPU."""
+    """Peak dense FLOP/s of all the run's GPUs at its precision (``benchmarks.peak_flops``); None on CPU."""
     if trainer_config.get("accelerator") not in ("gpu", "cuda", "auto") or not torch.cuda.is_available():
         return None
-    from lightning.fabric.utilities.throughput import get_available_flops
-
-    precision = str(trainer_config.get("precision", "32-true"))
-    dtype = torch.bfloat16 if "bf16" in precision else (torch.float16 if precision.startswith("16") else torch.float32)
-    per_device = get_available_flops(torch.device("cuda"), dtype)
+    per_device = device_peak_flops(str(trainer_config.get("precision", "32-true")))
     devices = trainer_config.get("devices", 1)
     count = int(devices) if str(devices).isdigit() else torch.cuda.device_count()
     return per_device * count * int(trainer_config.get("num_nodes", 1)) if per_device else None

@@ -10,13 +10,16 @@ Methods (``benchmarks/specs/drum_lm.yaml``):
 * ``DrumLanguageModel`` — a small GPT (``TinyGPT``: pre-LN decoder blocks, learned positions,
   tied input/output embeddings, causal ``scaled_dot_product_attention`` with a KV cache). With
   ``pretrained`` (an artifact of the ``EnglishPretraining`` stage) it is the **pretrained** arm;
-  without, the **scratch** arm — same architecture, same fine-tuning steps, random init. With
-  ``line_embeddings_from_characters`` it is the ``pretrained_char_init`` ablation: line/SEP/END
-  tokens start as the mean of their characters' pretrained embeddings (drum-line tokens never occur
-  in English, so with tied embeddings pretraining alone teaches that they are improbable; GPT-3
-  spells drum lines with BPE pieces it saw in English).
-* ``EnglishPretraining`` — the cached stage: next-character prediction on CPython's bundled English
-  documentation (``GrooveDataModule`` serves it to a module with ``training_corpus = "english"``).
+  without, the **scratch** arm — same architecture, same fine-tuning steps, random init. The 66
+  drum tokens (64 lines, SEP, END) never occur in English, so with tied embeddings pretraining
+  alone teaches that they are improbable (GPT-3 spells drum lines with BPE pieces it saw in
+  English). Two controls: ``fresh_drum_token_embeddings`` (arm ``pretrained_fresh_drum_tokens``)
+  redraws those rows from the initial N(0, 0.02), as new tokens added to a pretrained vocabulary
+  start; ``line_embeddings_from_characters`` (``pretrained_char_init``) starts each as the mean of
+  its characters' pretrained embeddings.
+* ``EnglishPretraining`` — the cached stage, one per run seed: next-character prediction on
+  CPython's bundled English documentation (``GrooveDataModule`` serves it to a module with
+  ``training_corpus = "english"``).
 * ``HumanReference`` / ``RandomReference`` / ``RepeatReference`` — the paper's references
   (``requires_fit = False``): the gold test text (unstripped); every character uniform over
   {o, -} for 256 lines from one ``random.Random(29)`` stream in sorted file order; bar 1 + bar 2
@@ -36,8 +39,11 @@ Deviations from the official pipeline and the paper (each deliberate):
    ``nn.TransformerEncoderLayer`` because generation needs a KV cache (O(n) instead of O(n^2) per
    groove on CPU), which the stock layer does not offer.
 2. Tokens: characters for English, one token per drum line, ``SEP`` and ``END`` (see
-   ``DrumrollTokenizer``); GPT-3's BPE cuts a drum line into several tokens. Consequently nearly
-   every emitted line is well formed unless the model emits characters.
+   ``DrumrollTokenizer``), not the paper spec's byte-level BPE (~2k) trained on English + drum
+   text: with ~0.6 MB of drum text beside ~0.7 MB of English, such a BPE learns drum-only merges
+   that English pretraining never sees either, so it would keep the unseen-token problem the
+   ``pretrained_fresh_drum_tokens`` control removes. GPT-3's BPE cuts a drum line into several
+   tokens. Nearly every emitted line is well formed unless the model emits characters.
 3. Fine-tuning: AdamW with warm-up + cosine decay for a fixed number of epochs (no checkpoint
    selection); OpenAI's legacy defaults (4 epochs, lr multiplier 0.05-0.2, batch ~0.2% of the
    data) are for a 175B model. Loss per groove = weighted mean NLL with completion tokens 1 and
@@ -49,11 +55,14 @@ Deviations from the official pipeline and the paper (each deliberate):
 5. Back to MIDI: malformed lines are rests (the official ``text_to_midi.py`` crashes on a hit past
    column 6 and the groove is dropped).
 6. Not done: the GPT-3 released-generations row (the data folder does not hold
-   ``output_text_*``), the duplication analysis and the human annotations.
+   ``output_text_*``), the duplication analysis and the human annotations. Added metric:
+   ``repeated_measure_rate`` (``groove_stats``), the spec's pure-repetition test (s_i = 0) per
+   measure instead of per groove; the "repeats more" claim reads it, because a groove sampled at
+   T = 0.9 is a pure repetition only if all ~200 of its lines copy the previous bar.
 7. ``cpu`` profile = the spec's model: d=128, 4 layers, 4 heads, context 512; steps scaled to fit
    the 2-core budget: English stage 150 steps x 16 x 320 characters (~1.1 passes over the 0.69 MB
-   corpus: the spec's "2-3 min of pretraining"); fine-tuning 4 epochs (OpenAI's default) x 24 steps
-   of 16 grooves, lr 1e-3.
+   corpus: the spec's "2-3 min of pretraining"), once per seed; fine-tuning 4 epochs (OpenAI's
+   default) x 24 steps of 16 grooves, lr 1e-3.
 """
 
 from __future__ import annotations
@@ -77,6 +86,7 @@ from modules.common.schedules import TimmStepSchedule, warmup_cosine
 IGNORE_INDEX = -100
 RANDOM_REFERENCE_SEED = 29  # analysis.py's random.seed(29)
 RANDOM_REFERENCE_LINES = 256
+INIT_STD = 0.02  # GPT-2's N(0, 0.02) for every weight matrix and embedding
 
 
 # ----------------------------------------------------------------------------------------------
@@ -127,9 +137,9 @@ class TinyGPT(nn.Module):
         self.apply(self._init_weights)
 
     @staticmethod
-    def _init_weights(module: nn.Module) -> None:  # GPT-2's N(0, 0.02)
+    def _init_weights(module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
+            nn.init.normal_(module.weight, std=INIT_STD)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
@@ -312,7 +322,7 @@ class DrumLanguageModel(_TinyGPTTrainer):
     def __init__(self, d_model: int = 128, num_layers: int = 4, num_heads: int = 4, context_length: int = 512,
                  dropout: float = 0.1, lr: float = 5e-4, weight_decay: float = 0.01, warmup_steps: int = 50,
                  temperature: float = 0.9, max_new_tokens: int = 256, pretrained: str | None = None,
-                 line_embeddings_from_characters: bool = False) -> None:
+                 line_embeddings_from_characters: bool = False, fresh_drum_token_embeddings: bool = False) -> None:
         super().__init__(d_model=d_model, num_layers=num_layers, num_heads=num_heads, context_length=context_length,
                          dropout=dropout, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps)
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
@@ -324,8 +334,27 @@ class DrumLanguageModel(_TinyGPTTrainer):
                 raise ValueError(f"{pretrained} holds a TinyGPT {artifact['architecture']}, this model is "
                                  f"{self.architecture}: give the stage and the method the same architecture")
             self.model.load_state_dict(artifact["state_dict"])
+        if line_embeddings_from_characters and fresh_drum_token_embeddings:
+            raise ValueError("line_embeddings_from_characters and fresh_drum_token_embeddings both set the drum-token "
+                             "embeddings: choose one")
         if line_embeddings_from_characters:
             self._embed_pieces_as_character_means()
+        if fresh_drum_token_embeddings:
+            self._reinitialize_drum_token_embeddings()
+
+    def _drum_tokens(self) -> list[int]:
+        """The multi-character tokens (64 drum lines, SEP, END): English text never contains them."""
+        return [token for token, piece in enumerate(self.tokenizer.pieces)
+                if token != self.tokenizer.pad_id and len(piece) > 1]
+
+    @torch.no_grad()
+    def _reinitialize_drum_token_embeddings(self) -> None:
+        """Redraw the drum-token embeddings from the initial N(0, 0.02), as new tokens added to a
+        pretrained vocabulary start: with tied embeddings, English pretraining has pushed these
+        rows to make tokens it never saw improbable, which the fine-tune would first have to undo."""
+        embedding = self.model.token_embedding.weight
+        rows = self._drum_tokens()
+        embedding[rows] = torch.randn(len(rows), embedding.size(1)) * INIT_STD
 
     @torch.no_grad()
     def _embed_pieces_as_character_means(self) -> None:
@@ -333,9 +362,8 @@ class DrumLanguageModel(_TinyGPTTrainer):
         characters, so that drum text starts from the (pretrained) character embeddings; an
         ablation closer to GPT-3, whose BPE spells drum lines with pieces it saw in English."""
         embedding = self.model.token_embedding.weight
-        for token, piece in enumerate(self.tokenizer.pieces):
-            if token != self.tokenizer.pad_id and len(piece) > 1:
-                embedding[token] = embedding[self.tokenizer.encode_text(piece)].mean(dim=0)
+        for token in self._drum_tokens():
+            embedding[token] = embedding[self.tokenizer.encode_text(self.tokenizer.pieces[token])].mean(dim=0)
 
     def continue_grooves(self, batch):
         generators = [torch.Generator().manual_seed(self.generation_seed * 100_003 + index)

@@ -11,7 +11,12 @@
   |c_1 - c_2| (the official ``intra``) and **cluster spread** mean_i |s_i - c_label(i)| (``inter``).
 * **Corpus statistics.** ``mean_stability`` pools every s of every groove; ``centre_gap`` and
   ``cluster_spread`` average the per-groove values; ``pure_repetition_rate`` is the fraction of
-  grooves whose s values are all 0.
+  grooves whose s values are all 0 (the spec's definition); ``repeated_measure_rate`` is the same
+  test per measure: the fraction of all pooled s values that are 0 (a measure identical to one of
+  its neighbours). A sampled continuation of ~200 lines is a pure repetition only if every one of
+  its lines copies the bar before, so a model that is not near-deterministic scores 0 on the groove
+  rate however much it repeats; the per-measure rate resolves that (the human test grooves: ~0.05
+  pure repetition, ~0.30 repeated measures).
 * **Distance to human** (the Drum LM claim's metric): the L1 distance between a system's corpus
   triple (mean_stability, centre_gap, cluster_spread) and the human test set's triple computed on
   the same grooves: |Δ mean s| + |Δ gap| + |Δ spread|. 0 means the human structure statistics.
@@ -100,6 +105,7 @@ def corpus_statistics(grooves: list[GrooveStructure]) -> dict[str, float]:
         "centre_gap": float(np.nanmean([g.centre_gap for g in grooves])) if grooves else float("nan"),
         "cluster_spread": float(np.nanmean([g.cluster_spread for g in grooves])) if grooves else float("nan"),
         "pure_repetition_rate": float(np.mean([g.is_pure_repetition for g in grooves])) if grooves else float("nan"),
+        "repeated_measure_rate": float(np.mean([value == 0 for value in pooled])) if pooled else float("nan"),
     }
 
 
@@ -109,9 +115,9 @@ def human_stat_distance(system: dict[str, float], human: dict[str, float]) -> fl
 
 
 # Per-groove row layout accumulated by the metric.
-ROW_FIELDS = ("stability_sum", "stability_count", "centre_gap", "cluster_spread", "pure_repetition",
-              "human_stability_sum", "human_stability_count", "human_centre_gap", "human_cluster_spread",
-              "well_formed_lines", "generated_lines", "ended")
+ROW_FIELDS = ("stability_sum", "stability_count", "zero_stability_count", "centre_gap", "cluster_spread",
+              "pure_repetition", "human_stability_sum", "human_stability_count", "human_centre_gap",
+              "human_cluster_spread", "well_formed_lines", "generated_lines", "ended")
 
 
 class GrooveStructureMetric(Metric):
@@ -132,7 +138,8 @@ class GrooveStructureMetric(Metric):
     def row(system: GrooveStructure, human: GrooveStructure, *, well_formed_lines: int, generated_lines: int,
             ended: bool) -> list[float]:
         """One groove's row (the caller passes its index beside it to ``update``)."""
-        return [sum(system.stabilities), len(system.stabilities), system.centre_gap, system.cluster_spread,
+        return [sum(system.stabilities), len(system.stabilities), system.stabilities.count(0), system.centre_gap,
+                system.cluster_spread,
                 float(system.is_pure_repetition), sum(human.stabilities), len(human.stabilities),
                 human.centre_gap, human.cluster_spread, well_formed_lines, generated_lines, float(ended)]
 
@@ -146,6 +153,7 @@ class GrooveStructureMetric(Metric):
                  "centre_gap": np.nanmean(table["human_centre_gap"]),
                  "cluster_spread": np.nanmean(table["human_cluster_spread"])}
         values = {**system, "pure_repetition_rate": table["pure_repetition"].mean(),
+                  "repeated_measure_rate": table["zero_stability_count"].sum() / max(table["stability_count"].sum(), 1),
                   "human_stat_distance": human_stat_distance(system, human),
                   "well_formed_rate": table["well_formed_lines"].sum() / max(table["generated_lines"].sum(), 1),
                   "generated_bars": table["generated_lines"].mean() / LINES_PER_MEASURE,

@@ -43,7 +43,8 @@ def test_smoke_references_match_statistics_recomputed_here(smoke_results: Path) 
     gold = [lines for _, lines in generate_procedural_corpus(SMOKE_SIZES, SMOKE_SEED)["test"]]
     human = corpus_statistics([GrooveStructure.of_lines(lines) for lines in gold])
     randoms = corpus_statistics([GrooveStructure.of_lines(lines) for lines in random_reference_grooves(len(gold))])
-    records = {method: _record(smoke_results, method) for method in ("human", "random", "repeat", "pretrained", "scratch")}
+    records = {method: _record(smoke_results, method)
+               for method in ("human", "random", "repeat", "pretrained", "pretrained_fresh_drum_tokens", "scratch")}
     assert all(record.ok for record in records.values())
     for name in STATS:
         assert records["human"].metrics[name] == pytest.approx(human[name], rel=1e-6)
@@ -51,8 +52,10 @@ def test_smoke_references_match_statistics_recomputed_here(smoke_results: Path) 
         assert records["repeat"].metrics[name] == 0.0
     assert records["human"].metrics["human_stat_distance"] == pytest.approx(0.0, abs=1e-6)
     assert records["repeat"].metrics["pure_repetition_rate"] == 1.0
+    assert records["repeat"].metrics["repeated_measure_rate"] == 1.0
+    assert records["human"].metrics["repeated_measure_rate"] == pytest.approx(human["repeated_measure_rate"], rel=1e-6)
     assert records["repeat"].metrics["human_stat_distance"] == pytest.approx(sum(human[name] for name in STATS), rel=1e-6)
-    for method in ("pretrained", "scratch"):
+    for method in ("pretrained", "pretrained_fresh_drum_tokens", "scratch"):
         metrics = records[method].metrics
         assert metrics["num_grooves"] == 6 and 0.0 <= metrics["well_formed_rate"] <= 1.0
         assert metrics["dev_perplexity"] < 163  # below the uniform guess over the 163-token vocabulary
@@ -66,6 +69,8 @@ def test_smoke_references_match_statistics_recomputed_here(smoke_results: Path) 
         assert midi_to_drumroll(merged) == (smoke_results / artifact).with_suffix(".txt").read_text().splitlines()
     stage = records["pretrained"].stages["english_pretraining"]
     assert not stage["cache_hit"] and Path(stage["artifact"]).is_file()
+    # one English model per seed, shared by the pretrained arms of that seed
+    assert records["pretrained_fresh_drum_tokens"].stages["english_pretraining"]["artifact"] == stage["artifact"]
     assert not records["scratch"].stages
 
 

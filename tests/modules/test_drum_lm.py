@@ -88,3 +88,23 @@ def test_character_mean_init_of_line_tokens() -> None:
     for piece in ("o-----\n", "SEP\n", "END"):
         expected = embedding[tokenizer.encode_text(piece)].mean(dim=0)
         assert torch.allclose(embedding[tokenizer.index[piece]], expected)
+
+
+def test_fresh_drum_token_embeddings_replace_only_the_rows_english_never_trains(tmp_path) -> None:
+    stage = EnglishPretraining(**SMALL)
+    with torch.no_grad():  # a pretrained state whose drum rows are far from the N(0, 0.02) init
+        stage.model.token_embedding.weight.fill_(5.0)
+    path = stage.save_stage_artifact(tmp_path)
+    torch.manual_seed(0)
+    fresh = DrumLanguageModel(**SMALL, pretrained=str(path), fresh_drum_token_embeddings=True)
+    kept = DrumLanguageModel(**SMALL, pretrained=str(path))
+    tokenizer, embedding = fresh.tokenizer, fresh.model.token_embedding.weight
+    drum_rows = [tokenizer.index[piece] for piece in ("o-----\n", "------\n", "oooooo\n", "SEP\n", "END")]
+    character_rows = tokenizer.encode_text("o-\nThe")
+    assert len(fresh._drum_tokens()) == 66  # 64 drum lines + SEP + END
+    assert torch.equal(embedding[character_rows], kept.model.token_embedding.weight[character_rows])
+    assert torch.equal(embedding[tokenizer.pad_id], kept.model.token_embedding.weight[tokenizer.pad_id])
+    assert embedding[drum_rows].abs().max() < 0.2 and embedding[fresh._drum_tokens()].std().item() == pytest.approx(0.02, rel=0.1)
+    assert torch.equal(fresh.model.blocks[0].mlp[0].weight, kept.model.blocks[0].mlp[0].weight)
+    with pytest.raises(ValueError, match="choose one"):
+        DrumLanguageModel(**SMALL, line_embeddings_from_characters=True, fresh_drum_token_embeddings=True)

@@ -51,7 +51,8 @@ def test_corpus_statistics_pool_stabilities_and_average_two_means() -> None:
     grooves = [GrooveStructure(stabilities=(0, 0, 0), centre_gap=0.0, cluster_spread=0.0),
                GrooveStructure(stabilities=(2, 4, 6, 8, 10), centre_gap=6.0, cluster_spread=2.0)]
     stats = corpus_statistics(grooves)
-    assert stats == {"mean_stability": 30 / 8, "centre_gap": 3.0, "cluster_spread": 1.0, "pure_repetition_rate": 0.5}
+    assert stats == {"mean_stability": 30 / 8, "centre_gap": 3.0, "cluster_spread": 1.0, "pure_repetition_rate": 0.5,
+                     "repeated_measure_rate": 3 / 8}
     human = {"mean_stability": 5.0, "centre_gap": 10.0, "cluster_spread": 1.5}
     assert human_stat_distance(stats, human) == pytest.approx(1.25 + 7.0 + 0.5)
 
@@ -84,4 +85,21 @@ def test_reference_numbers_recomputed_from_the_papers_test_text() -> None:
     assert [round(human[k], 2) for k in ("mean_stability", "centre_gap", "cluster_spread")] == [5.08, 10.08, 1.42]
     assert [round(rand[k], 1) for k in ("mean_stability", "centre_gap")] == [40.4, 5.7]
     assert round(rand["cluster_spread"], 2) == 1.24
-    assert repeat == {"mean_stability": 0.0, "centre_gap": 0.0, "cluster_spread": 0.0, "pure_repetition_rate": 1.0}
+    assert repeat == {"mean_stability": 0.0, "centre_gap": 0.0, "cluster_spread": 0.0, "pure_repetition_rate": 1.0,
+                      "repeated_measure_rate": 1.0}
+
+
+def test_repeated_measure_rate_counts_copied_measures_where_pure_repetition_sees_none() -> None:
+    # A 16-bar groove that repeats bar A except one varied bar in the middle and a varied last bar:
+    # not a pure repetition, yet 13 of its 14 interior measures copy a neighbour.
+    lines = BAR_A * 7 + BAR_B + BAR_A * 7 + BAR_B
+    groove = GrooveStructure.of_lines(lines)
+    assert groove.stabilities.count(0) == 13 and not groove.is_pure_repetition
+    metric = GrooveStructureMetric()
+    rows = [GrooveStructureMetric.row(GrooveStructure.of_lines(system), groove, well_formed_lines=224,
+                                      generated_lines=224, ended=True) for system in (lines, BAR_A * 16)]
+    metric.update(torch.tensor([0, 1]), torch.tensor(rows))
+    values = {name: float(value) for name, value in metric.compute().items()}
+    assert values["pure_repetition_rate"] == 0.5
+    assert values["repeated_measure_rate"] == pytest.approx((13 + 14) / 28)
+    assert corpus_statistics([groove])["repeated_measure_rate"] == pytest.approx(13 / 14)

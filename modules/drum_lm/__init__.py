@@ -40,10 +40,12 @@ Deviations from the official pipeline and the paper (each deliberate):
    groove on CPU), which the stock layer does not offer.
 2. Tokens: characters for English, one token per drum line, ``SEP`` and ``END`` (see
    ``DrumrollTokenizer``), not the paper spec's byte-level BPE (~2k) trained on English + drum
-   text: with ~0.6 MB of drum text beside ~0.7 MB of English, such a BPE learns drum-only merges
-   that English pretraining never sees either, so it would keep the unseen-token problem the
-   ``pretrained_fresh_drum_tokens`` control removes. GPT-3's BPE cuts a drum line into several
-   tokens. Nearly every emitted line is well formed unless the model emits characters.
+   text. Such a BPE (``tokenizers``, vocab 2000, checked on the train grooves) keeps GPT-3's
+   property: its pre-tokenizer splits a line into ``o`` / ``-`` runs / newline, ~3.2 pieces per
+   line, every one of which occurs in the English text; but a 16-bar groove then takes ~850
+   tokens (context 512, 3x the sampling cost), beyond the cpu budget. Line tokens never occur in
+   English; the ``pretrained_fresh_drum_tokens`` control removes what pretraining does to them.
+   Nearly every emitted line is well formed unless the model emits characters.
 3. Fine-tuning: AdamW with warm-up + cosine decay for a fixed number of epochs (no checkpoint
    selection); OpenAI's legacy defaults (4 epochs, lr multiplier 0.05-0.2, batch ~0.2% of the
    data) are for a 175B model. Loss per groove = weighted mean NLL with completion tokens 1 and

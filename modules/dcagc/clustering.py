@@ -183,10 +183,12 @@ def low_pass_filtered_features(graph: Data, power: int) -> torch.Tensor:
     edge_index, edge_weight = gcn_norm(graph.edge_index, num_nodes=graph.num_nodes, add_self_loops=True)
     propagation = torch.sparse_coo_tensor(edge_index, edge_weight, (graph.num_nodes, graph.num_nodes),
                                           check_invariants=True).coalesce()
-    # I - L_sym/2 = (I + D^-1/2 (A+I) D^-1/2) / 2
+    # I - L_sym/2 = (I + D^-1/2 (A+I) D^-1/2) / 2. In fp32 even under bf16 autocast: CUDA has no
+    # bf16 sparse addmm, and k-means wants the precision anyway.
     filtered = graph.x.float()
-    for _ in range(power):
-        filtered = 0.5 * (filtered + torch.sparse.mm(propagation, filtered))
+    with torch.autocast(device_type=filtered.device.type, enabled=False):
+        for _ in range(power):
+            filtered = 0.5 * (filtered + torch.sparse.mm(propagation, filtered))
     return filtered
 
 

@@ -115,6 +115,17 @@ def test_low_pass_filter_matches_dense_formula():
     assert torch.allclose(low_pass_filtered_features(graph, power=3), expected, atol=1e-5)
 
 
+def test_low_pass_filter_runs_its_sparse_products_in_fp32_under_bf16_autocast(monkeypatch):
+    """CUDA has no bf16 sparse addmm (the GPU bf16 smoke run failed there): the products must run
+    with autocast off. Checked on CPU by looking at the autocast state inside each product."""
+    graph = _two_cliques_graph()
+    states, sparse_mm = [], torch.sparse.mm
+    monkeypatch.setattr(torch.sparse, "mm", lambda a, b: states.append(torch.is_autocast_enabled("cpu")) or sparse_mm(a, b))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        filtered = low_pass_filtered_features(graph, power=2)
+    assert states == [False, False] and filtered.dtype == torch.float32
+
+
 @pytest.mark.parametrize("baseline_class", [KMeansClustering, SpectralClusteringAdjacency, KMeansSmoothedFeatures])
 def test_baselines_run_through_trainer_test_and_beat_chance(baseline_class, tmp_path):
     datamodule = AttributedGraphDataModule(sbm_seed=0)

@@ -95,6 +95,30 @@ def load_coco(json_path: str | Path):
                          "expected images / annotations / categories") from None
 
 
+def check_coco_images(coco, image_root: Path, *, json_path: Path, max_headers: int = 2000) -> None:
+    """Every image of the json exists under ``image_root``; the headers of up to ``max_headers`` of
+    them (all of a small set, a fixed spread of a large one) open with the json's size. One line
+    naming the first bad image otherwise."""
+    from PIL import Image
+
+    infos = [coco.imgs[image_id] for image_id in sorted(coco.imgs)]
+    for info in infos:
+        if not (image_root / info["file_name"]).is_file():
+            raise FileNotFoundError(f"image {image_root / info['file_name']} listed in {json_path} is missing; put it "
+                                    "in the image folder or pass data.init_args.train_images / test_images")
+    step = max(1, len(infos) // max_headers)
+    for info in infos[::step]:
+        path = image_root / info["file_name"]
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except OSError as exc:
+            raise ValueError(f"image {path} cannot be decoded ({exc}); replace the file") from None
+        if (info.get("width"), info.get("height")) not in ((width, height), (None, None)):
+            raise ValueError(f"image {path} is {width}x{height} but {json_path} says {info.get('width')}x"
+                             f"{info.get('height')}; replace the image or fix the json")
+
+
 def contiguous_categories(coco) -> tuple[list[int], list[str]]:
     """COCO category ids in ascending order (label i = ids[i]) and their names."""
     ids = sorted(coco.getCatIds())
@@ -261,9 +285,14 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
                 test_json, resolve(hp.test_images, test_json.parent / "images"))
 
     def prepare_data(self) -> None:
-        for path in self._paths():
+        """Everything a run reads, checked before it starts: the jsons parse as COCO instances and
+        every image they list is in its folder with the size the json gives (headers only)."""
+        train_json, train_root, test_json, test_root = self._paths()
+        for path in (train_json, train_root, test_json, test_root):
             if not path.exists():
                 raise FileNotFoundError(f"dataset {self.dataset}: {path} not found; check --data-dir and the dataset paths")
+        for json_path, image_root in ((train_json, train_root), (test_json, test_root)):
+            check_coco_images(load_coco(json_path), image_root, json_path=json_path)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_coco is not None:

@@ -141,3 +141,45 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         CocoInstanceSegmentationDataModule(dataset="coco2017", data_dir=str(tmp_path)).prepare_data()
     with pytest.raises(ValueError, match="unknown instance-segmentation dataset"):
         CocoInstanceSegmentationDataModule(dataset="nope")
+
+
+def _fruits_copy(tmp_path: Path) -> Path:
+    import shutil
+
+    source = shared_data_root(FRUITS) / "coco_fruits_nuts"
+    target = tmp_path / "coco_fruits_nuts"
+    shutil.copytree(source, target)
+    for path in target.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("truncate json", "not a COCO instances json"),
+    ("remove image", "listed in"),
+    ("garble image", "cannot be decoded"),
+    ("resize image", "is 40x30 but"),
+])
+def test_prepare_data_reads_the_jsons_and_every_image_header(tmp_path: Path, damage: str, message: str) -> None:
+    """What used to fail inside a run (a truncated json, a missing or broken image) now stops in
+    prepare_data, the pre-run check, with one line naming the file."""
+    from PIL import Image
+
+    root = _fruits_copy(tmp_path)
+    folder = root / "coco_fruits_nuts"
+    if damage == "truncate json":
+        text = (folder / "trainval.json").read_text()
+        (folder / "trainval.json").write_text(text[: len(text) // 2])
+    elif damage == "remove image":
+        (folder / "images" / "3.jpg").unlink()
+    elif damage == "garble image":
+        (folder / "images" / "3.jpg").write_bytes(b"\x00" * 100)
+    else:
+        Image.new("RGB", (40, 30)).save(folder / "images" / "3.jpg")
+    datamodule = CocoInstanceSegmentationDataModule(dataset="coco-json", data_dir=str(root), train_json=FRUITS,
+                                                    test_json=FRUITS, novel_classes=["fig"])
+    with pytest.raises((ValueError, FileNotFoundError)) as error:
+        datamodule.prepare_data()
+    assert message in str(error.value) and "\n" not in str(error.value)
+    if damage != "truncate json":
+        assert "3.jpg" in str(error.value)

@@ -104,8 +104,11 @@ class QueryInstanceSegmentation(L.LightningModule):
         found = {"num_classes": datamodule.num_classes, "image_size": datamodule.image_size}
         expected = {"num_classes": self.hparams.num_classes, "image_size": self.hparams.image_size}
         if found != expected:
+            # The base stage builds the same network, so both need the data's shape (bring-your-own COCO).
+            fix = " ".join(f"--set {where}.init_args.{key}={value}" for key, value in found.items()
+                           if expected[key] != value for where in ("model", "stages.base.model"))
             raise ValueError(f"{type(self).__name__} is built for {expected} but the data give {found}; "
-                             "set the model's init_args to match the dataset")
+                             f"rerun with {fix}")
 
     def references_for_test(self) -> References | None:
         return None

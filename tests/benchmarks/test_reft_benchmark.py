@@ -67,3 +67,22 @@ def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
     assert one.metrics["images_evaluated"] == two.metrics["images_evaluated"] == SMOKE_TEST_IMAGES
     for name in ("AP", "nAP", "bAP", "mean_score"):
         assert two.metrics[name] == pytest.approx(one.metrics[name], abs=1e-4), name
+
+
+def test_bring_your_own_coco_hint_is_the_command_that_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COCO json with 3 classes (the shared fruits & nuts set): the first run's failure says what
+    to add, and adding exactly that makes the same run succeed."""
+    from tests_support import shared_data_root
+
+    monkeypatch.setenv("LITBENCH_NUM_THREADS", "1")
+    fruits = "coco_fruits_nuts/trainval.json"
+    command = ["run", "reft", *SMOKE, "--datasets", "coco-json", "--methods", "reft_1shot",
+               "--data-dir", str(shared_data_root(fruits)), "--results", str(tmp_path / "results"),
+               "--cache-dir", str(tmp_path / "cache"), "--set", f"data.init_args.train_json={fruits}",
+               "--set", f"data.init_args.test_json={fruits}", "--set", "data.init_args.novel_classes=[fig]"]
+    assert main(command) == 1
+    record = read_record(tmp_path / "results/reft/coco-json/reft_1shot/smoke/seed-0.json")
+    hint = record.error["message"].split("rerun with ")[1].split()
+    assert hint == ["--set", "model.init_args.num_classes=3", "--set", "stages.base.model.init_args.num_classes=3"]
+    assert main([*command, *hint]) == 0
+    assert read_record(tmp_path / "results/reft/coco-json/reft_1shot/smoke/seed-0.json").ok

@@ -75,6 +75,8 @@ GROOVE_ZIP = "groove-midionly.zip"
 INFO_CSV = "info.csv"
 PAPER_TEXT_ZIP = "drums_with_llm_text.zip"
 SPLIT_NAMES = {"train": "train", "validation": "dev", "test": "test"}
+# md5 of the Groove MIDI Dataset v1.0.0 MIDI-only release (the zip, and its info.csv unzipped).
+GMD_MD5 = {GROOVE_ZIP: "2100a9c9791897e319d1330906a04f14", INFO_CSV: "5f14e98b575734088056ba8d81e34b01"}
 GET_GMD = ("get the Groove MIDI Dataset v1.0.0 MIDI-only zip from "
            "https://magenta.tensorflow.org/datasets/groove (see ../shared/data/groove_midi/SOURCE.md)")
 

@@ -49,9 +49,10 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from datamodules.drumroll import (DrumrollTokenizer, LINES_PER_BAR, NUM_COLUMNS, HIT, REST, GROOVE_ZIP, INFO_CSV,
-                                  midi_to_drumroll, open_groove_zip, prompt_and_completion, read_info_csv,
+from datamodules.drumroll import (DrumrollTokenizer, LINES_PER_BAR, NUM_COLUMNS, HIT, REST, GET_GMD, GMD_MD5, GROOVE_ZIP,
+                                  INFO_CSV, midi_to_drumroll, open_groove_zip, prompt_and_completion, read_info_csv,
                                   read_midi_from_zip, select_paper_files)
+from datamodules.integrity import verify_md5
 
 GMD_DATASET, PROCEDURAL_DATASET = "gmd-paper", "procedural-grooves"
 SPLITS = ("train", "dev", "test")
@@ -262,8 +263,18 @@ class GrooveDataModule(pl.LightningDataModule):
         return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "litbench"
 
     def prepare_data(self) -> None:
+        """The GMD files checked whole before any run: the release md5s (verified once, remembered
+        in the cache) and every selected MIDI file parsed (the drumroll cache keeps the result)."""
         if self.dataset_name == GMD_DATASET:
-            self._gmd_root()
+            root = self._gmd_root()
+            verify_md5({root / name: md5 for name, md5 in GMD_MD5.items()}, cache_dir=self._cache_root(), fix=GET_GMD)
+            try:
+                self.grooves = self.grooves or self._read_gmd()
+            except (FileNotFoundError, ValueError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - mido's errors on a corrupt MIDI file vary
+                raise ValueError(f"{root / GROOVE_ZIP}: a MIDI file cannot be parsed ({type(exc).__name__}: "
+                                 f"{' '.join(str(exc).split())}); {GET_GMD}") from None
         elif self.dataset_name != PROCEDURAL_DATASET:
             raise ValueError(f"unknown groove dataset {self.dataset_name!r}; use {GMD_DATASET!r} or {PROCEDURAL_DATASET!r}")
 
@@ -271,8 +282,7 @@ class GrooveDataModule(pl.LightningDataModule):
         if self.grooves:
             return
         self.prepare_data()
-        self.grooves = (self._read_gmd() if self.dataset_name == GMD_DATASET
-                        else generate_procedural_corpus(self.procedural_sizes, self.procedural_seed))
+        self.grooves = self.grooves or generate_procedural_corpus(self.procedural_sizes, self.procedural_seed)
 
     # -- items -----------------------------------------------------------------------------------
     def sequence_items(self, split: str) -> list[dict[str, Any]]:

@@ -92,3 +92,31 @@ def test_gmd_paper_split_counts(tmp_path, request) -> None:
     assert {len(item["prompt_tokens"]) for item in test_items} == {34}
     assert [item["index"] for item in test_items] == list(range(37))
     assert {len(item["gold_lines"]) for item in test_items} == {256}  # the 37 test grooves are all 4/4
+
+
+@pytest.mark.parametrize("damage", ["rename a column of info.csv", "replace the zip with text", "truncate the zip"])
+def test_damaged_gmd_files_stop_prepare_data_with_one_line(tmp_path, damage: str) -> None:
+    """What used to fail inside a run (a renamed info.csv column, a non-zip archive) stops in the
+    pre-run check, even when an earlier parse is cached: the release md5s are verified first."""
+    import shutil
+
+    source = shared_data_root("groove_midi/groove-midionly.zip") / "groove_midi"
+    folder = tmp_path / "groove_midi"
+    folder.mkdir()
+    for name in ("info.csv", "groove-midionly.zip"):
+        shutil.copyfile(source / name, folder / name)
+    if damage.startswith("rename"):
+        text = (folder / "info.csv").read_text()
+        (folder / "info.csv").write_text(text.replace("midi_filename", "midi_file", 1))
+        damaged = "info.csv"
+    elif damage.startswith("replace"):
+        (folder / "groove-midionly.zip").write_text("not a zip")
+        damaged = "groove-midionly.zip"
+    else:
+        data = (folder / "groove-midionly.zip").read_bytes()
+        (folder / "groove-midionly.zip").write_bytes(data[: len(data) // 3])
+        damaged = "groove-midionly.zip"
+    with pytest.raises(ValueError) as error:
+        GrooveDataModule(dataset="gmd-paper", data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache")).prepare_data()
+    message = str(error.value)
+    assert "\n" not in message and damaged in message and "magenta.tensorflow.org" in message

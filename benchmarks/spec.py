@@ -149,6 +149,7 @@ class BenchmarkSpec:
     profiles: dict[str, ProfileSpec]
     trainer: dict[str, Any] = field(default_factory=dict)
     gates: list[dict[str, Any]] = field(default_factory=list)  # validity gates, see leaderboard.gates
+    median_metrics: list[str] = field(default_factory=list)  # shown with their median over seeds too
 
     def datasets_for(self, profile: str) -> list[str]:
         chosen = self.profiles[profile].datasets
@@ -159,7 +160,8 @@ class BenchmarkSpec:
         return {
             "paper": copy.deepcopy(self.paper),
             "task": self.task,
-            "metrics": {"primary": self.primary_metric, "higher_is_better": dict(self.higher_is_better)},
+            "metrics": {"primary": self.primary_metric, "higher_is_better": dict(self.higher_is_better),
+                        "median": list(self.median_metrics)},
             "claims": [_claim_snapshot(claim) for claim in self.claims],
             "gates": copy.deepcopy(self.gates),
             "paper_results": copy.deepcopy(self.paper_results),
@@ -321,13 +323,19 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
     if not methods_raw:
         raise SpecError(f"{where}: methods: at least one method is required")
     methods = {str(m): _method(str(m), block, f"{where}: methods.{m}") for m, block in methods_raw.items()}
-    metrics = _mapping(raw["metrics"], f"{where}: metrics", {"primary", "higher_is_better"}, {"primary", "higher_is_better"})
+    metrics = _mapping(raw["metrics"], f"{where}: metrics", {"primary", "higher_is_better", "median"},
+                       {"primary", "higher_is_better"})
     directions = _free_mapping(metrics["higher_is_better"], f"{where}: metrics.higher_is_better")
     if not all(isinstance(v, bool) for v in directions.values()):
         raise SpecError(f"{where}: metrics.higher_is_better: every value must be true or false")
     primary = _string(metrics["primary"], f"{where}: metrics.primary")
     if primary not in directions:
         raise SpecError(f"{where}: metrics.primary {primary!r} has no entry in metrics.higher_is_better")
+    # The paper's own statistic, where it reports the median over random splits (PMT-IQA).
+    median_metrics = _string_list(metrics.get("median") or [], f"{where}: metrics.median")
+    unknown = [name for name in median_metrics if name not in directions]
+    if unknown:
+        raise SpecError(f"{where}: metrics.median: {unknown[0]!r} has no entry in metrics.higher_is_better")
     claims = []
     claims_raw = raw.get("claims") or []
     if not isinstance(claims_raw, list):
@@ -368,7 +376,7 @@ def load_spec(path: str | Path) -> BenchmarkSpec:
         profiles[profile_name] = _profile(profile_name, block, f"{where}: profiles.{profile_name}", set(methods))
     return BenchmarkSpec(name=name, path=path, paper=_free_mapping(raw.get("paper"), f"{where}: paper"),
                          task=str(raw.get("task", "")), data=data, methods=methods, primary_metric=primary,
-                         higher_is_better=directions, claims=claims,
+                         higher_is_better=directions, median_metrics=median_metrics, claims=claims,
                          paper_results=_free_mapping(raw.get("paper_results"), f"{where}: paper_results"),
                          profiles=profiles, trainer=_free_mapping(raw.get("trainer"), f"{where}: trainer"),
                          gates=gates)

@@ -149,7 +149,8 @@ def resolve_specs(records: list[RunRecord], specs: dict[str, dict] | None) -> di
 
 def aggregate_runs(frame: pd.DataFrame) -> pd.DataFrame:
     """Per (benchmark, dataset, profile, method): role, runs_ok, runs_failed, failures, and
-    ``<column>/mean``, ``<column>/std``, ``<column>/n`` for every metric/ and cost/ column (ok runs)."""
+    ``<column>/mean``, ``<column>/std``, ``<column>/median``, ``<column>/n`` for every metric/ and
+    cost/ column (ok runs)."""
     value_columns = [column for column in frame.columns if column.startswith(("metric/", "cost/"))]
     everything = frame.groupby(GROUP_KEYS, sort=True)
     aggregates = pd.DataFrame(index=everything.size().index)
@@ -161,11 +162,11 @@ def aggregate_runs(frame: pd.DataFrame) -> pd.DataFrame:
     aggregates["failures"] = aggregates["failures"].fillna("")
     ok = frame[frame["status"] == STATUS_OK]
     if value_columns and not ok.empty:
-        stats = ok.groupby(GROUP_KEYS)[value_columns].agg(["mean", "std", "count"])
+        stats = ok.groupby(GROUP_KEYS)[value_columns].agg(["mean", "std", "median", "count"])
         stats.columns = [f"{column}/{'n' if stat == 'count' else stat}" for column, stat in stats.columns]
         aggregates = aggregates.join(stats)
     for column in value_columns:
-        for stat in ("mean", "std", "n"):
+        for stat in ("mean", "std", "median", "n"):
             if f"{column}/{stat}" not in aggregates:
                 aggregates[f"{column}/{stat}"] = math.nan
         aggregates[f"{column}/n"] = aggregates[f"{column}/n"].fillna(0).astype(int)
@@ -340,6 +341,7 @@ def group_table(aggregates: pd.DataFrame, *, spec: dict[str, Any], dataset: str,
                  Cell(text=str(row["role"]), sort_key=str(row["role"]))]
         for name in metrics:
             cells.append(_metric_cell(row, metric=name, bold=method in bold.get(name, set()),
+                                      median=name in set(metrics_spec.get("median") or []),
                                       paper_value=dict(paper_numbers.get(method) or {}).get(name), profile=profile))
         if best_baseline is not None:
             cells.append(_delta_cell(rows, method=method, primary=primary, best_baseline=best_baseline))
@@ -359,18 +361,23 @@ def group_table(aggregates: pd.DataFrame, *, spec: dict[str, Any], dataset: str,
                       columns=columns, rows=table_rows, points=points, failed_runs=int(rows["runs_failed"].sum()))
 
 
-def _metric_cell(row: pd.Series, *, metric: str, bold: bool, paper_value: Any, profile: str = "full") -> Cell:
-    """``mean ± std (n)``, sorted by the mean, with the paper's number as a note when it has one
-    (marked as paper-scale beside a scaled-down profile's number)."""
+def _metric_cell(row: pd.Series, *, metric: str, bold: bool, paper_value: Any, profile: str = "full",
+                 median: bool = False) -> Cell:
+    """``mean ± std (n)`` (and ``, median m`` where the spec asks for the paper's statistic), sorted
+    by the mean, with the paper's number as a note when it has one (marked as paper-scale beside a
+    scaled-down profile's number)."""
     column = metric_column(metric)
     mean, std, n = row[f"{column}/mean"], row[f"{column}/std"], int(row[f"{column}/n"])
+    text = format_mean_std(mean, std, n)
+    if median and n:
+        text += f", median {format_number(row[f'{column}/median'], decimals=decimals_for(mean))}"
     note = ""
     if isinstance(paper_value, (int, float)) and not isinstance(paper_value, bool):
         # Same precision as our number so the two read side by side.
         note = f"paper {format_number(float(paper_value), decimals=None if is_missing(mean) else decimals_for(mean))}"
         if profile != "full":
             note += " (paper scale: compare the full profile)"
-    return Cell(text=format_mean_std(mean, std, n), sort_key=None if n == 0 else float(mean), bold=bold, note=note)
+    return Cell(text=text, sort_key=None if n == 0 else float(mean), bold=bold, note=note)
 
 
 def _delta_cell(rows: pd.DataFrame, *, method: str, primary: str, best_baseline: str) -> Cell:

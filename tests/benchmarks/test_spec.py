@@ -143,3 +143,11 @@ def test_malformed_claim_keys_are_one_line_errors(tmp_path: Path, extra: str, me
                                         f"metric: mse, method: linear, baseline: mean, {extra}}}")
     with pytest.raises(SpecError, match=message):
         load_spec(write(tmp_path, text))
+
+
+def test_metrics_median_lists_known_metrics_only(tmp_path: Path) -> None:
+    text = TOY_SPEC.read_text().replace("metrics: {primary: mse, higher_is_better: {mse: false}}",
+                                        "metrics: {primary: mse, higher_is_better: {mse: false}, median: [mse]}")
+    assert load_spec(write(tmp_path, text)).snapshot()["metrics"]["median"] == ["mse"]
+    with pytest.raises(SpecError, match="metrics.median: 'mae' has no entry"):
+        load_spec(write(tmp_path, text.replace("median: [mse]", "median: [mae]")))

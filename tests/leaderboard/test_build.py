@@ -149,6 +149,18 @@ def test_markdown_tables(populated: Path, tmp_path: Path) -> None:
     assert "ghost/cpu/seed-0.json" in markdown[markdown.index("## Problems"):]
 
 
+def test_metrics_the_spec_names_show_their_median_too(write_run, results_dir: Path, tmp_path: Path) -> None:
+    """PMT-IQA's paper reports the median over random splits: a metric listed under metrics.median
+    shows it beside the mean; the others do not."""
+    spec = {**ALPHA_SPEC, "metrics": {**ALPHA_SPEC["metrics"], "median": ["acc"]}, "claims": [], "gates": []}
+    for seed, acc in enumerate([0.50, 0.52, 0.90]):
+        write_run(benchmark="alpha", method="ours", role="proposed", seed=seed, metrics={"acc": acc, "loss": 0.3})
+    markdown = build_leaderboard(results_dir, tmp_path / "out", specs={"alpha": spec})["markdown"].read_text()
+    row = dict(zip(_header(markdown, after="### Cora"), _table_row(markdown, "ours", after="### Cora")))
+    assert row["acc ↑"].startswith("**0.640 ± 0.225 (3), median 0.520**")
+    assert row["loss ↓"] == "**0.300 ± 0.000 (3)**"
+
+
 def test_csv_files(populated: Path, tmp_path: Path) -> None:
     paths = build_leaderboard(populated, tmp_path / "out", specs={"alpha": ALPHA_SPEC})
     with paths["results"].open() as handle:

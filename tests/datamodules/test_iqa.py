@@ -186,3 +186,16 @@ def test_validation_loader_scores_held_out_contents(tmp_path: Path, monkeypatch:
     val_contents = set(module.table["content"].iloc[module.split_index["val"]])
     assert val_contents.isdisjoint(module.table["content"].iloc[module.split_index["train"]])
     assert np.allclose(scores.numpy(), module.table["score"].iloc[module.split_index["val"][:25]].to_numpy())
+
+
+def test_a_broken_cifar_zip_stops_prepare_data_with_one_line(tmp_path: Path) -> None:
+    """The synthetic set's CIFAR-10 references come from the shared zip: a truncated copy used to end
+    in a traceback; now prepare_data (the pre-run check) names the file."""
+    source = shared_data_root("cifar10_jpg/cifar10_test_jpg.zip") / "cifar10_jpg" / "cifar10_test_jpg.zip"
+    (tmp_path / "cifar10_jpg").mkdir()
+    data = source.read_bytes()
+    (tmp_path / "cifar10_jpg" / "cifar10_test_jpg.zip").write_bytes(data[: len(data) // 2])
+    datamodule = IQADataModule(dataset="synthetic", data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError) as error:
+        datamodule.prepare_data()
+    assert "cifar10_test_jpg.zip" in str(error.value) and "corrupt" in str(error.value) and "\n" not in str(error.value)

@@ -31,14 +31,17 @@ Two LightningModules, used as a cached stage and a method:
 
 Deviations from the official code (each deliberate):
 
-1. Scale per profile (iterations, ipc, loops, width, nets, epochs, data sizes) lives in the spec;
-   the ``cpu`` profile also caps trigger updates at ``trigger_steps`` Adam steps (official 1000).
-2. ConvNet neuron selection picks the output channel with the largest Σ|W| over (in, kh, kw) and
-   maximises its spatial mean (pitfall 4; the official fancy indexing is not reproduced). The
-   activation is post-ReLU, which is what the official hook sees after the in-place ReLU
-   (pitfall 3), so a dead chosen neuron stops the update at once as in the official code.
-3. One forward hook per update, removed afterwards (pitfall 2); no clamp on δ unless
-   ``trigger_clamp`` is set (pitfall 8); ``trigger_max`` logs how far δ left the pixel range.
+1. Scale per profile (iterations, ipc, loops, width, nets, epochs, data sizes) lives in the spec.
+2. ConvNet is baadd's ``DC/networks.py`` one (conv blocks, then FC 192 → ReLU → FC), so ``layer=-2``
+   is the hidden FC 192: the neuron is a row of its weight and the loss is the official element-wise
+   MSE on its post-ReLU output (the official hook sees the tensor after the in-place ReLU, pitfall 3).
+   The paper spec's pitfall 4 (conv fancy indexing) belongs to a ConvNet without that FC; for a conv
+   layer this code picks the output channel by Σ|W| and keeps its whole activation map
+   (``trigger_spatial="none"``, element-wise MSE; "mean"/"max" reduce it instead).
+3. One forward hook per update, removed afterwards (pitfall 2). No clamp on δ in the official code
+   (pitfall 8); ``trigger_clamp_pixels`` projects δ into the valid pixel range after every Adam step
+   (on in the DM benchmark, whose unclamped trigger grew to |δ| ≈ 700, and in both ``cpu`` profiles;
+   off in the DC ``full`` profile); ``trigger_max`` logs |δ| on the patch.
 4. Seeds: every random draw (poison indices, networks, real batches, trigger init, synthetic init)
    comes from a generator seeded by the run seed (official: networks reseeded from the clock).
 5. Under DDP every rank runs the same distillation (same seed, no gradient sync: updates use
@@ -49,15 +52,16 @@ Deviations from the official code (each deliberate):
    trains ``max_epochs`` epochs (official: Epoch + 1).
 7. Poisoned images move to class 0's index list, as in the official dataset classes; real batches
    are drawn without replacement per class, capped at the class size.
-8. Options not in the official code: ``init="real"`` is DC's real-image initialisation (the baadd
-   default is noise; the ``cpu`` profile uses real because its few image updates cannot move
-   N(0,1) noise to anything a network learns from); ``trigger_spatial="max"`` reduces a conv
-   channel by its spatial max instead of the mean.
-9. The trigger stop rule (loss < 0.5) is the official absolute threshold, not tuned to the scale.
-   With ConvNet's spatially averaged post-ReLU channel, a0 is small for narrow random nets, so
-   (α−1)²·a0² can already be below 0.5 and the update then stops before its first Adam step;
-   ``trigger_adam_steps`` in the record says how often the trigger actually moved (when it never
-   moves, DOORPING is the static random patch).
+8. Options not in the official code: ``init="real"`` is DC's real-image initialisation drawn from the
+   poisoned pool (the baadd default, used by the DC profiles, is N(0,1) noise; real init is DM's
+   official one); ``trigger_spatial`` (deviation 2).
+9. Trigger stop rule. Official: stop once the loss is < 0.5 (absolute), kept in ``full``. A narrow
+   random net's FC activations are small, so (α−1)²·a0² is often already < 0.5 and the update ends
+   before its first Adam step.
+   ``trigger_stop_rule="relative"`` (both ``cpu`` profiles) divides the loss by mean(a0²) before the
+   test, which equals the official rule for a unit-scale activation; a dead neuron (a0 = 0) still
+   stops at once, as in the official code.
+10. ``trigger_steps`` caps Adam steps per update (official 1000); the ``cpu`` profiles use 50.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from modules.doorping.distill import (build_network, dc_loops, distribution_match_distance, gradient_match_distance,
-                                      optimise_trigger, patch_mask, random_patch_trigger, stamp_trigger,
+                                      optimise_trigger, patch_mask, pixel_range, random_patch_trigger, stamp_trigger,
                                       white_patch_trigger)
 
 ATTACKS = ("clean", "naive", "doorping")
@@ -106,8 +110,10 @@ class DoorpingDistillation(pl.LightningModule):
                  lr_net: float = 0.01, arch: str = "convnet", width: int = 128, depth: int = 3,
                  target: int = 0, portion: float = 0.01, patch_size: int = 2, trigger_steps: int = 1000,
                  trigger_lr: float = 0.08, trigger_alpha: float = 10.0, trigger_stop_loss: float = 0.5,
+                 trigger_stop_rule: str = "absolute",
                  trigger_topk: int = 1, trigger_clamp: tuple[float, float] | None = None,
-                 trigger_spatial: str = "mean", init: str = "noise", backend: str = "dc") -> None:
+                 trigger_clamp_pixels: bool = False, trigger_spatial: str = "none", init: str = "noise",
+                 backend: str = "dc") -> None:
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -245,11 +251,19 @@ class DoorpingDistillation(pl.LightningModule):
                 loss.backward()
                 optimiser.step()
 
+    def trigger_bounds(self) -> tuple[torch.Tensor, torch.Tensor] | tuple[float, float] | None:
+        """Where δ is projected after each Adam step: the valid pixel range (``trigger_clamp_pixels``),
+        a fixed (low, high), or nowhere (the official code, pitfall 8)."""
+        if self.hparams.trigger_clamp_pixels:
+            return tuple(bound.to(self.trigger.device) for bound in pixel_range(self.mean, self.std))
+        return self.hparams.trigger_clamp
+
     def update_trigger(self, network: nn.Module) -> None:
         hp = self.hparams
         self.trigger, info = optimise_trigger(network, self.trigger, self.mask, steps=hp.trigger_steps, lr=hp.trigger_lr,
-                                              alpha=hp.trigger_alpha, stop_loss=hp.trigger_stop_loss, topk=hp.trigger_topk,
-                                              clamp=hp.trigger_clamp, spatial=hp.trigger_spatial)
+                                              alpha=hp.trigger_alpha, stop_loss=hp.trigger_stop_loss,
+                                              stop_rule=hp.trigger_stop_rule, topk=hp.trigger_topk,
+                                              clamp=self.trigger_bounds(), spatial=hp.trigger_spatial)
         self._restamp()
         self.trigger_updates += 1
         self.trigger_log.append(info)
@@ -343,7 +357,7 @@ class DistilledSetEvaluation(pl.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         for name, metric in (("cta", self.cta), ("asr", self.asr), ("asr_nontarget", self.asr_nontarget)):
-            per_net = metric.compute()
+            per_net = metric.compute().reshape(-1)  # torchmetrics squeezes a 1-net result to 0-d
             self.log(f"test/{name}", per_net.mean())
             self.log(f"test/{name}_std", per_net.std() if len(per_net) > 1 else torch.zeros(()))
             metric.reset()

@@ -26,10 +26,12 @@ def dc_loops(ipc: int) -> tuple[int, int]:
 # Networks (DC's ConvNet without normalisation, and AlexNet with LRN)
 # ---------------------------------------------------------------------------------------------
 class ConvNet(nn.Module):
-    """``depth`` × [conv3×3(width) → ReLU → avgpool 2] → linear; no norm layer (the baadd default).
-    The first conv pads by 3 for 1-channel inputs, as DC does for (Fashion-)MNIST."""
+    """``depth`` × [conv3×3(width) → ReLU → avgpool 2] → FC 192 → ReLU → FC classes: baadd's
+    ``DC/networks.py`` ConvNet (no norm layer by default, and a hidden FC 192, so ``layer=-2`` is that
+    FC, not the last conv). The first conv pads by 3 for 1-channel inputs, as DC does for (Fashion-)MNIST."""
 
-    def __init__(self, channels: int, num_classes: int, image_size: int = 32, width: int = 128, depth: int = 3) -> None:
+    def __init__(self, channels: int, num_classes: int, image_size: int = 32, width: int = 128, depth: int = 3,
+                 hidden: int = 192) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_channels, size = channels, image_size
@@ -38,10 +40,10 @@ class ConvNet(nn.Module):
             layers += [nn.Conv2d(in_channels, width, kernel_size=3, padding=padding), nn.ReLU(), nn.AvgPool2d(2)]
             in_channels, size = width, (size + 2 * padding - 2) // 2
         self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(width * size * size, num_classes)
+        self.classifier = nn.Sequential(nn.Linear(width * size * size, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """The flattened features the classifier reads (DM's ``net.embed``)."""
+        """The flattened conv features (baadd's / DM's ``net.embed``)."""
         return self.features(images).flatten(1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -142,7 +144,7 @@ def stamp_trigger(images: torch.Tensor, trigger: torch.Tensor, mask: torch.Tenso
 
 def second_to_last_weighted(network: nn.Module) -> nn.Module:
     """The module owning the 2nd weight met walking the parameters from the end, biases skipped
-    (baadd ``layer=-2``): the last conv of ConvNet, the FC 384→192 of AlexNet."""
+    (baadd ``layer=-2``): the hidden FC 192 of ConvNet, the FC 384→192 of AlexNet."""
     weighted = [module for module in network.modules()
                 if isinstance(getattr(module, "weight", None), torch.Tensor) and module.weight.dim() >= 2]
     if len(weighted) < 2:
@@ -156,22 +158,49 @@ def select_neurons(weight: torch.Tensor, topk: int = 1) -> torch.Tensor:
     return weight.detach().abs().flatten(1).sum(1).topk(topk).indices
 
 
-def neuron_activation(output: torch.Tensor, neurons: torch.Tensor, spatial: str = "mean") -> torch.Tensor:
+def neuron_activation(output: torch.Tensor, neurons: torch.Tensor, spatial: str = "none") -> torch.Tensor:
     """Post-ReLU activation of the chosen units (the official hook sees the tensor after the in-place
-    ReLU); a conv channel is reduced over space by ``spatial`` ("mean" or "max"). Returns [B, topk]."""
+    ReLU). A conv channel keeps its whole activation map with ``spatial="none"`` (the official loss is
+    an element-wise MSE over the map), or is reduced over space by "mean" / "max".
+    Returns [B, topk] for a linear layer, [B, topk, H, W] or [B, topk] for a conv layer."""
+    if spatial not in ("none", "mean", "max"):
+        raise ValueError(f"spatial must be none, mean or max, not {spatial!r}")
     selected = F.relu(output)[:, neurons]
-    if selected.dim() == 2:
+    if selected.dim() == 2 or spatial == "none":
         return selected
     return selected.flatten(2).amax(-1) if spatial == "max" else selected.flatten(2).mean(-1)
 
 
+def pixel_range(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel bounds [1, C, 1, 1] of valid pixels (0..1 before Normalize) in normalised space."""
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return -mean_t / std_t, (1 - mean_t) / std_t
+
+
+def trigger_loss_scale(goal: torch.Tensor, alpha: float, stop_rule: str) -> float:
+    """What the trigger loss is divided by before the stop test: 1 for the official absolute rule;
+    for ``"relative"`` the mean squared starting activation mean(a0²), so the test reads the same
+    for any activation scale (equal to the official one when mean(a0²) = 1). A dead start (a0 = 0)
+    gives 0 and, as in the official code, stops the update at once."""
+    if stop_rule == "absolute":
+        return 1.0
+    if stop_rule == "relative":
+        return float((goal / alpha).pow(2).mean())
+    raise ValueError(f"stop_rule must be absolute or relative, not {stop_rule!r}")
+
+
 def optimise_trigger(network: nn.Module, trigger: torch.Tensor, mask: torch.Tensor, *, steps: int = 1000,
-                     lr: float = 0.08, alpha: float = 10.0, stop_loss: float = 0.5, topk: int = 1,
-                     clamp: tuple[float, float] | None = None, spatial: str = "mean") -> tuple[torch.Tensor, dict[str, float]]:
+                     lr: float = 0.08, alpha: float = 10.0, stop_loss: float = 0.5, stop_rule: str = "absolute",
+                     topk: int = 1,
+                     clamp: tuple[torch.Tensor | float, torch.Tensor | float] | None = None,
+                     spatial: str = "none") -> tuple[torch.Tensor, dict[str, float]]:
     """DOORPING's trigger update on the current network: Adam(lr, betas (0.9, 0.99)) on δ with
-    gradients masked to the patch, loss MSE(a_k*(δ), α·a₀) for the trigger image alone, stop once the
-    loss is below ``stop_loss``. One forward hook, removed afterwards (pitfall 2). Returns the new
-    trigger and {steps, a0, activation, loss}."""
+    gradients masked to the patch, loss MSE(a_k*(δ), α·a₀) for the trigger image alone (element-wise
+    over the chosen channel's activation map by default, as the official hook output is), stop once
+    the loss (divided by ``trigger_loss_scale``) is below ``stop_loss``. ``clamp`` = (low, high), scalars or per-channel [1, C, 1, 1]
+    tensors, projects δ back after every step. One forward hook, removed afterwards (pitfall 2).
+    Returns the new trigger and {steps, a0, activation, loss} (a0 / activation: means over the map)."""
     layer = second_to_last_weighted(network)
     neurons = select_neurons(layer.weight, topk)
     captured: list[torch.Tensor] = []
@@ -192,8 +221,9 @@ def optimise_trigger(network: nn.Module, trigger: torch.Tensor, mask: torch.Tens
             activation = neuron_activation(captured[-1], neurons, spatial)
             if goal is None:
                 goal = alpha * activation.detach()
+                scale = trigger_loss_scale(goal, alpha, stop_rule)
             loss = F.mse_loss(activation, goal)
-            if loss.item() < stop_loss or taken == steps:
+            if scale == 0 or loss.item() < stop_loss * scale or taken == steps:
                 break
             optimiser.zero_grad()
             loss.backward()
@@ -201,7 +231,8 @@ def optimise_trigger(network: nn.Module, trigger: torch.Tensor, mask: torch.Tens
             optimiser.step()
             if clamp is not None:
                 with torch.no_grad():
-                    delta.clamp_(*clamp)
+                    low, high = (torch.as_tensor(bound, dtype=delta.dtype, device=delta.device) for bound in clamp)
+                    delta.copy_(torch.maximum(torch.minimum(delta, high), low))
     finally:
         handle.remove()
         network.train(was_training)

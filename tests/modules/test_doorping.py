@@ -9,8 +9,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from datamodules.images import ImageClassificationDataModule
 from modules.doorping import DistilledSetEvaluation, DoorpingDistillation, PerNetRate
 from modules.doorping.distill import (AlexNet, ConvNet, dc_loops, distribution_match_distance, gradient_match_distance, layer_gradient_distance,
-                                      optimise_trigger, patch_mask, random_patch_trigger, second_to_last_weighted,
-                                      select_neurons, stamp_trigger, white_patch_trigger)
+                                      neuron_activation, optimise_trigger, patch_mask, pixel_range, random_patch_trigger,
+                                      second_to_last_weighted, select_neurons, stamp_trigger, trigger_loss_scale,
+                                      white_patch_trigger)
 
 MEAN, STD = (0.5,), (0.25,)
 
@@ -56,7 +57,9 @@ def test_neuron_selection_on_hand_made_weights():
 
 def test_second_to_last_weighted_layer():
     convnet = ConvNet(1, 10, 32, width=8, depth=3)
-    assert second_to_last_weighted(convnet) is convnet.features[6]  # the last conv
+    # baadd's ConvNet ends in FC 192 -> ReLU -> FC classes, so layer=-2 is the hidden FC, not the last conv
+    assert second_to_last_weighted(convnet) is convnet.classifier[0]
+    assert convnet.classifier[0].out_features == 192 and convnet(torch.randn(2, 1, 32, 32)).shape == (2, 10)
     alexnet = AlexNet(3, 10, 32)
     assert second_to_last_weighted(alexnet) is alexnet.classifier[2]  # FC 384 -> 192
 
@@ -73,7 +76,48 @@ def test_trigger_optimisation_changes_only_the_patch_and_raises_the_activation()
     # a loss below the stop threshold at the first step: no Adam step at all
     same, info = optimise_trigger(network, trigger, mask, steps=30, stop_loss=1e9)
     assert info["steps"] == 0 and same.eq(trigger).all()
-    assert not network.features[3]._forward_hooks  # the hook is removed (pitfall 2)
+    assert not network.classifier[0]._forward_hooks  # the hook is removed (pitfall 2)
+
+
+def test_conv_activation_is_kept_element_wise_by_default():
+    output = torch.tensor([[[[1.0, -2.0], [3.0, 0.0]], [[5.0, 5.0], [5.0, 5.0]]]])  # [1, 2 channels, 2, 2]
+    neurons = torch.tensor([0])
+    assert neuron_activation(output, neurons).tolist() == [[[[1.0, 0.0], [3.0, 0.0]]]]  # post-ReLU map
+    assert neuron_activation(output, neurons, "mean").tolist() == [[1.0]]
+    assert neuron_activation(output, neurons, "max").tolist() == [[3.0]]
+
+
+def test_relative_stop_rule_moves_a_trigger_the_absolute_rule_stops_at_step_0():
+    torch.manual_seed(0)
+    network = ConvNet(1, 10, 16, width=8, depth=2)
+    with torch.no_grad():  # a small-activation net: shrink the chosen FC so (alpha-1)^2 a0^2 < 0.5
+        network.classifier[0].weight.mul_(0.01)
+        network.classifier[0].bias.fill_(0.01)
+    mask = patch_mask(1, 16, 2)
+    trigger = random_patch_trigger(mask, MEAN, STD, generator=torch.Generator().manual_seed(1))
+    _, absolute = optimise_trigger(network, trigger, mask, steps=20)
+    assert absolute["steps"] == 0 and absolute["a0"] > 0
+    moved, relative = optimise_trigger(network, trigger, mask, steps=20, stop_rule="relative")
+    assert relative["steps"] == 20 and relative["activation"] > relative["a0"]
+    assert not moved[mask.bool()].eq(trigger[mask.bool()]).all()
+    goal = torch.tensor([[2.0, 4.0]])
+    assert trigger_loss_scale(goal, 2.0, "relative") == pytest.approx((1 + 4) / 2)
+    assert trigger_loss_scale(goal, 2.0, "absolute") == 1.0
+
+
+def test_pixel_clamp_keeps_the_trigger_an_image():
+    torch.manual_seed(0)
+    network = ConvNet(3, 10, 16, width=8, depth=2)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    mask = patch_mask(3, 16, 2)
+    trigger = random_patch_trigger(mask, mean, std, generator=torch.Generator().manual_seed(1))
+    free, _ = optimise_trigger(network, trigger, mask, steps=200, lr=1.0, stop_loss=0.0, stop_rule="relative")
+    low, high = pixel_range(mean, std)
+    assert ((free < low - 1e-5) | (free > high + 1e-5)).any()  # unclamped, delta leaves the pixel range
+    clamped, _ = optimise_trigger(network, trigger, mask, steps=200, lr=1.0, stop_loss=0.0, stop_rule="relative",
+                                  clamp=(low, high))
+    assert ((clamped >= low - 1e-6) & (clamped <= high + 1e-6)).all()
+    assert torch.allclose(low.flatten(), torch.tensor([-2.5, -1.6, -1.0])) and torch.allclose(high.flatten(), torch.tensor([2.5, 2.4, 7 / 3]))
 
 
 # -- gradient matching -------------------------------------------------------------------------
@@ -200,13 +244,19 @@ class _PatchDetector(nn.Module):
         return logits
 
 
-def test_evaluation_cta_and_asr_on_a_hand_made_case(tmp_path):
+def _hand_made_artifact(tmp_path) -> str:
+    """A 3-image distilled set with NAIVEATTACK's white 2x2 patch on 8x8 images."""
     mask = patch_mask(1, 8, 2)
     path = tmp_path / "distilled.pt"
     torch.save({"images": torch.zeros(3, 1, 8, 8), "labels": torch.tensor([0, 1, 2]), "trigger": white_patch_trigger(mask, MEAN, STD),
                 "mask": mask, "target": 0, "attack": "naive", "mean": MEAN, "std": STD, "num_classes": 3,
                 "poisoned": 1, "trigger_updates": 0, "trigger_log": []}, path)
-    module = DistilledSetEvaluation(str(path), num_nets=2, width=4, depth=1)
+    return str(path)
+
+
+def test_evaluation_cta_and_asr_on_a_hand_made_case(tmp_path):
+    path = _hand_made_artifact(tmp_path)
+    module = DistilledSetEvaluation(path, num_nets=2, width=4, depth=1)
     module.nets = nn.ModuleList([_PatchDetector(True), _PatchDetector(False)])
     images, labels = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 1, 2])
     result = _trainer().test(module, dataloaders=DataLoader(TensorDataset(images, labels), batch_size=3), verbose=False)[0]
@@ -215,3 +265,14 @@ def test_evaluation_cta_and_asr_on_a_hand_made_case(tmp_path):
     assert result["test/asr_std"] == pytest.approx(2 ** 0.5 / 2)
     assert result["test/asr_nontarget"] == pytest.approx(0.5)  # net 1: 3/3, net 2: 0/3
     assert result["test/trigger_max"] == pytest.approx(2.0)
+
+
+def test_evaluation_with_a_single_net(tmp_path):
+    # torchmetrics squeezes a 1-element result to 0-d; the per-net statistics must still work
+    path = _hand_made_artifact(tmp_path)
+    module = DistilledSetEvaluation(path, num_nets=1, width=4, depth=1)
+    module.nets = nn.ModuleList([_PatchDetector(True)])
+    images, labels = torch.zeros(4, 1, 8, 8), torch.tensor([0, 1, 1, 2])
+    result = _trainer().test(module, dataloaders=DataLoader(TensorDataset(images, labels), batch_size=3), verbose=False)[0]
+    assert result["test/cta"] == pytest.approx(0.5) and result["test/asr"] == pytest.approx(1.0)
+    assert result["test/asr_std"] == 0.0 and result["test/asr_nontarget"] == pytest.approx(1.0)

@@ -45,6 +45,11 @@ Deviations from the official code (each deliberate):
 5. ``fairness_nodes="train"`` (off by default) is the leakage-free variant of pitfall 4: the
    official fairness and proxy terms use s of the val+test nodes and, for ΔEO, their labels y.
 6. The GraphAKD instantiation (SGC student, adversarial discriminators) is not implemented.
+7. ``cpu`` profile (sizes only, numbers in the spec's comments): 5,000-node snowball subgraphs of
+   Bail and Credit with the official split rule redrawn on them, L=5, ≤200 epochs with patience 50
+   (Credit's students: 200, chosen on a validation curve), and α scaled by √(|U_cpu| / |U_full|). L_KD is an unsquared norm over U, so its per-node gradient
+   falls like 1/√|U| and L_fair's like 1/|U|; the scaling keeps the official α=1e3's per-node
+   balance of the two terms on the smaller graph (derived from split sizes, not chosen on results).
 """
 
 from __future__ import annotations

@@ -59,8 +59,19 @@ from torch_geometric.data import Data
 from torch_geometric.utils import add_self_loops, coalesce, remove_self_loops, to_undirected
 
 from datamodules.graphs import _exclusive_lock
+from datamodules.integrity import verify_md5
 
 SYNTHETIC_NAME = "fair-sbm-synthetic"
+# md5 of the NIFTY repository's files (yushundong/NIFTY dataset/; an edge list in .gz is checked by
+# its decompressed text). A truncated edge list otherwise trains on half a graph without a word.
+NIFTY_MD5 = {
+    "german.csv": "f45fc0bd1e11cc09d0e7bb913c195693",
+    "german_edges.txt": "203d87893276de72c42c880b9420a69f",
+    "bail.csv": "17a2258ede4d6f9a6913d9ec3c2ce9f0",
+    "bail_edges.txt": "813b74b46e231fc09dcc8f8ef8173eb9",
+    "credit.csv": "9b6d51a8913d74bc80867fd06dc6e071",
+}
+GET_NIFTY = "replace it with the file from the NIFTY repository (yushundong/NIFTY, dataset/) or its SOURCE.md copy"
 EDGE_BUILD_BLOCK_ROWS = 2048
 
 
@@ -219,8 +230,12 @@ def read_edge_file(path: Path) -> np.ndarray:
         handle = gzip.open(path, "rb")
     else:
         handle = open(path, "rb")
-    with handle:
-        table = pd.read_csv(handle, sep=r"\s+", header=None, dtype=np.float64)
+    try:
+        with handle:
+            table = pd.read_csv(handle, sep=r"\s+", header=None, dtype=np.float64)
+    except (ValueError, OSError, EOFError) as exc:  # pandas parser errors, a broken gzip/zip, bad bytes
+        raise ValueError(f"{path} cannot be read as an edge list ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}); {GET_NIFTY}") from None
     if table.shape[1] != 2:
         raise ValueError(f"{path}: expected two ids per line, got {table.shape[1]} columns")
     return table.to_numpy().astype(np.int64)
@@ -272,7 +287,8 @@ def read_fair_graph(name: str, data_root: Path | None, cache_root: Path) -> tupl
     folder = _find_table(fmt, data_root) if data_root is not None else None
     if folder is None:
         raise _missing_files_error(name, fmt, data_root)
-    table = pd.read_csv(folder / f"{fmt.key}.csv")
+    verify_known_files(folder, cache_root)
+    table = read_feature_table(folder / f"{fmt.key}.csv")
     missing = [c for c in (fmt.label, fmt.sensitive, *fmt.drop, *fmt.minmax_columns) if c not in table.columns]
     if missing:
         raise ValueError(f"{folder / (fmt.key + '.csv')}: missing column(s) {', '.join(missing)} of the NIFTY format")
@@ -313,6 +329,24 @@ def read_fair_graph(name: str, data_root: Path | None, cache_root: Path) -> tupl
                  edge_index=graph_edge_index(edges, len(table)),
                  y=torch.from_numpy(np.clip(labels, 0, 1)), sensitive=torch.from_numpy(sensitive))
     return graph, dict(zip(("train", "val", "test"), split))
+
+
+def verify_known_files(folder: Path, cache_root: Path) -> None:
+    """The published NIFTY files in ``folder`` have their published md5 (checked once per version)."""
+    known = {}
+    for path in folder.iterdir():
+        name = path.name.removesuffix(".gz")
+        if path.is_file() and name in NIFTY_MD5:
+            known[path] = NIFTY_MD5[name]
+    verify_md5(known, cache_dir=cache_root, fix=GET_NIFTY)
+
+
+def read_feature_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except (ValueError, OSError) as exc:  # ParserError, EmptyDataError, UnicodeDecodeError are ValueErrors
+        raise ValueError(f"{path} cannot be read as a NIFTY csv ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}); {GET_NIFTY}") from None
 
 
 def _built_edges(key: str, fmt: FairDatasetFormat, feature_table: pd.DataFrame, cache_root: Path) -> np.ndarray:

@@ -180,3 +180,49 @@ def test_subsample_split_keep_and_redraw():
             assert torch.equal(graph.train_mask, full.graph.train_mask[rows])
     with pytest.raises(ValueError, match="subsample"):
         FairGraphDataModule(subsample="metis")
+
+
+def _copy_dataset(name: str, tmp_path: Path) -> Path:
+    import shutil
+
+    source = shared_data_root(f"{name}/{name.removeprefix('fair_')}.csv") / name
+    shutil.copytree(source, tmp_path / name)
+    for path in (tmp_path / name).iterdir():
+        path.chmod(0o644)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("dataset", "file_name", "damage", "message"), [
+    ("fair_german", "german_edges.txt", "half the lines", "is not the published file"),  # trained silently before
+    ("fair_german", "german.csv", "empty", "is not the published file"),
+    ("fair_bail", "bail_edges.txt.gz", "truncated gzip", "cannot be read"),
+    ("fair_credit", "credit.csv", "garbled bytes", "is not the published file"),
+])
+def test_damaged_nifty_files_stop_prepare_data_with_one_line(tmp_path: Path, dataset: str, file_name: str,
+                                                             damage: str, message: str) -> None:
+    root = _copy_dataset(dataset, tmp_path)
+    path = root / dataset / file_name
+    data = path.read_bytes()
+    if damage == "half the lines":
+        lines = data.splitlines(keepends=True)
+        path.write_bytes(b"".join(lines[: len(lines) // 2]))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated gzip":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(data[:100] + b"\xff\xfe\x00garbage" + data[110:])
+    datamodule = FairGraphDataModule(dataset=dataset.removeprefix("fair_").capitalize(), data_dir=str(root),
+                                     cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError) as error:
+        datamodule.prepare_data()
+    assert message in str(error.value) and file_name in str(error.value) and "\n" not in str(error.value)
+    assert "NIFTY" in str(error.value)
+
+
+def test_an_unknown_csv_that_does_not_parse_names_the_file(tmp_path: Path) -> None:
+    from datamodules.fairness_graph_files import read_feature_table
+
+    (tmp_path / "x.csv").write_bytes(b"a,b\n1,2,3,4\n\xff\xfe")
+    with pytest.raises(ValueError, match="x.csv cannot be read as a NIFTY csv"):
+        read_feature_table(tmp_path / "x.csv")

@@ -245,7 +245,7 @@ def _drop_broken_specs(args: argparse.Namespace, names: list[str], broken: dict[
 def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, console: Console,
                   record_wall_time: bool = True) -> int:
     """Run the plans that have no identical ok record yet, print one line per run; the number that failed."""
-    from benchmarks.launch import Launcher
+    from benchmarks.launch import DataError, Launcher
     from benchmarks.perf.suite import SuiteTally
 
     from benchmarks.config_check import check_configs
@@ -253,7 +253,13 @@ def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, 
     launcher = Launcher(specs, options)
     todo, skipped = launcher.pending(plans)
     check_configs(todo)
-    launcher.preflight(todo)
+    bad_data = launcher.preflight(todo)
+    if bad_data and len(bad_data) == len(todo):
+        raise DataError(next(iter(bad_data.values())))  # nothing else to run: a plain usage error
+    if bad_data:
+        todo = [plan for plan in todo if plan.run_id not in bad_data]
+        for problem in dict.fromkeys(bad_data.values()):
+            console.print(f"litbench: skipped the runs of {problem.split(':')[0]}: its data failed the check (below)")
     console.print(f"litbench: {len(plans)} runs planned ({profile} profile), {len(todo)} to run, "
                   f"{len(skipped)} skipped (an ok record with the same config exists; --force reruns)")
     tally = SuiteTally(profile=profile)
@@ -288,6 +294,8 @@ def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, 
         tally.write(options.results_dir)
     console.print(f"litbench: {len(todo) - failed} ok, {failed} failed, {len(skipped)} skipped; "
                   f"records in {options.results_dir}")
+    if bad_data:  # the other runs ran; the exit code still says the input was bad
+        raise DataError(f"{next(iter(bad_data.values()))}; its {len(bad_data)} run(s) did not run, the others did")
     return failed
 
 

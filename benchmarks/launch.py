@@ -306,27 +306,32 @@ class Launcher:
             report(plan, record, time.perf_counter() - started)
 
     # -- many runs ----------------------------------------------------------------------------
-    def preflight(self, plans: list[RunPlan]) -> None:
+    def preflight(self, plans: list[RunPlan]) -> dict[str, str]:
         """Check that each planned dataset can be read before any run starts.
 
-        A missing or unreadable dataset is bad input (exit 2, one line), not N failed runs.
-        ``prepare_data`` is where datamodules look for (or download) their files.
+        A missing or unreadable dataset is bad input (exit 2, one line), not N failed runs; it
+        stops only the runs that need it. ``prepare_data`` is where datamodules look for (or
+        download) their files and check that they are whole. Returns ``{run_id: one-line problem}``
+        of the plans whose data failed.
         """
         from lightning.pytorch.cli import instantiate_class
 
         from leaderboard.records import config_hash
 
-        seen: set[str] = set()
+        problems_by_data: dict[str, str | None] = {}
+        bad: dict[str, str] = {}
         for plan in plans:
             key = config_hash(plan.config["data"])
-            if key in seen:
-                continue
-            seen.add(key)
-            try:
-                instantiate_class((), plan.config["data"]).prepare_data()
-            except (FileNotFoundError, ValueError) as exc:
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise DataError(f"{plan.benchmark}/{plan.dataset}: {message}") from None
+            if key not in problems_by_data:
+                try:
+                    instantiate_class((), plan.config["data"]).prepare_data()
+                    problems_by_data[key] = None
+                except (FileNotFoundError, ValueError) as exc:
+                    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    problems_by_data[key] = f"{plan.benchmark}/{plan.dataset}: {message}"
+            if problems_by_data[key] is not None:
+                bad[plan.run_id] = problems_by_data[key]
+        return bad
 
     def pending(self, plans: list[RunPlan]) -> tuple[list[RunPlan], list[RunPlan]]:
         """Split plans into (to run, skipped because an ok record with the same hash exists)."""

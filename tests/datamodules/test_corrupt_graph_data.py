@@ -80,3 +80,16 @@ def test_cli_stops_with_exit_2_and_leaves_results_untouched(tmp_path: Path, caps
     err = capsys.readouterr().err.strip()
     assert "ind.cora.graph cannot be read" in err and "\n" not in err
     assert sorted(p.relative_to(results).as_posix() for p in results.rglob("*") if p.is_file()) == ["kept/seed-0.json"]
+
+
+def test_a_bad_dataset_stops_only_the_runs_that_need_it(tmp_path: Path, capsys) -> None:
+    root = corrupted_copy(tmp_path / "data", "ind.cora.x", "garble", 0.5)
+    results = tmp_path / "results"
+    code = main(["run", "dcagc", "--profile", "smoke", "--datasets", "sbm-synthetic,Cora", "--methods", "kmeans_features",
+                 "--data-dir", str(root), "--results", str(results), "--cache-dir", str(tmp_path / "cache"),
+                 "--wandb", "disabled"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert "dcagc/Cora" in err and "ind.cora.x" in err and "the others did" in err and "\n" not in err
+    ran = sorted(p.relative_to(results).as_posix() for p in results.glob("dcagc/*/*/*/seed-*.json"))
+    assert ran == ["dcagc/sbm-synthetic/kmeans_features/smoke/seed-0.json"]

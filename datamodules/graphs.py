@@ -368,8 +368,9 @@ class AttributedGraphDataModule(FullGraphDataModule):
             raw_dir = planetoid_root / name / "raw"
             downloading = not all((raw_dir / file_name).is_file() for file_name in planetoid_raw_file_names(name))
             if not downloading:
-                check_planetoid_raw_files(raw_dir, name)
-                known = {raw_dir / f: PLANETOID_MD5[f] for f in planetoid_raw_file_names(name) if f in PLANETOID_MD5}
+                source = raw_dir.resolve()  # name the user's file, not the cache's link to it
+                check_planetoid_raw_files(source, name)
+                known = {source / f: PLANETOID_MD5[f] for f in planetoid_raw_file_names(name) if f in PLANETOID_MD5}
                 verify_md5(known, cache_dir=self.cache_root, fix=f"replace it with the original from {PLANETOID_SOURCE}")
             try:
                 dataset = Planetoid(root=str(planetoid_root), name=name)

@@ -50,6 +50,7 @@ def test_any_corrupt_raw_file_is_one_line_naming_it(tmp_path_factory, file_name:
         datamodule.prepare_data()
     message = str(error.value)
     assert "\n" not in message and file_name in message and "kimiyoung/planetoid" in message
+    assert str(root / "planetoid" / "Cora" / "raw") in message  # the user's file, not the cache's link
 
 
 def test_a_verified_file_is_not_hashed_again_until_it_changes(tmp_path: Path, monkeypatch) -> None:

@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
 from torch_geometric.data import Data
+from torch_geometric.nn import GCNConv
 from torch_geometric.nn.models import GAT, GCN, GraphSAGE
 from torch_geometric.utils import to_torch_csr_tensor
 
@@ -140,7 +141,7 @@ class GNNTeacher(pl.LightningModule):
             raise ValueError(f"conv must be 'gcn', 'sage' or 'gat', got {conv!r}")
         self.model: nn.Module | None = None
         self.test_metrics = FairClassificationMetrics()
-        self._adjacency: tuple[torch.Tensor, torch.Tensor] | None = None  # (edge_index, its CSR adj_t)
+        self._adjacency: tuple | None = None  # (edge_index, device, dtype, its CSR adj_t)
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -156,22 +157,30 @@ class GNNTeacher(pl.LightningModule):
         else:
             self.model = GAT(**{**shared, "hidden_channels": hp.hidden * hp.heads}, heads=hp.heads, act="elu")
 
-    def adjacency(self, edge_index: torch.Tensor) -> torch.Tensor:
+    def adjacency(self, edge_index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """GCN/SAGE run on a CSR adj_t (sparse matmul: faster on CPU than gathering [E, d]
-        messages); GAT needs per-edge attention, so it keeps the edge list."""
+        messages); GAT needs per-edge attention, so it keeps the edge list.
+
+        The CSR matrix and GCNConv's cached normalisation are not buffers, so ``.to()`` does not
+        move them: both are rebuilt whenever the edge list, the device or the dtype of the features
+        (``like``) changes (a CPU-built cache met CUDA features in the GPU runs)."""
         if self.hparams.conv == "gat":
             return edge_index
-        if self._adjacency is None or self._adjacency[0] is not edge_index:
+        key = (edge_index, like.device, like.dtype)
+        if self._adjacency is None or self._adjacency[0] is not edge_index or self._adjacency[1:3] != key[1:]:
             num_nodes = int(edge_index.max()) + 1
             with warnings.catch_warnings():  # torch's "sparse CSR is beta" notices, once per run
                 warnings.simplefilter("ignore", UserWarning)
-                adjacency = to_torch_csr_tensor(edge_index.flip(0), size=(num_nodes, num_nodes))
-            self._adjacency = (edge_index, adjacency)
-        return self._adjacency[1]
+                adjacency = to_torch_csr_tensor(edge_index.flip(0), size=(num_nodes, num_nodes)).to(like.dtype)
+            for module in self.modules():
+                if isinstance(module, GCNConv):  # its cached normalisation belongs to the old adjacency
+                    module._cached_edge_index = module._cached_adj_t = None  # noqa: SLF001 - PyG's cache slots
+            self._adjacency = (*key, adjacency)
+        return self._adjacency[3]
 
     def forward(self, batch: Data) -> torch.Tensor:
         features = F.dropout(batch.x, p=self.hparams.input_dropout, training=self.training)
-        return self.model(features, self.adjacency(batch.edge_index))
+        return self.model(features, self.adjacency(batch.edge_index, like=features))
 
     def training_step(self, batch: Data, batch_idx: int) -> torch.Tensor:
         loss = F.cross_entropy(self(batch)[batch.train_mask], batch.y[batch.train_mask])

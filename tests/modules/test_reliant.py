@@ -75,6 +75,31 @@ def _fit(module: pl.LightningModule, datamodule: FairGraphDataModule, epochs: in
     return trainer
 
 
+@pytest.mark.parametrize("conv", ["gcn", "sage"])
+def test_teacher_follows_its_module_to_a_new_device_or_dtype(conv: str):
+    """The GPU runs failed because a CPU-built sparse adjacency (and GCN's cached normalisation)
+    stayed behind when the module moved. Without a GPU, a dtype move exercises the same rule: after
+    ``.double()`` every tensor forward touches must be float64, and the output must match the
+    float32 one, which it cannot if a stale float32 cache is used."""
+    datamodule = FairGraphDataModule(synthetic_num_nodes=60)
+    datamodule.setup()
+    graph = datamodule.graph
+    from torch_geometric.nn.models import GCN, GraphSAGE
+
+    teacher = GNNTeacher(conv=conv)
+    shared = dict(in_channels=graph.x.size(1), hidden_channels=8, num_layers=2, out_channels=2, dropout=0.0)
+    # the layers configure_model builds, without a trainer to read the shape from
+    teacher.model = GCN(**shared, cached=True) if conv == "gcn" else GraphSAGE(**shared, aggr="mean", root_weight=False)
+    teacher.eval()
+    single = teacher(graph)
+    teacher.double()
+    double_graph = graph.clone()
+    double_graph.x = graph.x.double()
+    output = teacher(double_graph)
+    assert output.dtype == torch.float64
+    assert torch.allclose(output.float(), single, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def teacher_artifact(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, float]]:
     pl.seed_everything(0, verbose=False)

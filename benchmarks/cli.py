@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -202,8 +203,8 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     broken: dict[str, SpecError] = {}
     specs = load_all_specs(broken=broken)
     names, profile, suite_selection, seeds, project = _selection(args, specs)
-    broken_selected = _drop_broken_specs(args, names, broken)
-    names = [name for name in names if name not in broken_selected]
+    broken_stems, broken_selected = _drop_broken_specs(args, names, broken)
+    names = [name for name in names if name not in broken_stems]
     hardware = {"accelerator": args.accelerator, "devices": _devices(args.devices), "strategy": args.strategy,
                 "num_nodes": args.num_nodes, "precision": args.precision}
     plans = []
@@ -233,13 +234,14 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     return EXIT_FAILED_RUNS if failed else EXIT_OK
 
 
-def _drop_broken_specs(args: argparse.Namespace, names: list[str], broken: dict[str, SpecError]) -> list[str]:
-    """One-line errors of the selected benchmarks whose spec does not load: they do not run, the
-    others do. Named benchmarks (or, with no names, every spec file) count as selected."""
+def _drop_broken_specs(args: argparse.Namespace, names: list[str],
+                       broken: dict[str, SpecError]) -> tuple[list[str], list[str]]:
+    """(file stems, one-line errors) of the selected benchmarks whose spec does not load: they do
+    not run, the others do. Named benchmarks (or, with no names, every spec file) count as selected."""
     selected = [stem for stem in broken if stem in names or not (args.benchmarks or args.suite)]
     if selected and not [name for name in names if name not in selected]:
         raise broken[selected[0]]  # nothing else to run: a plain usage error
-    return [str(broken[stem]).splitlines()[0] for stem in selected]
+    return selected, [str(broken[stem]).splitlines()[0] for stem in selected]
 
 
 def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, console: Console,
@@ -317,15 +319,21 @@ def cmd_leaderboard(args: argparse.Namespace, console: Console) -> int:
     snapshots = {name: spec.snapshot() for name, spec in load_all_specs(broken=broken).items()}
     from leaderboard.readme import ReadmeMarkersError
 
+    corrupt = [str(item) for item in RecordStore(args.results).iter_records() if isinstance(item, CorruptRecordError)]
+    # The closing error line names them; the builder's own warnings would say it twice.
+    quiet = logging.Filter()
+    quiet.filter = lambda entry: entry.getMessage() not in corrupt  # type: ignore[method-assign]
+    logging.getLogger("litbench.leaderboard").addFilter(quiet)
     try:
         written = build_leaderboard(args.results, args.out, specs=snapshots, wandb_mode=args.wandb,
                                     wandb_project=args.wandb_project, readme=args.readme,
                                     readme_profile=args.readme_profile)
     except ReadmeMarkersError as exc:
         raise UsageError(str(exc)) from None
+    finally:
+        logging.getLogger("litbench.leaderboard").removeFilter(quiet)
     for kind, path in written.items():
         console.print(f"{kind}: {path}")
-    corrupt = [str(item) for item in RecordStore(args.results).iter_records() if isinstance(item, CorruptRecordError)]
     if broken:
         raise UsageError(f"{str(next(iter(broken.values()))).splitlines()[0]}; the leaderboard judged that benchmark by "
                          "the spec snapshots in its records - fix the spec and rebuild")

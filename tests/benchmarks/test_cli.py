@@ -427,6 +427,10 @@ def test_a_broken_spec_stops_only_its_own_benchmark(toy_env, tmp_path: Path, mon
     err = capsys.readouterr().err.strip()
     assert "toy2.yaml" in err and "the other benchmarks ran" in err and "\n" not in err
     assert sorted(records(results)) == ["toy/linear/mean/smoke/seed-0.json"]
+    # Both named: the good one runs, the broken one is reported.
+    assert main(["run", "toy", "toy2", "--methods", "mean", "--seeds", "1", "--force", "--results", str(results), *FAST]) == 2
+    assert "toy2.yaml" in capsys.readouterr().err
+    assert sorted(records(results)) == ["toy/linear/mean/smoke/seed-0.json"]
     # Only the good one named: the broken file is none of its business.
     assert main(["run", "toy", "--methods", "mean", "--seeds", "1", "--results", str(results), *FAST]) == 0
     # Only the broken one named: a usage error, nothing run.

@@ -122,6 +122,24 @@ class CifarResNetClassifier(ImageClassifier):
         self.save_hyperparameters()
         self.network = resnet_cifar(depth=depth, widths=tuple(widths), num_classes=num_classes, in_channels=in_channels)
 
+    def use_channels_last(self) -> None:
+        """Store every conv weight channels-last (NHWC); ``forward`` feeds NHWC images.
+
+        Why: on CPU (oneDNN) the ResNet-20 training step is ~70% convolution, and NHWC convolutions
+        and BNs took ~20-25% less time per step than NCHW in a profiled step. The logical shapes and
+        values are unchanged (the projection reshapes by logical order), only the memory layout.
+        """
+        self.network.to(memory_format=torch.channels_last)
+
+    def configure_model(self) -> None:
+        self.use_channels_last()  # before the strategy wraps the model (DDP's buckets see NHWC grads)
+
+    def on_test_start(self) -> None:
+        self.use_channels_last()  # also a network built or swapped after fit (factorised, loaded)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images.contiguous(memory_format=torch.channels_last))
+
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.SGD(self.network.parameters(), lr=hp.lr, momentum=hp.momentum,
@@ -190,13 +208,15 @@ class LRPET(CifarResNetClassifier):
         if not self.factorised:  # tested without fit (e.g. from a checkpoint): project, then factorise
             self.project()
             self.factorise()
+        super().on_test_start()
         # Not a registered submodule, so Lightning's eval()/to() do not reach it.
         self.projected_network[0].eval().to(self.device)
 
     def test_step(self, batch, batch_idx: int) -> None:
         super().test_step(batch, batch_idx)
         images, labels = batch
-        self.test_top1_projected(self.projected_network[0](images), labels)
+        projected_logits = self.projected_network[0](images.contiguous(memory_format=torch.channels_last))
+        self.test_top1_projected(projected_logits, labels)
         self.log("test/top1_projected", self.test_top1_projected)
 
     def on_test_epoch_end(self) -> None:

@@ -3,18 +3,23 @@ compression numbers of the paper spec, DDP-consistent projection, and the module
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
+
 import lightning.pytorch as pl
 import pytest
 import torch
 from torch import nn
 
+from benchmarks.spec import load_spec
 from datamodules.images import ImageClassificationDataModule
 from modules.common.classification import count_macs, count_parameters
 from modules.lrpet.resnet_cifar import resnet_cifar
 from modules.lrpet import LRPET, CifarResNetClassifier, FactorisedFromScratch, SVDTruncation
 from modules.lrpet.lowrank import (FactorisedConv2d, conv_ranks, energy_transfer, factorise_network,
-                                   plain_truncation, project_matrix, project_network, rank_for_ratio)
+                                   factorised_architecture, plain_truncation, project_matrix, project_network,
+                                   rank_for_ratio)
 
 
 def _randomised_batchnorms(network: nn.Module, seed: int) -> nn.Module:
@@ -138,6 +143,22 @@ def test_resnet56_compression_at_p08_matches_the_paper_spec():
     assert 1 - count_parameters(factorised) / count_parameters(dense) == pytest.approx(0.78, abs=0.02)
 
 
+def test_the_arm_given_the_readme_resnet56_row_has_that_rows_size():
+    # paper_results puts the README's ResNet-56 row (0.39M params / 56.06M FLOPs) on `lrpet_p058`:
+    # its configuration must build a network of that size, unlike the full profile's p = 0.8 `lrpet`.
+    spec = load_spec(Path(__file__).resolve().parents[2] / "benchmarks" / "specs" / "lrpet.yaml")
+    row = spec.paper_results["cifar10"]["lrpet_p058"]
+    sizes = {}
+    for method in ("lrpet_p058", "lrpet"):
+        args = spec.methods[method].init_args
+        dense = resnet_cifar(depth=args["depth"])
+        factorised = factorised_architecture(dense, ranks=conv_ranks(dense, prune_ratio=args["prune_ratio"]))
+        sizes[method] = (count_parameters(factorised) / 1e6, count_macs(factorised, (1, 3, 32, 32)) / 1e6)
+    assert sizes["lrpet_p058"][0] == pytest.approx(row["params_m"], abs=0.005)
+    assert sizes["lrpet_p058"][1] == pytest.approx(row["macs_m"], rel=0.02)
+    assert sizes["lrpet"][1] < 0.5 * row["macs_m"]  # why the row is not `lrpet`'s
+
+
 # -- the LightningModules on tiny generated data -----------------------------------------------------
 def _tiny_data(**overrides) -> ImageClassificationDataModule:
     args = dict(dataset="generated", generated_train_size=96, generated_test_size=64, val_size=0, batch_size=32)
@@ -191,3 +212,22 @@ def test_truncation_baselines_load_the_dense_stage(tmp_path):
     assert count_parameters(truncated.network) == count_parameters(scratch.network) < count_parameters(dense.network)
     with pytest.raises(ValueError, match="depth"):
         SVDTruncation(depth=20, dense_checkpoint=str(checkpoint))
+
+
+def test_networks_train_channels_last_with_unchanged_function_and_projection():
+    pl.seed_everything(0, verbose=False)
+    model = _randomised_batchnorms(LRPET(depth=8, prune_ratio=0.7).eval(), seed=3)
+    reference = copy.deepcopy(model.network)  # NCHW
+    model.configure_model()  # what Lightning calls before fit and test
+    weight = model.network.layer1[0].conv1.weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), reference(images), atol=1e-5, rtol=1e-4)
+    # The projection reads the weight in logical order, whatever its layout.
+    model.project()
+    project_network(reference, ranks=model.ranks)
+    for name, conv in model.network.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            torch.testing.assert_close(conv.weight, reference.get_submodule(name).weight, atol=1e-5, rtol=1e-4)
+            assert conv.weight.is_contiguous(memory_format=torch.channels_last) or conv.weight.shape[-1] == 1

@@ -2,13 +2,13 @@
 
     python -m benchmarks.perf.gpu_smoke [--results results-gpu] [--precision bf16-mixed] [BENCHMARK ...]
 
-``--accelerator cpu`` runs the same path without a GPU (bf16 autocast on CPU; no MFU: Lightning's
-peak table is for GPUs), which is how the tests exercise it.
+``--accelerator cpu`` runs the same path without a GPU (bf16 autocast on CPU; its MFU is over
+the run's own matmul probe, not a GPU peak), which is how the tests exercise it.
 
 Each run is a normal litbench run (``--accelerator gpu --devices 1 --precision bf16-mixed``), so
 its record holds ``cost.train_samples_per_s`` and ``cost.mfu`` (training FLOP/s of the counted step
-over the GPU's peak at that precision, Lightning's ``get_available_flops`` table). The table printed
-at the end is read back from those records.
+over the GPU's dense peak at that precision, ``benchmarks.peak_flops``; ``--peak-tflops`` of
+``litbench run`` for an unlisted chip). The table printed at the end is read back from those records.
 """
 
 from __future__ import annotations

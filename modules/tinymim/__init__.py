@@ -18,6 +18,11 @@ Two LightningModules:
   ``pretrain`` picks the arm: ``relation`` (S-TinyMIM; with ``random_teacher`` the S-RandT
   control), ``feature`` (S-FD), ``cls`` (S-CLS), ``mae`` (S-MAE, student MIM from scratch) or
   ``none`` (S-sup: all steps supervised). Every arm runs the same fine-tune code and recipe.
+  With ``finetune_teacher`` (and ``pretrain: none``) the fine-tuned network is the MAE teacher
+  itself (its architecture and encoder weights from ``teacher_checkpoint``): the reference arm that
+  records the teacher's own fine-tuned top-1 under the students' fine-tune recipe. The teacher
+  stage saw the train images only, without labels, so the reference learns labels only from the
+  same fine-tune split as the students.
 
 Relation distillation (paper spec §2): the frozen teacher runs blocks 1…l−1 and the Q, K, V of
 block l (``attn.qkv(norm1(x))``, split into H_T relation heads); the student does the same in its
@@ -41,7 +46,9 @@ Deviations from the official code / [inferred] parts:
    of that phase's optimizer; toggling ``requires_grad`` would break DDP) and is learnable when
    fine-tuning, as in MAE fine-tuning. timm's sin-cos builder is used; its
    channel order may differ from MAE's numpy helper (irrelevant for a checkpoint: the table is loaded).
-5. ColorJitter for the student view is torchvision's, applied per image (official: per image too).
+5. ColorJitter for the student view is drawn per image (official: torchvision's, per image) and
+   applied batched (``modules/tinymim/augment.py``: torchvision's formulas, factors and random order
+   per image, without a Python loop over the batch).
 6. Under DDP the parameters a phase does not use get a zero-weighted term in the loss (instead of
    ``find_unused_parameters=True``); they are not in that phase's optimizer, so this changes nothing.
 7. S-CLS target is the teacher's layer-l CLS token after an affine-free LayerNorm, as the FD target
@@ -51,6 +58,10 @@ Deviations from the official code / [inferred] parts:
 9. S-MAE uses the MAE recipe (lr ``pretrain_lr``, no drop-path, plain view), decoder 64/2/4, the
    student's encoder output normalised by an extra LayerNorm that is dropped for fine-tuning (MAE's
    ``norm``, replaced by ``fc_norm``).
+10. ``teacher_bf16`` runs the frozen teacher's forward pass under bf16 autocast (the official code
+    runs teacher and student under fp16 AMP); the relation / feature targets are cast back to fp32.
+    ``fused_adamw`` selects torch's fused AdamW kernel (the same update rule). Both are speed options
+    and off by default.
 """
 
 from __future__ import annotations
@@ -62,10 +73,10 @@ import lightning.pytorch as pl
 import torch
 from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
-from torchvision.transforms import ColorJitter
 
 from modules.common.classification import ImageClassifier
 from modules.common.schedules import TimmStepSchedule, warmup_cosine
+from modules.tinymim.augment import color_jitter
 from modules.tinymim.losses import (cls_distillation_loss, feature_distillation_loss, mae_loss, patchify,
                                     random_masking, relation_distillation_loss)
 from modules.tinymim.vit import (MAEDecoder, block_output, block_qkv, build_vit, encode_visible,
@@ -165,18 +176,25 @@ class TinyMIMStudent(TimmStepSchedule, ImageClassifier):
                  color_jitter: float = 0.4, mask_ratio: float = 0.75, decoder_dim: int = 64, decoder_depth: int = 2,
                  decoder_num_heads: int = 4, finetune_lr: float = 2.0e-3, finetune_weight_decay: float = 0.05,
                  layer_decay: float = 0.75, finetune_drop_path: float = 0.1, label_smoothing: float = 0.1,
-                 warmup_fraction: float = 0.05, min_lr: float = 1.0e-6) -> None:
+                 warmup_fraction: float = 0.05, min_lr: float = 1.0e-6, finetune_teacher: bool = False,
+                 teacher_bf16: bool = False, fused_adamw: bool = False) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                          label_smoothing=label_smoothing)
         if pretrain not in PRETRAIN_OBJECTIVES:
             raise ValueError(f"pretrain must be one of {', '.join(PRETRAIN_OBJECTIVES)}, got {pretrain!r}")
+        if finetune_teacher and (pretrain != "none" or random_teacher):
+            raise ValueError("finetune_teacher fine-tunes the MAE teacher itself: it needs pretrain: none and "
+                             "a trained teacher (random_teacher: false)")
         if pretrain == "none":
             pretrain_steps = 0  # noqa: F841 - save_hyperparameters reads the locals: S-sup records 0 pre-training steps
         self.save_hyperparameters()
         self.automatic_optimization = False  # two phases, one optimizer each
-        self.network = build_vit(embed_dim=embed_dim, depth=depth, num_heads=num_heads, image_size=image_size,
-                                 patch_size=patch_size, in_channels=in_channels, num_classes=num_classes,
-                                 global_pool="avg")
+        if finetune_teacher:
+            self.network = self._teacher_for_finetuning()
+        else:
+            self.network = build_vit(embed_dim=embed_dim, depth=depth, num_heads=num_heads, image_size=image_size,
+                                     patch_size=patch_size, in_channels=in_channels, num_classes=num_classes,
+                                     global_pool="avg")
         self.teacher: nn.Module | None = None
         self.pretrain_head: nn.Module | None = None
         if pretrain in DISTILLATION_OBJECTIVES:
@@ -191,27 +209,39 @@ class TinyMIMStudent(TimmStepSchedule, ImageClassifier):
         elif pretrain == "mae":
             self.pretrain_head = MAEObjective(self.network, decoder_dim=decoder_dim, decoder_depth=decoder_depth,
                                               decoder_num_heads=decoder_num_heads, mask_ratio=mask_ratio)
-        self.jitter = ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter)
 
     # -- construction ------------------------------------------------------------------------------
-    def _build_teacher(self) -> nn.Module:
+    def _teacher_arch_and_state(self) -> tuple[dict, dict[str, torch.Tensor] | None]:
+        """The teacher's architecture (the checkpoint's ``arch`` wins over the ``teacher_*`` args) and
+        its MAE state dict (None for the random-init control)."""
         hp = self.hparams
         if hp.teacher_checkpoint is None and not hp.random_teacher:
-            raise ValueError("TinyMIMStudent needs teacher_checkpoint for distillation: declare the teacher stage "
-                             "(stages: [{name: teacher, ..., pass_as: teacher_checkpoint}]) or set random_teacher: true")
+            raise ValueError("TinyMIMStudent needs teacher_checkpoint for distillation or finetune_teacher: declare "
+                             "the teacher stage (stages: [{name: teacher, ..., pass_as: teacher_checkpoint}]) "
+                             "or set random_teacher: true")
         arch = _vit_arch(hp.teacher_embed_dim, hp.teacher_depth, hp.teacher_num_heads, hp.image_size,
                          hp.patch_size, hp.in_channels)
-        state = None
-        if hp.teacher_checkpoint is not None and not hp.random_teacher:
-            payload = torch.load(hp.teacher_checkpoint, map_location="cpu", weights_only=True) \
-                if Path(hp.teacher_checkpoint).is_file() else {}
-            arch = {**arch, **payload.get("arch", {})} if isinstance(payload, dict) else arch
-            state = mae_checkpoint_state(hp.teacher_checkpoint)
+        if hp.teacher_checkpoint is None or hp.random_teacher:
+            return arch, None
+        payload = torch.load(hp.teacher_checkpoint, map_location="cpu", weights_only=True) \
+            if Path(hp.teacher_checkpoint).is_file() else {}
+        arch = {**arch, **payload.get("arch", {})} if isinstance(payload, dict) else arch
+        return arch, mae_checkpoint_state(hp.teacher_checkpoint)
+
+    def _build_teacher(self) -> nn.Module:
+        arch, state = self._teacher_arch_and_state()
         teacher = build_vit(**arch)
         if state is not None:
-            load_mae_encoder(teacher, state, source=str(hp.teacher_checkpoint))
+            load_mae_encoder(teacher, state, source=str(self.hparams.teacher_checkpoint))
         teacher.requires_grad_(False)
         return teacher.eval()
+
+    def _teacher_for_finetuning(self) -> nn.Module:
+        """The MAE teacher's encoder in the fine-tune layout (GAP + ``fc_norm`` + a fresh head)."""
+        arch, state = self._teacher_arch_and_state()
+        network = build_vit(**arch, num_classes=self.hparams.num_classes, global_pool="avg")
+        load_mae_encoder(network, state, source=str(self.hparams.teacher_checkpoint))
+        return network
 
     # -- phases ------------------------------------------------------------------------------------
     @property
@@ -243,8 +273,7 @@ class TinyMIMStudent(TimmStepSchedule, ImageClassifier):
         mean = torch.tensor(datamodule.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(datamodule.std, device=images.device).view(1, -1, 1, 1)
         pixels = (images * std + mean).clamp(0, 1)
-        jittered = torch.stack([self.jitter(image) for image in pixels])
-        return (jittered - mean) / std
+        return (color_jitter(pixels, self.hparams.color_jitter) - mean) / std
 
     def pretrain_loss(self, images: torch.Tensor) -> torch.Tensor:
         objective = self.hparams.pretrain
@@ -252,11 +281,10 @@ class TinyMIMStudent(TimmStepSchedule, ImageClassifier):
             return self.pretrain_head(self.network, images)
         student_images = self._student_view(images)
         depth = len(self.network.blocks)
-        with torch.no_grad():
-            if objective == "relation":
-                target = block_qkv(self.teacher, images, self.teacher_layer)
-            else:
-                target = block_output(self.teacher, images, self.teacher_layer)
+        teacher_autocast = torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=self.hparams.teacher_bf16)
+        with torch.no_grad(), teacher_autocast:
+            teacher_pass = block_qkv if objective == "relation" else block_output
+            target = teacher_pass(self.teacher, images, self.teacher_layer).float()
         if objective == "relation":
             student_qkv = block_qkv(self.network, student_images, depth)
             return relation_distillation_loss(target, student_qkv, num_heads=self.relation_heads)
@@ -317,14 +345,15 @@ class TinyMIMStudent(TimmStepSchedule, ImageClassifier):
         finetune_groups = param_groups_layer_decay(self.network, weight_decay=hp.finetune_weight_decay,
                                                    no_weight_decay_list=self.network.no_weight_decay(),
                                                    layer_decay=hp.layer_decay)
-        finetune = torch.optim.AdamW(finetune_groups, lr=hp.finetune_lr, betas=(0.9, 0.999))
+        fused = {"fused": True} if hp.fused_adamw else {}  # one kernel per step instead of per-tensor loops
+        finetune = torch.optim.AdamW(finetune_groups, lr=hp.finetune_lr, betas=(0.9, 0.999), **fused)
         finetune_steps = max(1, int(self.trainer.estimated_stepping_batches) - hp.pretrain_steps)
         finetune_schedule = warmup_cosine(finetune, total_steps=finetune_steps, lr_min=hp.min_lr,
                                           warmup_steps=int(hp.warmup_fraction * finetune_steps))
         if hp.pretrain_steps == 0:
             return {"optimizer": finetune, "lr_scheduler": finetune_schedule}
         pretrain = torch.optim.AdamW(self.pretrain_parameter_groups(), lr=hp.pretrain_lr,
-                                     betas=tuple(hp.pretrain_betas))
+                                     betas=tuple(hp.pretrain_betas), **fused)
         pretrain_schedule = warmup_cosine(pretrain, total_steps=hp.pretrain_steps,
                                           warmup_steps=int(hp.warmup_fraction * hp.pretrain_steps))
         return [pretrain, finetune], [pretrain_schedule, finetune_schedule]

@@ -23,11 +23,17 @@ METRICS = {"top1", "params_m", "macs_m", "throughput"}
 def test_smoke_shares_the_teacher_stage_across_arms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LITBENCH_NUM_THREADS", "1")
     results = tmp_path / "results"
-    methods = "tinymim,cls_distill,random_teacher,supervised"
+    methods = "tinymim,cls_distill,random_teacher,supervised,teacher_finetune"
     assert main(["run", "tinymim", *SMOKE, "--methods", methods, "--results", str(results)]) == 0
     records = {method: read_record(results / RECORD.format(method=method)) for method in methods.split(",")}
     for record in records.values():
         assert record.ok and set(record.metrics) == METRICS and 0.0 <= record.metrics["top1"] <= 1.0
+    # the reference fine-tunes the cached teacher itself (32-dim ViT): more parameters than a student
+    reference = records.pop("teacher_finetune")
+    assert reference.stages["teacher"]["key"] == records["tinymim"].stages["teacher"]["key"]
+    assert reference.stages["teacher"]["cache_hit"] is True
+    assert reference.metrics["params_m"] > records["tinymim"].metrics["params_m"]
+    assert reference.config["model"]["init_args"]["finetune_teacher"] is True
     # every arm fine-tunes the same student: identical parameter and MAC counts
     assert len({record.metrics["params_m"] for record in records.values()}) == 1
     assert len({record.metrics["macs_m"] for record in records.values()}) == 1

@@ -140,6 +140,29 @@ def test_stage_artifact_is_the_official_mae_layout_and_loads_as_teacher(tmp_path
     assert not any(p.requires_grad for p in student.teacher.parameters())
 
 
+def test_finetune_teacher_reference_fine_tunes_the_mae_teacher_itself(tmp_path: Path):
+    torch.manual_seed(0)
+    stage = MAEPretraining(embed_dim=32, depth=3, num_heads=4, patch_size=8, decoder_dim=16, decoder_depth=1,
+                           decoder_num_heads=2)
+    path = stage.save_stage_artifact(tmp_path)
+    reference = TinyMIMStudent(pretrain="none", finetune_teacher=True, teacher_checkpoint=str(path), **TINY_STUDENT)
+    network = reference.network
+    # the teacher's architecture (from the artifact), not the student's 16-dim / 2-block one
+    assert network.embed_dim == 32 and len(network.blocks) == 3 and network.blocks[0].attn.num_heads == 4
+    for key, value in stage.vit.state_dict().items():
+        if not key.startswith("norm."):  # MAE's final norm is replaced by fc_norm for fine-tuning
+            assert torch.equal(network.state_dict()[key], value), key
+    assert network.head.weight.shape == (10, 32) and network.head.weight.abs().max() < 1e-3  # fresh head
+    assert reference.teacher is None and reference.hparams.pretrain_steps == 0  # only fine-tuning
+    assert {p.requires_grad for p in network.parameters()} == {True}
+    with pytest.raises(ValueError, match="pretrain: none"):
+        TinyMIMStudent(pretrain="relation", finetune_teacher=True, teacher_checkpoint=str(path), **TINY_STUDENT)
+    with pytest.raises(ValueError, match="random_teacher"):
+        TinyMIMStudent(pretrain="none", finetune_teacher=True, random_teacher=True, **TINY_STUDENT)
+    with pytest.raises(ValueError, match="teacher_checkpoint"):
+        TinyMIMStudent(pretrain="none", finetune_teacher=True, **TINY_STUDENT)
+
+
 def test_plain_timm_state_dict_loads_and_mismatches_are_one_line_errors(tmp_path: Path):
     torch.manual_seed(1)
     timm_vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=4, num_classes=0)
@@ -187,11 +210,13 @@ def test_each_phase_follows_its_own_warmup_and_cosine(tmp_path: Path):
     assert seen[4:] == pytest.approx([0.0, *(0.1 + 0.4 * c for c in cosine)])
 
 
-def test_two_phases_step_their_own_optimizers(tmp_path: Path):
+@pytest.mark.parametrize("fused_adamw", [False, True])
+def test_two_phases_step_their_own_optimizers(tmp_path: Path, fused_adamw: bool):
     pl.seed_everything(0)
     datamodule = ImageClassificationDataModule(dataset="generated", generated_train_size=64, generated_test_size=32,
                                                batch_size=16, val_size=0, image_size=32)
-    student = TinyMIMStudent(pretrain="relation", pretrain_steps=3, random_teacher=True, **TINY_TEACHER, **TINY_STUDENT)
+    student = TinyMIMStudent(pretrain="relation", pretrain_steps=3, random_teacher=True, fused_adamw=fused_adamw,
+                             teacher_bf16=fused_adamw, **TINY_TEACHER, **TINY_STUDENT)
     teacher_before = student.teacher.blocks[0].attn.qkv.weight.clone()
     trainer = pl.Trainer(max_steps=5, max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
@@ -201,7 +226,47 @@ def test_two_phases_step_their_own_optimizers(tmp_path: Path):
                           for optimizer in trainer.optimizers)
     assert {int(state["step"]) for state in pretrain.state.values()} == {3}
     assert {int(state["step"]) for state in finetune.state.values()} == {2}
+    assert bool(pretrain.defaults.get("fused")) is fused_adamw and bool(finetune.defaults.get("fused")) is fused_adamw
     assert torch.equal(student.teacher.blocks[0].attn.qkv.weight, teacher_before)  # frozen
     assert not student.pretraining_phase  # fine-tune phase at the end
     result = trainer.test(student, datamodule=datamodule, verbose=False)[0]
     assert 0.0 <= result["test/top1"] <= 1.0 and result["test/params_m"] > 0
+
+
+# -- speed options ------------------------------------------------------------------------------
+def test_batched_color_jitter_is_torchvisions_per_image_jitter():
+    from torchvision.transforms import functional as TF
+
+    from modules.tinymim.augment import apply_jitter, sample_jitter
+
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(12, 3, 8, 8, generator=generator)
+    draw = sample_jitter(12, 0.4, generator=generator)
+    adjust = {0: TF.adjust_brightness, 1: TF.adjust_contrast, 2: TF.adjust_saturation}
+    factors = {0: draw.brightness, 1: draw.contrast, 2: draw.saturation}
+    expected = []
+    for index, image in enumerate(pixels):
+        for op in draw.order[index].tolist():  # this image's own order and factors
+            image = adjust[op](image, factors[op][index].item())
+        expected.append(image)
+    assert torch.allclose(apply_jitter(pixels, draw), torch.stack(expected), atol=1e-6)
+    # the draws: every order is a permutation, factors within torchvision's [0.6, 1.4], orders vary
+    assert torch.equal(draw.order.sort(dim=1).values, torch.arange(3).expand(12, 3))
+    assert 0.6 <= draw.contrast.min() and draw.contrast.max() <= 1.4
+    big = sample_jitter(600, 0.4, generator=generator)
+    assert len({tuple(row) for row in big.order.tolist()}) == 6
+
+
+def test_teacher_bf16_targets_stay_close_and_fused_adamw_is_selected():
+    torch.manual_seed(0)
+    exact = TinyMIMStudent(pretrain="relation", random_teacher=True, **TINY_TEACHER, **TINY_STUDENT)
+    fast = TinyMIMStudent(pretrain="relation", random_teacher=True, teacher_bf16=True, fused_adamw=True,
+                          **TINY_TEACHER, **TINY_STUDENT)
+    fast.load_state_dict(exact.state_dict())
+    images = torch.randn(4, 3, 32, 32)
+    loss_exact, loss_fast = exact.pretrain_loss(images), fast.pretrain_loss(images)
+    assert loss_fast.dtype == torch.float32
+    assert loss_fast.item() != loss_exact.item()  # the teacher really ran in bf16
+    assert loss_fast.item() == pytest.approx(loss_exact.item(), rel=0.05)
+    student_qkv = block_qkv(fast.network, images, 2)
+    assert student_qkv.dtype == torch.float32  # only the teacher pass is autocast

@@ -101,22 +101,28 @@ class DataWaitProfiler(PassThroughProfiler):
 
 
 class CostMeter(pl.Callback):
-    """Counts training samples and step time, and the FLOPs of the first training step.
+    """Counts training samples and step time, and the FLOPs of a sample of training steps.
 
     Throughput is samples (all ranks) per second of training-step time (forward, backward,
-    optimiser), without data loading or validation, and without the FLOP-counted first step.
+    optimiser), without data loading or validation, and without the FLOP-counted steps.
+    ``flops_per_step`` is the first step's count (the number shown); the achieved FLOP/s uses the
+    FLOPs per sample averaged over every ``flop_sample_every``-th step, because a run's steps need
+    not cost the same (TinyMIM distils with a teacher pass for 300 steps, then fine-tunes).
     Data time is what ``profiler`` (give it to the Trainer) times: fetching each training batch,
     ``on_before_batch_transfer``, moving it to the device and ``on_after_batch_transfer`` (batch
     augmentation); ``data_share`` is its fraction of data + step time. With another profiler on
     the Trainer (a user's ``trainer.profiler``) there is no data time and ``data_share`` is None.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, flop_sample_every: int = 50) -> None:
         self.train_samples = 0
         self.train_seconds = 0.0
         self.profiler = DataWaitProfiler()
-        self.flops_per_step: int | None = None
-        self.flops_step_samples = 0  # samples (all ranks) of the FLOP-counted step
+        self.flops_per_step: int | None = None  # one rank's FLOPs in the first counted step
+        self.flop_sample_every = flop_sample_every
+        self.counted_flops = 0  # one rank's FLOPs over every counted step
+        self.counted_samples = 0  # that rank's samples in those steps
+        self._steps_started = 0
         self._batch_started = 0.0
         self._measuring_data = False
         self._flop_counter: FlopCounterMode | None = None
@@ -136,17 +142,21 @@ class CostMeter(pl.Callback):
         self.profiler.active = not trainer.sanity_checking and trainer.state.fn == "fit"
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self.flops_per_step is None and self._flop_counter is None:
+        if self._steps_started % self.flop_sample_every == 0 and self._flop_counter is None:
             self._flop_counter = FlopCounterMode(display=False)
             self._flop_counter.__enter__()
+        self._steps_started += 1
         self._batch_started = time.perf_counter()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self._flop_counter is not None:
-            # The counted step runs slower under the counter, so it is left out of the throughput.
+            # A counted step runs slower under the counter, so it is left out of the throughput.
             self._flop_counter.__exit__(None, None, None)
-            self.flops_per_step = int(self._flop_counter.get_total_flops())
-            self.flops_step_samples = count_samples(batch) * trainer.world_size
+            flops = int(self._flop_counter.get_total_flops())
+            if self.flops_per_step is None:
+                self.flops_per_step = flops
+            self.counted_flops += flops
+            self.counted_samples += count_samples(batch)
             self._flop_counter = None
             return
         self.train_seconds += time.perf_counter() - self._batch_started
@@ -174,20 +184,19 @@ class CostMeter(pl.Callback):
         return round(self.data_seconds / total, 4)
 
     def model_flops_utilisation(self, peak_flops_per_s: float | None) -> float | None:
-        """Achieved training FLOP/s (FLOPs per sample of the counted step × samples/s) over the peak.
-
-        ``flops_per_step`` is one rank's step, on ``flops_step_samples / world_size`` samples.
-        """
+        """Achieved training FLOP/s (:meth:`achieved_flops_per_s`) over the peak of all the run's
+        devices (or the CPU probe)."""
         achieved = self.achieved_flops_per_s()
         if not peak_flops_per_s or achieved is None:
             return None
         return achieved / peak_flops_per_s
 
     def achieved_flops_per_s(self) -> float | None:
-        """Training FLOP/s (all ranks): FLOPs per sample of the counted step × samples/s."""
-        if not self.flops_per_step or not self.flops_step_samples or self.samples_per_s is None:
+        """Training FLOP/s of all ranks: one rank's FLOPs per sample of its own counted batches ×
+        the samples per second of all ranks (every rank runs the same step on its own batch)."""
+        if not self.counted_flops or not self.counted_samples or self.samples_per_s is None:
             return None
-        return self.flops_per_step / self.flops_step_samples * self.samples_per_s
+        return self.counted_flops / self.counted_samples * self.samples_per_s
 
     @property
     def samples_per_s(self) -> float | None:

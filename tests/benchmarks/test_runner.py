@@ -57,11 +57,35 @@ def test_cost_meter_splits_data_time_from_step_time(monkeypatch) -> None:
     assert meter.data_seconds == 1.5 and meter.train_seconds == 2.0
     assert meter.data_share == round(1.5 / 3.5, 4)
     assert meter.samples_per_s == 4 / 2.0
-    # MFU: FLOPs per sample of the counted step x samples/s over the peak
-    meter.flops_per_step, meter.flops_step_samples = 1000, 4
+    # MFU: one rank's FLOPs per sample over its counted batches x all ranks' samples/s, over the peak
+    meter.counted_flops, meter.counted_samples = 1000, 4
     assert meter.achieved_flops_per_s() == pytest.approx(1000 / 4 * 2.0)
     assert meter.model_flops_utilisation(1000.0) == pytest.approx(1000 / 4 * 2.0 / 1000.0)
     assert meter.model_flops_utilisation(None) is None
+
+
+def test_flops_are_averaged_over_sampled_steps_whose_cost_differs() -> None:
+    """Two-phase runs (TinyMIM: teacher-distillation steps, then cheaper fine-tune steps) reported
+    more than 100 % of the CPU ceiling when the first step's FLOPs stood for every step: every
+    flop_sample_every-th step is counted and the rate uses their average per sample."""
+    from types import SimpleNamespace
+
+    from benchmarks.costs import CostMeter
+
+    meter = CostMeter(flop_sample_every=2)
+    trainer = SimpleNamespace(world_size=1, profiler=meter.profiler, sanity_checking=False,
+                              state=SimpleNamespace(fn="fit"))
+    weight = torch.ones(8, 8)
+    for step in range(6):
+        batch = torch.ones(4, 8)
+        meter.on_train_batch_start(trainer, None, batch, step)
+        for _ in range(3 if step < 3 else 1):  # an expensive first phase, then a cheap one
+            batch @ weight
+        meter.on_train_batch_end(trainer, None, None, batch, step)
+    expensive, cheap = 3 * 2 * 4 * 8 * 8, 2 * 4 * 8 * 8
+    assert meter.flops_per_step == expensive  # the number shown: the first step
+    assert (meter.counted_flops, meter.counted_samples) == (expensive + expensive + cheap, 12)  # steps 0, 2, 4
+    assert meter.train_samples == 12  # steps 1, 3, 5 are timed
 
 
 def test_data_share_counts_slow_loading_but_not_slow_module_hooks(tmp_path, monkeypatch) -> None:

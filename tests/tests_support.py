@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,25 @@ def assert_ddp_record_matches(one, two, *, top1_tolerance: float) -> None:
     assert set(one.metrics) == set(two.metrics)
     assert two.metrics["params_m"] == one.metrics["params_m"] and two.metrics["macs_m"] == one.metrics["macs_m"]
     assert two.metrics["top1"] == pytest.approx(one.metrics["top1"], abs=top1_tolerance), one.method
+
+
+def writable_copy(source: Path, destination: Path) -> Path:
+    """``source`` (a read-only shared-data folder) copied to ``destination``, made writable."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(source, destination)
+    for path in destination.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return destination
+
+
+def damage_file(path: Path, how: str, where: float, *, garble_bytes: int = 32) -> bytes:
+    """Truncate ``path`` at fraction ``where``, empty it, or XOR-garble ``garble_bytes`` from there;
+    returns the original bytes."""
+    original = path.read_bytes()
+    cut = int(len(original) * where)
+    damaged = {"truncate": lambda: original[:cut], "empty": lambda: b"",
+               "garble": lambda: original[:cut] + bytes(b ^ 0x5A for b in original[cut:cut + garble_bytes])
+               + original[cut + garble_bytes:]}[how]()
+    path.write_bytes(damaged)
+    return original

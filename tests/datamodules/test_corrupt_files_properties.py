@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from datamodules.coco_instances import CocoInstanceSegmentationDataModule
 from datamodules.fairness_graphs import FairGraphDataModule
 from datamodules.grooves import GrooveDataModule
-from tests_support import shared_data_root
+from tests_support import damage_file, shared_data_root, writable_copy
 
 EXAMPLES = settings(max_examples=int(os.environ.get("LITBENCH_HYPOTHESIS_EXAMPLES", 12)), deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -23,24 +23,14 @@ DAMAGE = st.sampled_from(["truncate", "empty", "garble", "rename a column"])
 
 
 def damaged_copy(source: Path, root: Path, file_name: str, how: str, where: float) -> Path:
-    if root.exists():
-        shutil.rmtree(root)
-    shutil.copytree(source, root / source.name)
-    for path in (root / source.name).rglob("*"):
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    target = root / source.name / file_name
-    data = target.read_bytes()
-    cut = int(len(data) * where)
-    if how == "truncate":
-        data = data[:cut]
-    elif how == "empty":
-        data = b""
-    elif how == "garble":
-        data = data[:cut] + bytes(b ^ 0x5A for b in data[cut:cut + 32]) + data[cut + 32:]
-    else:  # rename the first header field (csv) or the first key (json)
-        data = data.replace(b",", b"_x,", 1) if file_name.endswith(".csv") else data.replace(b'"', b'"x_', 1)
-    assume(data != target.read_bytes())  # e.g. no header to rename in an edge list: nothing to test
-    target.write_bytes(data)
+    target = writable_copy(source, root / source.name) / file_name
+    if how == "rename a column":  # the first header field (csv) or the first key (json)
+        original = target.read_bytes()
+        target.write_bytes(original.replace(b",", b"_x,", 1) if file_name.endswith(".csv")
+                           else original.replace(b'"', b'"x_', 1))
+    else:
+        original = damage_file(target, how, where)
+    assume(target.read_bytes() != original)  # e.g. no header to rename in an edge list: nothing to test
     return root
 
 

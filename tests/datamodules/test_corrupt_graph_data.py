@@ -4,7 +4,6 @@ check), and through the CLI exit 2 with the results folder untouched."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 from benchmarks.cli import main
 from datamodules.graphs import AttributedGraphDataModule, planetoid_raw_file_names
 from datamodules.integrity import VERIFIED_FILE
+from tests_support import damage_file, writable_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("LITBENCH_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -23,19 +23,8 @@ pytestmark = pytest.mark.skipif(not CORA_RAW.is_dir(), reason=f"shared Cora file
 
 def corrupted_copy(root: Path, file_name: str, how: str, where: float) -> Path:
     """A data root whose Cora folder holds the real files except one truncated, emptied or garbled."""
-    raw = root / "planetoid" / "Cora" / "raw"
-    if raw.exists():
-        shutil.rmtree(root)
-    shutil.copytree(CORA_RAW, raw)
-    data = (raw / file_name).read_bytes()
-    cut = int(len(data) * where)
-    if how == "truncate":
-        data = data[:cut]
-    elif how == "empty":
-        data = b""
-    else:  # garble: overwrite 16 bytes from the cut with junk
-        data = data[:cut] + bytes((b ^ 0x5A) for b in data[cut:cut + 16]) + data[cut + 16:]
-    (raw / file_name).write_bytes(data)
+    raw = writable_copy(CORA_RAW, root / "planetoid" / "Cora" / "raw")
+    damage_file(raw / file_name, how, where, garble_bytes=16)
     return root
 
 

@@ -5,7 +5,6 @@ leaving the results folder untouched."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from hypothesis import strategies as st
 
 from benchmarks.cli import main
 from datamodules.images import ImageClassificationDataModule
+from tests_support import damage_file, writable_copy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("LITBENCH_TEST_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -22,21 +22,8 @@ pytestmark = pytest.mark.skipif(not (MNIST.is_dir() and CIFAR.is_dir()), reason=
 
 
 def corrupted_copy(source: Path, root: Path, file_name: str, how: str, where: float) -> Path:
-    folder = root / source.name
-    if root.exists():
-        shutil.rmtree(root)
-    shutil.copytree(source, folder)
-    target = folder / file_name
-    target.chmod(0o644)
-    data = target.read_bytes()
-    cut = int(len(data) * where)
-    if how == "truncate":
-        data = data[:cut]
-    elif how == "empty":
-        data = b""
-    else:  # garble 64 bytes from the cut
-        data = data[:cut] + bytes(b ^ 0x5A for b in data[cut:cut + 64]) + data[cut + 64:]
-    target.write_bytes(data)
+    folder = writable_copy(source, root / source.name)
+    damage_file(folder / file_name, how, where, garble_bytes=64)
     return root
 
 

@@ -38,10 +38,9 @@ Deviations from the official code (each deliberate):
    The paper spec's pitfall 4 (conv fancy indexing) belongs to a ConvNet without that FC; for a conv
    layer this code picks the output channel by Σ|W| and keeps its whole activation map
    (``trigger_spatial="none"``, element-wise MSE; "mean"/"max" reduce it instead).
-3. One forward hook per update, removed afterwards (pitfall 2). No clamp on δ in the official code
-   (pitfall 8); ``trigger_clamp_pixels`` projects δ into the valid pixel range after every Adam step
-   (on in the DM benchmark, whose unclamped trigger grew to |δ| ≈ 700, and in both ``cpu`` profiles;
-   off in the DC ``full`` profile); ``trigger_max`` logs |δ| on the patch.
+3. One forward hook per update, removed afterwards (pitfall 2). The official δ is unclamped (pitfall
+   8); ``trigger_clamp_pixels`` projects it into the pixel range after every Adam step (DM, both
+   ``cpu`` profiles; off in DC ``full``); ``trigger_max`` logs |δ| on the patch.
 4. Seeds: every random draw (poison indices, networks, real batches, trigger init, synthetic init)
    comes from a generator seeded by the run seed (official: networks reseeded from the clock).
 5. Under DDP every rank runs the same distillation (same seed, no gradient sync: updates use
@@ -52,15 +51,12 @@ Deviations from the official code (each deliberate):
    trains ``max_epochs`` epochs (official: Epoch + 1).
 7. Poisoned images move to class 0's index list, as in the official dataset classes; real batches
    are drawn without replacement per class, capped at the class size.
-8. Options not in the official code: ``init="real"`` is DC's real-image initialisation drawn from the
-   poisoned pool (the baadd default, used by the DC profiles, is N(0,1) noise; real init is DM's
-   official one); ``trigger_spatial`` (deviation 2).
+8. ``init="real"`` (the DC code's option; the baadd default is N(0,1) noise, kept in DC ``full``)
+   draws the synthetic set from the class pools, class 0's holding the poisoned images.
 9. Trigger stop rule. Official: stop once the loss is < 0.5 (absolute), kept in ``full``. A narrow
-   random net's FC activations are small, so (α−1)²·a0² is often already < 0.5 and the update ends
-   before its first Adam step.
-   ``trigger_stop_rule="relative"`` (both ``cpu`` profiles) divides the loss by mean(a0²) before the
-   test, which equals the official rule for a unit-scale activation; a dead neuron (a0 = 0) still
-   stops at once, as in the official code.
+   net's small FC activations often pass that before the first Adam step, so
+   ``trigger_stop_rule="relative"`` (``cpu``) divides the loss by mean(a0²) first: the official rule
+   for a unit-scale activation; a dead neuron (a0 = 0) still stops at once.
 10. ``trigger_steps`` caps Adam steps per update (official 1000); the ``cpu`` profiles use 50.
 """
 

@@ -9,14 +9,11 @@ Methods (``benchmarks/specs/drum_lm.yaml``):
 
 * ``DrumLanguageModel`` — a small GPT (``TinyGPT``: pre-LN decoder blocks, learned positions,
   tied input/output embeddings, causal ``scaled_dot_product_attention`` with a KV cache). With
-  ``pretrained`` (an artifact of the ``EnglishPretraining`` stage) it is the **pretrained** arm;
-  without, the **scratch** arm — same architecture, same fine-tuning steps, random init. The 66
-  drum tokens (64 lines, SEP, END) never occur in English, so with tied embeddings pretraining
-  alone teaches that they are improbable (GPT-3 spells drum lines with BPE pieces it saw in
-  English). Two controls: ``fresh_drum_token_embeddings`` (arm ``pretrained_fresh_drum_tokens``)
-  redraws those rows from the initial N(0, 0.02), as new tokens added to a pretrained vocabulary
-  start; ``line_embeddings_from_characters`` (``pretrained_char_init``) starts each as the mean of
-  its characters' pretrained embeddings.
+  ``pretrained`` (an ``EnglishPretraining`` artifact) it is the **pretrained** arm; without, the
+  **scratch** arm (same architecture and steps, random init). The 66 drum tokens (64 lines, SEP,
+  END) never occur in English; controls: ``fresh_drum_token_embeddings`` redraws their rows from
+  the initial N(0, 0.02) (arm ``pretrained_fresh_drum_tokens``), ``line_embeddings_from_characters``
+  starts each as the mean of its characters' pretrained embeddings (``pretrained_char_init``).
 * ``EnglishPretraining`` — the cached stage, one per run seed: next-character prediction on
   CPython's bundled English documentation (``GrooveDataModule`` serves it to a module with
   ``training_corpus = "english"``).
@@ -38,14 +35,11 @@ Deviations from the official pipeline and the paper (each deliberate):
    published, so it is the same small GPT. A minimal block instead of
    ``nn.TransformerEncoderLayer`` because generation needs a KV cache (O(n) instead of O(n^2) per
    groove on CPU), which the stock layer does not offer.
-2. Tokens: characters for English, one token per drum line, ``SEP`` and ``END`` (see
-   ``DrumrollTokenizer``), not the paper spec's byte-level BPE (~2k) trained on English + drum
-   text. Such a BPE (``tokenizers``, vocab 2000, checked on the train grooves) keeps GPT-3's
-   property: its pre-tokenizer splits a line into ``o`` / ``-`` runs / newline, ~3.2 pieces per
-   line, every one of which occurs in the English text; but a 16-bar groove then takes ~850
-   tokens (context 512, 3x the sampling cost), beyond the cpu budget. Line tokens never occur in
-   English; the ``pretrained_fresh_drum_tokens`` control removes what pretraining does to them.
-   Nearly every emitted line is well formed unless the model emits characters.
+2. Tokens: characters for English, one token per drum line, ``SEP`` and ``END``
+   (``DrumrollTokenizer``), not the spec's byte-level BPE (~2k) over English + drum text, whose
+   pieces (``o`` / ``-`` runs / newline, ~3.2 per line) all occur in English but make a 16-bar
+   groove ~850 tokens (context 512, 3x the sampling cost). Line tokens never occur in English; the
+   ``pretrained_fresh_drum_tokens`` control removes what pretraining does to them.
 3. Fine-tuning: AdamW with warm-up + cosine decay for a fixed number of epochs (no checkpoint
    selection); OpenAI's legacy defaults (4 epochs, lr multiplier 0.05-0.2, batch ~0.2% of the
    data) are for a 175B model. Loss per groove = weighted mean NLL with completion tokens 1 and
@@ -54,8 +48,7 @@ Deviations from the official pipeline and the paper (each deliberate):
 4. Sampling: temperature 0.9, top-p 1, stop at ``END``, at most ``max_new_tokens`` tokens (256 ≈ 15
    bars; the official 1000 BPE tokens ≈ 250-330 lines). Each groove draws from its own generator
    seeded by (run seed, groove index), so the result does not depend on batching or world size.
-5. Back to MIDI: malformed lines are rests (the official ``text_to_midi.py`` crashes on a hit past
-   column 6 and the groove is dropped).
+5. Back to MIDI: malformed lines are rests (official ``text_to_midi.py`` crashes past column 6).
 6. Not done: the GPT-3 released-generations row (the data folder does not hold
    ``output_text_*``), the duplication analysis and the human annotations. Added metric:
    ``repeated_measure_rate`` (``groove_stats``), the spec's pure-repetition test (s_i = 0) per

@@ -18,11 +18,8 @@ Two LightningModules:
   ``pretrain`` picks the arm: ``relation`` (S-TinyMIM; with ``random_teacher`` the S-RandT
   control), ``feature`` (S-FD), ``cls`` (S-CLS), ``mae`` (S-MAE, student MIM from scratch) or
   ``none`` (S-sup: all steps supervised). Every arm runs the same fine-tune code and recipe.
-  With ``finetune_teacher`` (and ``pretrain: none``) the fine-tuned network is the MAE teacher
-  itself (its architecture and encoder weights from ``teacher_checkpoint``): the reference arm that
-  records the teacher's own fine-tuned top-1 under the students' fine-tune recipe. The teacher
-  stage saw the train images only, without labels, so the reference learns labels only from the
-  same fine-tune split as the students.
+  ``finetune_teacher`` (with ``pretrain: none``) fine-tunes the MAE teacher itself with the same
+  recipe: the reference arm (the teacher stage saw the train images without labels).
 
 Relation distillation (paper spec §2): the frozen teacher runs blocks 1…l−1 and the Q, K, V of
 block l (``attn.qkv(norm1(x))``, split into H_T relation heads); the student does the same in its
@@ -46,9 +43,8 @@ Deviations from the official code / [inferred] parts:
    of that phase's optimizer; toggling ``requires_grad`` would break DDP) and is learnable when
    fine-tuning, as in MAE fine-tuning. timm's sin-cos builder is used; its
    channel order may differ from MAE's numpy helper (irrelevant for a checkpoint: the table is loaded).
-5. ColorJitter for the student view is drawn per image (official: torchvision's, per image) and
-   applied batched (``modules/tinymim/augment.py``: torchvision's formulas, factors and random order
-   per image, without a Python loop over the batch).
+5. ColorJitter is drawn per image as torchvision's (factors, random order) but applied batched
+   (``modules/tinymim/augment.py``).
 6. Under DDP the parameters a phase does not use get a zero-weighted term in the loss (instead of
    ``find_unused_parameters=True``); they are not in that phase's optimizer, so this changes nothing.
 7. S-CLS target is the teacher's layer-l CLS token after an affine-free LayerNorm, as the FD target

@@ -165,6 +165,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.in_channels = channels or native_channels
         self.num_classes = 10  # updated from the class folders for imagefolder in setup()
         self.splits: dict[str, Dataset] = {}
+        self._read_arrays: tuple[ImageArrays, ImageArrays] | None = None  # prepare_data's read, for setup
         self.mean: tuple[float, ...] = ()
         self.std: tuple[float, ...] = ()
         if self.stats_key is not None:
@@ -181,7 +182,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
         before any run starts."""
         self._check_files()
         if self.dataset in ("cifar10-jpg", "mnist", "fashion-mnist", "mnist-t10k-split"):
-            self._load_train_test()
+            self._read_arrays = self._load_train_test()  # setup() reuses them: one read per process
 
     def _check_files(self) -> None:
         if self.dataset == "cifar10-jpg":
@@ -245,7 +246,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
             self._setup_folder()
             return
         train_pool, test = (resize_and_convert(arrays, image_size=self.image_size, channels=self.channels)
-                            for arrays in self._load_train_test())
+                            for arrays in (self._read_arrays or self._load_train_test()))
+        self._read_arrays = None  # the splits hold what is needed from here on
         self.class_names = train_pool.class_names
         self.num_classes = len(self.class_names)
         val_index = stratified_indices(train_pool.labels, self.val_size, seed=self.split_seed)

@@ -56,6 +56,9 @@ def test_whole_files_are_read_in_prepare_data_and_cached(tmp_path: Path) -> None
     datamodule = ImageClassificationDataModule(dataset="cifar10-jpg", data_dir=str(DATA_DIR), cache_dir=str(tmp_path))
     datamodule.prepare_data()
     assert len(list((tmp_path / "images").glob("*.pt"))) == 2  # both zips decoded once, for every later setup
+    datamodule._load_train_test = lambda: pytest.fail("setup read the files again after prepare_data")
+    datamodule.setup()  # in the same process it reuses prepare_data's arrays
+    assert len(datamodule.splits["test"]) == 10000  # the default test_size keeps the whole test zip
 
 
 def test_cli_stops_with_exit_2_and_leaves_results_untouched(tmp_path: Path, capsys) -> None:

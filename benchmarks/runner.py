@@ -41,9 +41,12 @@ from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters, matmul
 from benchmarks.peak_flops import device_peak_flops
 from benchmarks.resolve import identity_of, stage_config
 from benchmarks.stages import StageCache
-from leaderboard.records import STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, artifact_dir_path, config_hash, utc_now
+from leaderboard.records import (STATUS_FAILED, STATUS_OK, RecordStore, RunRecord, artifact_dir_path, config_hash, utc_now,
+                                 write_json_atomic)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+STAGE_COST_FILE = "stage_cost.json"  # beside a stage's cached artifact: what training it cost
+TRAINING_RATE_KEYS = ("train_samples_per_s", "flops", "data_share", "achieved_gflops", "probe_gflops", "mfu")
 LIGHTNING_SETUP_KEYS = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar",
                         "enable_model_summary", "default_root_dir")
 
@@ -100,6 +103,22 @@ def hardware_info(trainer_config: dict[str, Any], world_size: int | None) -> dic
             "num_nodes": trainer_config.get("num_nodes"), "world_size": world_size, "gpu_names": gpus}
 
 
+def _training_rates(meter: CostMeter, trainer_config: dict[str, Any]) -> dict[str, Any]:
+    """The record's training-speed fields of one metered fit."""
+    return {"train_samples_per_s": meter.samples_per_s, "flops": meter.flops_per_step,
+            "data_share": meter.data_share, **_flop_rates(meter, trainer_config)}
+
+
+def _rates_of_trained_stage(stages: dict[str, Any]) -> dict[str, Any]:
+    """A run that trains nothing itself (it tests a cached stage's network, e.g. LRPET's dense arm)
+    reports the training speed of the last stage that trained, naming it in ``metered_stage``."""
+    for name in reversed(list(stages)):
+        cost = stages[name].get("cost") or {}
+        if cost.get("train_samples_per_s") is not None:
+            return {key: cost.get(key) for key in TRAINING_RATE_KEYS} | {"metered_stage": name}
+    return {}
+
+
 def _flop_rates(meter: CostMeter, trainer_config: dict[str, Any]) -> dict[str, float | None]:
     """Achieved training GFLOP/s and the utilisation of the run's ceiling: the GPUs' peak at the
     run's precision (Lightning's table), or on CPU a matmul probe of this process (``probe_gflops``)."""
@@ -143,8 +162,14 @@ def _build_stages(config: dict[str, Any], cache: StageCache, root_dir: Path) -> 
             pl.seed_everything(stage["seed"], workers=True, verbose=False)
             datamodule = instantiate_class((), config["data"])
             model = instantiate_class((), stage["model"])
-            trainer = _make_trainer(stage["trainer"], root_dir=root_dir, callbacks=[])
+            meter = CostMeter()
+            trainer = _make_trainer(stage["trainer"], root_dir=root_dir, callbacks=[meter], profiler=meter.profiler)
+            fit_started = time.perf_counter()
             trainer.fit(model, datamodule=datamodule)
+            # The stage's training cost travels with its cached artifact, so every run that reuses
+            # the stage (a cache hit) still reports what training it cost and how fast it ran.
+            write_json_atomic(folder / STAGE_COST_FILE, {"fit_s": round(time.perf_counter() - fit_started, 4),
+                                                         **_training_rates(meter, stage["trainer"])})
             if isinstance(model, StageModule):
                 return Path(model.save_stage_artifact(folder))
             checkpoint = folder / "model.ckpt"
@@ -159,6 +184,9 @@ def _build_stages(config: dict[str, Any], cache: StageCache, root_dir: Path) -> 
                                       is_writer=rank_zero_only.rank == 0, barrier=barrier)
         injected[stage["pass_as"]] = str(artifact.path)
         info[stage["name"]] = artifact.as_record()
+        cost_file = cache.folder(stage["name"], artifact.key) / STAGE_COST_FILE
+        if cost_file.exists():  # absent for artifacts cached before stages were metered
+            info[stage["name"]]["cost"] = json.loads(cost_file.read_text())
     return injected, info
 
 
@@ -260,8 +288,9 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
                        "train_samples_per_s": meter.samples_per_s,
                        "peak_rss_mb": round(rss.peak_mb, 1),
                        "peak_gpu_mb": (torch.cuda.max_memory_allocated() / 2**20) if torch.cuda.is_available() else None,
-                       "params": count_parameters(model), "flops": meter.flops_per_step,
-                       "data_share": meter.data_share, **_flop_rates(meter, config["trainer"])}
+                       "params": count_parameters(model), **_training_rates(meter, config["trainer"])}
+        if meter.samples_per_s is None:
+            record.cost.update(_rates_of_trained_stage(record.stages))
         record.status = STATUS_OK
         if logger:
             logger.experiment.summary.update({f"cost/{k}": v for k, v in record.cost.items() if v is not None})

@@ -22,7 +22,8 @@ COST_NOTE = (
     "Costs are means over a method's ok runs: 'FLOPs' one training step (forward, backward, optimiser), "
     "'train GFLOP/s' the achieved training rate, 'of ceiling' that rate over the run's ceiling (a GPU's "
     "peak at the run's precision; on CPU the best fp32 1024³ matmul the run's own process reached, which "
-    "well-tuned convolution kernels can exceed).")
+    "well-tuned convolution kernels can exceed). A method that trains nothing itself (it tests a network "
+    "trained by a cached stage) shows that stage's training speed.")
 SUMMARY_HEADER = ["benchmark", "paper", "claims reproduced / judged", "not reproduced", "inconclusive", "invalid",
                   "ok runs", "failed runs"]
 

@@ -9,7 +9,7 @@ import torch
 from torch_geometric.data import Data
 
 from benchmarks.costs import count_samples
-from benchmarks.runner import _test_metrics
+from benchmarks.runner import _rates_of_trained_stage, _test_metrics
 
 
 def test_only_test_metrics_are_kept_and_non_finite_become_null() -> None:
@@ -187,3 +187,14 @@ def test_software_versions_come_from_metadata_without_importing_timm_or_pyg() ->
     timm_version, pyg_version, timm_imported, pyg_imported = json.loads(done.stdout.strip().splitlines()[-1])
     assert timm_version == importlib.metadata.version("timm") and pyg_version == importlib.metadata.version("torch_geometric")
     assert not timm_imported and not pyg_imported
+
+
+def test_a_run_that_trains_nothing_reports_the_speed_of_its_last_trained_stage() -> None:
+    stages = {"dense": {"key": "a", "cost": {"fit_s": 9.0, "train_samples_per_s": 120.0, "flops": 7, "data_share": 0.1,
+                                            "achieved_gflops": 2.5, "probe_gflops": 50.0, "mfu": 0.05}},
+              "old": {"key": "b"},  # cached before stages were metered: no cost
+              "teacher": {"key": "c", "cost": {"fit_s": 0.0, "train_samples_per_s": None}}}
+    assert _rates_of_trained_stage(stages) == {"train_samples_per_s": 120.0, "flops": 7, "data_share": 0.1,
+                                               "achieved_gflops": 2.5, "probe_gflops": 50.0, "mfu": 0.05,
+                                               "metered_stage": "dense"}
+    assert _rates_of_trained_stage({"old": {"key": "b"}}) == {}

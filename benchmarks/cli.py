@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
                      help="kill a run after this long and record it as failed (runs then use their own process)")
     run.add_argument("--force", action="store_true", help="rerun even when an identical ok record exists")
+    run.add_argument("--dry-run", action="store_true",
+                     help="show what would run, be skipped, or cannot run (e.g. missing data), and run nothing")
 
     board = commands.add_parser("leaderboard", help="build LEADERBOARD.md, results.csv, claims.csv, index.html")
     board.add_argument("--results", default="results")
@@ -227,7 +229,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
                             slurm={"partition": args.slurm_partition, "account": args.slurm_account,
                                    "time_min": args.slurm_time_min, "gpus_per_node": args.slurm_gpus_per_node},
                             timeout_s=args.timeout)
-    failed = execute_plans(plans, specs=specs, options=options, profile=profile, console=console)
+    failed = execute_plans(plans, specs=specs, options=options, profile=profile, console=console, dry_run=args.dry_run)
     if broken_selected:
         print(f"litbench: error: {broken_selected[0]}; fix that spec (the other benchmarks ran)", file=sys.stderr)
         return EXIT_USAGE
@@ -245,8 +247,9 @@ def _drop_broken_specs(args: argparse.Namespace, names: list[str],
 
 
 def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, console: Console,
-                  record_wall_time: bool = True) -> int:
-    """Run the plans that have no identical ok record yet, print one line per run; the number that failed."""
+                  record_wall_time: bool = True, dry_run: bool = False) -> int:
+    """Run the plans that have no identical ok record yet, print one line per run; the number that failed.
+    ``dry_run`` prints what would run, be skipped or cannot run (:mod:`benchmarks.dry_run`) and runs nothing."""
     from benchmarks.launch import DataError, Launcher
     from benchmarks.perf.suite import SuiteTally
 
@@ -256,6 +259,12 @@ def execute_plans(plans: list[Any], *, specs: dict, options: Any, profile: str, 
     todo, skipped = launcher.pending(plans)
     check_configs(todo)
     bad_data = launcher.preflight(todo)
+    if dry_run:
+        from benchmarks.dry_run import plan_rows, print_dry_run
+
+        print_dry_run(plan_rows(plans, skipped_ids={plan.run_id for plan in skipped}, bad_data=bad_data),
+                      profile=profile, console=console)
+        return 0
     if bad_data and len(bad_data) == len(todo):
         raise DataError(next(iter(bad_data.values())))  # nothing else to run: a plain usage error
     if bad_data:

@@ -93,7 +93,7 @@ class CMTNetwork(nn.Module):
                  embed_dim: int, num_layers: int, num_heads: int, ffn_dim: int, num_queries: int,
                  depth_num: int, depth_max: float, pillar_size: float, image_widths: tuple[int, ...],
                  bev_widths: tuple[int, ...], dropout: float, bev_pe: str = "multiscale", pe_gain: float = 6.0,
-                 first_self_attention: bool = False) -> None:
+                 first_self_attention: bool = False, point_features: int = 4) -> None:
         super().__init__()
         if modalities not in ("fusion", "lidar", "camera"):
             raise ValueError(f"modalities must be fusion, lidar or camera, not {modalities!r}")
@@ -101,7 +101,8 @@ class CMTNetwork(nn.Module):
         self.uses_camera, self.uses_lidar = modalities != "lidar", modalities != "camera"
         self.image_backbone = ImageBackbone(widths=image_widths, embed_dim=embed_dim) if self.uses_camera else None
         self.pillar_backbone = (PillarBackbone(point_cloud_range=point_cloud_range, pillar_size=pillar_size,
-                                               widths=bev_widths, embed_dim=embed_dim) if self.uses_lidar else None)
+                                               widths=bev_widths, embed_dim=embed_dim, point_features=point_features)
+                                if self.uses_lidar else None)
         self.encoding = CoordinatesEncoding(embed_dim=embed_dim, point_cloud_range=point_cloud_range,
                                             depth_num=depth_num, depth_max=depth_max, bev_pe=bev_pe, pe_gain=pe_gain)
         self.anchors = nn.Embedding(num_queries, 3)
@@ -162,7 +163,8 @@ class CMT(L.LightningModule):
                  image_widths: tuple[int, ...] = (32, 64, 64, 128), bev_widths: tuple[int, ...] = (32, 64, 128),
                  dropout: float = 0.1, dn_groups: int = 3, dn_weight: float = 1.0, lr: float = 2e-4,
                  weight_decay: float = 0.01, cyclic_peak: float = 4.0, max_detections: int = 100,
-                 bev_pe: str = "multiscale", pe_gain: float = 6.0, first_self_attention: bool = False) -> None:
+                 bev_pe: str = "multiscale", pe_gain: float = 6.0, first_self_attention: bool = False,
+                 point_features: int = 4, eval_config: str = "synthetic") -> None:
         super().__init__()
         self.save_hyperparameters()
         if test_drop not in (None, "points", "images"):
@@ -172,9 +174,9 @@ class CMT(L.LightningModule):
                                   num_heads=num_heads, ffn_dim=ffn_dim, num_queries=num_queries, depth_num=depth_num,
                                   depth_max=depth_max, pillar_size=pillar_size, image_widths=tuple(image_widths),
                                   bev_widths=tuple(bev_widths), dropout=dropout, bev_pe=bev_pe, pe_gain=pe_gain,
-                                  first_self_attention=first_self_attention)
+                                  first_self_attention=first_self_attention, point_features=point_features)
         self.register_buffer("pc_range", torch.tensor(point_cloud_range, dtype=torch.float32), persistent=False)
-        self.metrics = nn.ModuleDict({f"condition{suffix}": NuScenesDetectionMetric(class_names=class_names)
+        self.metrics = nn.ModuleDict({f"condition{suffix}": NuScenesDetectionMetric(class_names=class_names, config=eval_config)
                                       for suffix in CONDITIONS})
         self.visual_scene: dict | None = None
         self.artifact_dir: Path | None = None
@@ -235,7 +237,10 @@ class CMT(L.LightningModule):
         for row, index in enumerate(batch["scene_index"]):
             valid = batch["gt_labels"][row] >= 0
             ground_truth.append(torch.cat([index.expand(int(valid.sum()), 1).float(),
-                                           batch["gt_labels"][row][valid, None].float(), batch["gt_boxes"][row][valid]], dim=1))
+                                           batch["gt_labels"][row][valid, None].float(), batch["gt_boxes"][row][valid]]
+                                          # nuScenes batches carry the GT attributes (AAE); synthetic ones have none
+                                          + ([batch["gt_attributes"][row][valid, None].float()] if "gt_attributes" in batch
+                                             else []), dim=1))
         ground_truth = torch.cat(ground_truth)
         headline = self.hparams.test_drop
         for suffix, drop in CONDITIONS.items():

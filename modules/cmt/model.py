@@ -76,18 +76,20 @@ class ImageBackbone(nn.Module):
 
 
 class PillarBackbone(nn.Module):
-    """Mean pillar features (x, y, z, intensity, offsets to the pillar centre, occupancy) on a BEV grid,
+    """Mean pillar features (x, y, z, intensity, offsets to the pillar centre, occupancy, then the
+    points' columns after the fourth up to ``point_features``, e.g. a sweep's time lag) on a BEV grid,
     then a 2D CNN (one conv per width, the later ones stride 2: stride 4 for three widths) and a
     1x1 conv to ``embed_dim``."""
 
     def __init__(self, *, point_cloud_range: tuple[float, ...], pillar_size: float = 0.5,
-                 widths: tuple[int, ...] = (32, 64, 128), embed_dim: int = 128) -> None:
+                 widths: tuple[int, ...] = (32, 64, 128), embed_dim: int = 128, point_features: int = 4) -> None:
         super().__init__()
+        self.extra_features = point_features - 4  # columns after (x, y, z, intensity)
         self.register_buffer("pc_range", torch.tensor(point_cloud_range, dtype=torch.float32), persistent=False)
         self.pillar_size = pillar_size
         self.grid = (round((point_cloud_range[4] - point_cloud_range[1]) / pillar_size),
                      round((point_cloud_range[3] - point_cloud_range[0]) / pillar_size))
-        layers, channels = [], 7
+        layers, channels = [], 7 + self.extra_features
         for index, width in enumerate(widths):
             layers.append(conv_bn_relu(channels, width, stride=1 if index == 0 else 2))
             channels = width
@@ -105,14 +107,16 @@ class PillarBackbone(nn.Module):
         features = torch.stack([(points[..., 0] - low[0]) / (high[0] - low[0]), (points[..., 1] - low[1]) / (high[1] - low[1]),
                                 (points[..., 2] - low[2]) / (high[2] - low[2]), points[..., 3],
                                 (points[..., 0] - centre_x) / self.pillar_size, (points[..., 1] - centre_y) / self.pillar_size,
-                                torch.ones_like(points[..., 0])], dim=-1) * valid[..., None]
+                                torch.ones_like(points[..., 0]), *points[..., 4:4 + self.extra_features].unbind(-1)],
+                               dim=-1) * valid[..., None]
         flat_index = (torch.arange(batch, device=points.device)[:, None] * rows * cols + row.clamp(0, rows - 1) * cols
                       + column.clamp(0, cols - 1))
-        sums = torch.zeros(batch * rows * cols, 7, device=points.device).index_add_(0, flat_index.reshape(-1),
-                                                                                    features.reshape(-1, 7))
+        channels = features.shape[-1]
+        sums = torch.zeros(batch * rows * cols, channels, device=points.device).index_add_(0, flat_index.reshape(-1),
+                                                                                           features.reshape(-1, channels))
         counts = sums[:, 6:7].clamp(min=1)
-        means = torch.cat([sums[:, :6] / counts, (sums[:, 6:7] > 0).float()], dim=1)
-        return means.reshape(batch, rows, cols, 7).permute(0, 3, 1, 2)
+        means = torch.cat([sums[:, :6] / counts, (sums[:, 6:7] > 0).float(), sums[:, 7:] / counts], dim=1)
+        return means.reshape(batch, rows, cols, channels).permute(0, 3, 1, 2)
 
     def forward(self, points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:  # -> [B, C, h, w]
         return self.cnn(self.scatter(points, point_mask))

@@ -1,4 +1,4 @@
-"""`litbench list | run | leaderboard | show | fit | sweep | perf` — the command-line contract of DESIGN.md.
+"""`litbench list | datasets | run | leaderboard | show | fit | sweep | perf | verify` — the command-line contract of DESIGN.md.
 
 Exit status: 0 when every run succeeded, 1 when any run failed (the others are still recorded),
 2 for bad usage (unknown benchmark/method/profile, malformed spec, missing data dir, corrupt record),
@@ -52,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
 
     commands.add_parser("list", help="benchmarks, methods (role), profiles and datasets")
+
+    datasets = commands.add_parser("datasets", help="the data formats each benchmark reads, their presets, the layout "
+                                                    "under --data-dir and the command to run on your own dataset")
+    datasets.add_argument("benchmarks", nargs="*", help="benchmark names (default: every benchmark)")
 
     run = commands.add_parser("run", help="run benchmarks and write one record per run")
     run.add_argument("benchmarks", nargs="*", help="benchmark names (default: every benchmark, or the suite's)")
@@ -129,6 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--workers", type=int, default=None)
     sweep.add_argument("--force", action="store_true", help="rerun values whose records exist")
 
+    verify = commands.add_parser("verify", help="re-run a seeded sample of committed ok records here and compare")
+    verify.add_argument("benchmarks", nargs="*", help="benchmark names (default: every benchmark with records)")
+    amount = verify.add_mutually_exclusive_group()
+    amount.add_argument("--sample", type=int, default=2, metavar="N",
+                        help="records per benchmark, stratified by method (default 2)")
+    amount.add_argument("--all", action="store_true", help="every ok record of the profile")
+    verify.add_argument("--profile", choices=PROFILES, default="cpu", help="profile whose records to re-run (default cpu)")
+    verify.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    verify.add_argument("--twice", action="store_true", help="re-run each record twice here (nondeterminism on one machine)")
+    verify.add_argument("--data-dir", help="data root laid out like ../shared/data (default: each record's own)")
+    verify.add_argument("--results", default="results", help="committed records (never written; the verification "
+                                                             "record goes to RESULTS/verify/)")
+    verify.add_argument("--scratch", default=None, help="folder for the re-runs (default: a temporary one, removed)")
+
     fit = commands.add_parser("fit", help="one run through LightningCLI from a resolved config")
     fit.add_argument("--config", required=True, help="a resolved config (YAML/JSON), e.g. a record's config")
     return parser
@@ -149,6 +167,15 @@ def cmd_list(args: argparse.Namespace, console: Console) -> int:
     suites = load_all_suites()
     console.print("suites: " + ", ".join(f"{s.name} ({s.profile}: {', '.join(s.benchmarks) or 'every benchmark'})"
                                          for s in suites.values()))
+    return EXIT_OK
+
+
+def cmd_datasets(args: argparse.Namespace, console: Console) -> int:
+    from benchmarks.datasets_view import benchmark_data, render, select_specs
+
+    entries = [benchmark_data(spec) for spec in select_specs(load_all_specs(), args.benchmarks)]
+    for line in render(entries):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -386,6 +413,37 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
 
 
 
+def cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    from benchmarks.verify import CommittedRecordsChanged, run_verify
+    from leaderboard.verification import VERIFY_HEADER, verification_row
+
+    if args.sample < 1:
+        raise UsageError("--sample must be at least 1")
+    data_dir = args.data_dir or os.environ.get("LITBENCH_DATA")
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise UsageError(f"--data-dir {args.data_dir!r} is not a folder; point it at a data root like ../shared/data")
+    specs = {name: spec.snapshot() for name, spec in load_all_specs(broken={}).items()}
+    command = " ".join(["litbench verify", *args.benchmarks, "--all" if args.all else f"--sample {args.sample}",
+                        "--profile", args.profile, "--seed", str(args.seed), *(["--twice"] if args.twice else [])])
+    try:
+        written = run_verify(results_dir=Path(args.results), benchmarks=args.benchmarks, profile=args.profile,
+                             per_benchmark=None if args.all else args.sample, seed=args.seed, twice=args.twice,
+                             data_dir=data_dir, scratch=Path(args.scratch) if args.scratch else None, command=command,
+                             specs=specs, progress=lambda line: console.print(f"verify: {line}", markup=False))
+    except CommittedRecordsChanged as exc:
+        print(f"litbench: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED_RUNS
+    table = Table(title="litbench verify")
+    for column in VERIFY_HEADER[:7]:
+        table.add_column(column)
+    for verification, path in written:
+        table.add_row(*verification_row(verification)[:7])
+    console.print(table)
+    for verification, path in written:
+        console.print(f"verification record: {path}")
+    return EXIT_OK
+
+
 def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     from benchmarks.calibrate import run_sweep
 
@@ -424,8 +482,8 @@ def cmd_perf(args: argparse.Namespace, console: Console) -> int:
     return run_perf_command(args, console)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "show": cmd_show, "fit": cmd_fit,
-            "perf": cmd_perf, "sweep": cmd_sweep}
+COMMANDS = {"list": cmd_list, "datasets": cmd_datasets, "run": cmd_run, "leaderboard": cmd_leaderboard, "show": cmd_show, "fit": cmd_fit,
+            "perf": cmd_perf, "sweep": cmd_sweep, "verify": cmd_verify}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,9 @@ from leaderboard.html import render_html
 from leaderboard.markdown import render_markdown
 from leaderboard.records import utc_now
 from leaderboard.readme import check_markers, render_excerpt, update_readme
-from leaderboard.report import build_report, resolve_specs
+from leaderboard.report import Section, build_report, resolve_specs
+from leaderboard.verification import (VERIFY_CAPTION, VERIFY_HEADER, VERIFY_TITLE, annotate_claims,
+                                      latest_verifications, verification_rows)
 from leaderboard.wandb_export import WANDB_MODES, log_leaderboard
 
 __all__ = ["build_leaderboard", "load_frame", "results_columns", "OUTPUT_FILES"]
@@ -79,12 +81,16 @@ def build_leaderboard(results_dir: str | Path, out_dir: str | Path, specs: dict[
                                      claims=list(spec.get("claims") or []), gates=spec.get("gates"),
                                      problems=problems))
     claims = pd.concat(verdicts, ignore_index=True) if verdicts else claims_frame([])
+    verifications = latest_verifications(results_dir, problems)
+    claims = annotate_claims(claims, verifications)  # a `verification` note beside each claim's reason
     for problem in problems:
         log.warning("%s", problem)
 
     report = build_report(frame, specs=resolved_specs, claims=claims, problems=problems,
                           results_dir=str(results_dir),
                           generated_at=utc_now("%Y-%m-%d %H:%M UTC"))
+    if verifications:
+        report.sections.append(Section(VERIFY_TITLE, VERIFY_CAPTION, VERIFY_HEADER, verification_rows(verifications)))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / filename for name, filename in OUTPUT_FILES.items()}
     frame[results_columns(frame)].to_csv(paths["results"], index=False)

@@ -101,8 +101,9 @@ def claim_interval(claim: Any) -> str:
 
 
 def claim_why(claim: Any) -> str:
-    """The reason of an invalid (or unpaired) verdict, then the spec's note on the claim."""
-    return " — ".join(part for part in (claim.reason, claim.note) if part)
+    """The reason of an invalid (or unpaired) verdict, then the spec's note on the claim, then what
+    ``litbench verify`` found when the machine-to-machine spread exceeds the detectable effect."""
+    return " — ".join(part for part in (claim.reason, claim.note, getattr(claim, "verification", "")) if part)
 
 
 def claim_cells(claim: Any) -> list[str]:

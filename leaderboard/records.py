@@ -55,6 +55,9 @@ SCHEMA = "litbench.run-record/1"
 # Perf records (``<results>/perf/<kind>/<name>.json``: parity, suite wall time) carry this schema;
 # the leaderboard reads only those that do.
 PERF_SCHEMA = "litbench.perf-record/1"
+# Verification records (``<results>/verify/<benchmark>/<profile>-<UTC stamp>.json``, ``litbench verify``):
+# committed ok records re-run on this machine and compared with them (``VerificationRecord``).
+VERIFY_SCHEMA = "litbench.verification-record/1"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
@@ -189,16 +192,19 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         raise
 
 
-def read_record(path: str | Path) -> RunRecord:
-    path = Path(path)
+def _read_json(path: Path, *, remedy: str) -> Any:
     try:
-        payload = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptRecordError(f"{path}: not valid JSON ({exc.__class__.__name__}: {exc}); "
-                                 "delete it or re-run with --force") from None
-    return RunRecord.from_dict(payload, source=str(path))
+                                 f"delete it or {remedy}") from None
+
+
+def read_record(path: str | Path) -> RunRecord:
+    path = Path(path)
+    return RunRecord.from_dict(_read_json(path, remedy="re-run with --force"), source=str(path))
 
 
 class RecordStore:
@@ -259,3 +265,67 @@ class RecordStore:
             raise KeyError(f"no record {run_id!r} under {self.root}; `litbench leaderboard` lists what exists")
         raise KeyError(f"{run_id!r} matches {len(matches)} records; give the full id, e.g. "
                        f"{str(matches[0].relative_to(self.root)).removesuffix('.json')}")
+
+
+@dataclass
+class VerificationRecord:
+    """One ``litbench verify`` of one benchmark and profile (schema ``litbench.verification-record/1``)::
+
+        schema, benchmark, profile, created_at, command,
+        sample {per_benchmark (null: --all), seed, twice},
+        machine {hardware, software, torch_threads}          # where the re-runs ran
+        original_machines [{hardware, software, runs}]       # where the originals ran (from their records)
+        runs [{run_id, method, dataset, seed, config_hash, status, identical, max_abs_diff {metric: value | null},
+               original {metrics, finished_at, git_sha}, rerun {metrics, run_s},
+               twice {identical, max_abs_diff} | null}]      # twice: a second re-run here, same config
+        skipped [{run_id, reason}]                           # e.g. a config whose hash no longer matches
+        spread {metric: largest |difference| over the runs}  # null: a run lost or gained the metric
+        claims [{claim, dataset, profile, metric, verdict_original, verdict_rerun, equal, detectable, spread}]
+
+    ``identical`` means every metric is bit-identical (same keys, same floats). A claim's ``spread`` is
+    the largest |difference| of its metric over the re-runs, in the claim's units (a fraction of the
+    mean baseline value for relative claims); ``verdict_rerun`` judges the claim with the re-run
+    records in place of their originals.
+    """
+
+    benchmark: str
+    profile: str
+    created_at: str
+    command: str
+    sample: dict[str, Any]
+    machine: dict[str, Any]
+    original_machines: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+    spread: dict[str, Any]
+    claims: list[dict[str, Any]]
+    schema: str = VERIFY_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, payload: Any, *, source: str = "<verification>") -> "VerificationRecord":
+        if not isinstance(payload, dict):
+            raise CorruptRecordError(f"{source}: a verification record must be a JSON object")
+        if payload.get("schema") != VERIFY_SCHEMA:
+            raise CorruptRecordError(f"{source}: schema {payload.get('schema')!r} is not {VERIFY_SCHEMA!r}")
+        expected = {f.name: f.type for f in dataclasses.fields(cls)}
+        if set(payload) != set(expected):
+            difference = sorted(set(payload) ^ set(expected))
+            raise CorruptRecordError(f"{source}: verification fields differ from the schema at {difference}")
+        kinds = {"dict": dict, "list": list, "str": str}
+        for name, annotation in expected.items():
+            kind = kinds[str(annotation).split("[")[0]]
+            if not isinstance(payload[name], kind):
+                raise CorruptRecordError(f"{source}: field {name!r} must be {kind.__name__}")
+        return cls(**payload)
+
+
+def verification_path(results_dir: str | Path, *, benchmark: str, profile: str, stamp: str) -> Path:
+    return Path(results_dir) / "verify" / benchmark / f"{profile}-{stamp}.json"
+
+
+def read_verification(path: str | Path) -> VerificationRecord:
+    path = Path(path)
+    return VerificationRecord.from_dict(_read_json(path, remedy="rerun `litbench verify`"), source=str(path))

@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--results", default="results", help="committed records (never written; the verification "
                                                              "record goes to RESULTS/verify/)")
     verify.add_argument("--scratch", default=None, help="folder for the re-runs (default: a temporary one, removed)")
+    verify.add_argument("--cache-dir", default=None, help="reuse this stage and data cache (e.g. results/cache: "
+                                                          "cached stages are then reused, not re-verified; default: "
+                                                          "fresh caches in the scratch folder)")
 
     fit = commands.add_parser("fit", help="one run through LightningCLI from a resolved config")
     fit.add_argument("--config", required=True, help="a resolved config (YAML/JSON), e.g. a record's config")
@@ -424,12 +427,14 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
         raise UsageError(f"--data-dir {args.data_dir!r} is not a folder; point it at a data root like ../shared/data")
     specs = {name: spec.snapshot() for name, spec in load_all_specs(broken={}).items()}
     command = " ".join(["litbench verify", *args.benchmarks, "--all" if args.all else f"--sample {args.sample}",
-                        "--profile", args.profile, "--seed", str(args.seed), *(["--twice"] if args.twice else [])])
+                        "--profile", args.profile, "--seed", str(args.seed), *(["--twice"] if args.twice else []),
+                        *(["--cache-dir", args.cache_dir] if args.cache_dir else [])])
     try:
         written = run_verify(results_dir=Path(args.results), benchmarks=args.benchmarks, profile=args.profile,
                              per_benchmark=None if args.all else args.sample, seed=args.seed, twice=args.twice,
                              data_dir=data_dir, scratch=Path(args.scratch) if args.scratch else None, command=command,
-                             specs=specs, progress=lambda line: console.print(f"verify: {line}", markup=False))
+                             specs=specs, progress=lambda line: console.print(f"verify: {line}", markup=False),
+                             cache_dir=Path(args.cache_dir).resolve() if args.cache_dir else None)
     except CommittedRecordsChanged as exc:
         print(f"litbench: error: {exc}", file=sys.stderr)
         return EXIT_FAILED_RUNS

@@ -209,9 +209,10 @@ Execute = Callable[..., RunRecord]
 
 def verify_benchmark(benchmark: str, sample: list[RunRecord], *, all_records: list[RunRecord], profile: str,
                      spec: dict[str, Any], data_dir: str | None, scratch: Path, twice: bool, command: str,
-                     sample_info: dict[str, Any], execute: Execute,
+                     sample_info: dict[str, Any], execute: Execute, cache_dir: Path | None = None,
                      progress: Callable[[str], None] = lambda line: None) -> VerificationRecord:
-    """Re-run ``sample`` (twice with ``twice``) under ``scratch`` and compare it with the originals."""
+    """Re-run ``sample`` (twice with ``twice``) under ``scratch`` and compare it with the originals.
+    ``cache_dir`` (e.g. results/cache) reuses its cached stages and data instead of fresh ones per copy."""
     import torch
 
     from benchmarks.runner import hardware_info, software_versions
@@ -219,13 +220,13 @@ def verify_benchmark(benchmark: str, sample: list[RunRecord], *, all_records: li
     reruns: list[Rerun] = []
     skipped: list[dict[str, str]] = []
     for index, record in enumerate(sample, 1):
-        config = rerun_config(record, data_dir=data_dir, data_cache=scratch / "data-cache")
+        config = rerun_config(record, data_dir=data_dir, data_cache=cache_dir or scratch / "data-cache")
         problem = hash_problem(record, config)
         if problem:
             skipped.append({"run_id": record.run_id, "reason": problem})
             progress(f"skipped {record.run_id}: {problem}")
             continue
-        runs = [execute(config, results_dir=scratch / f"records-{copy_}", cache_dir=scratch / f"stages-{copy_}",
+        runs = [execute(config, results_dir=scratch / f"records-{copy_}", cache_dir=cache_dir or scratch / f"stages-{copy_}",
                         wandb_mode="disabled", spec_snapshot=record.spec, write=False)
                 for copy_ in ((1, 2) if twice else (1,))]
         reruns.append(Rerun(original=record, rerun=runs[0], twice=runs[1] if twice else None))
@@ -249,7 +250,9 @@ def verify_benchmark(benchmark: str, sample: list[RunRecord], *, all_records: li
                         "original": {"metrics": item.original.metrics, "finished_at": item.original.finished_at,
                                      "git_sha": item.original.software.get("git_sha")},
                         "rerun": {"metrics": item.rerun.metrics, "run_s": item.rerun.cost.get("run_s"),
-                                  "git_sha": item.rerun.software.get("git_sha")},
+                                  "git_sha": item.rerun.software.get("git_sha"),
+                                  "stages_reused": sorted(name for name, stage in (item.rerun.stages or {}).items()
+                                                          if stage.get("cache_hit"))},
                         "twice": twice_entry})
     spread = largest(differences)
     claims = claim_comparison(all_records, reruns, benchmark=benchmark, profile=profile, spec=spec, spread=spread)
@@ -265,7 +268,7 @@ def verify_benchmark(benchmark: str, sample: list[RunRecord], *, all_records: li
 def run_verify(*, results_dir: Path, benchmarks: list[str], profile: str, per_benchmark: int | None, seed: int,
                twice: bool, data_dir: str | None, scratch: Path | None, command: str,
                specs: dict[str, dict[str, Any]], progress: Callable[[str], None] = lambda line: None,
-               execute: Execute | None = None) -> list[tuple[VerificationRecord, Path]]:
+               execute: Execute | None = None, cache_dir: Path | None = None) -> list[tuple[VerificationRecord, Path]]:
     """Verify each selected benchmark; write one verification record per benchmark under
     ``results_dir/verify/``; the committed records are byte-identical afterwards (checked)."""
     if execute is None:
@@ -286,7 +289,8 @@ def run_verify(*, results_dir: Path, benchmarks: list[str], profile: str, per_be
             verification = verify_benchmark(
                 name, sample, all_records=records, profile=profile, spec=resolved.get(name, {}), data_dir=data_dir,
                 scratch=scratch / name, twice=twice, command=command, execute=execute, progress=progress,
-                sample_info={"per_benchmark": per_benchmark, "seed": seed, "twice": twice})
+                cache_dir=cache_dir, sample_info={"per_benchmark": per_benchmark, "seed": seed, "twice": twice,
+                                                  "cache": str(cache_dir) if cache_dir else "fresh"})
             after = tree_digest(results_dir, [name])
             if after != before:  # the verification is written only once its records are proven untouched
                 changed = sorted(set(before.items()) ^ set(after.items()))[0][0]

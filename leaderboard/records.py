@@ -272,11 +272,11 @@ class VerificationRecord:
     """One ``litbench verify`` of one benchmark and profile (schema ``litbench.verification-record/1``)::
 
         schema, benchmark, profile, created_at, command,
-        sample {per_benchmark (null: --all), seed, twice},
+        sample {per_benchmark (null: --all), seed, twice, cache ("fresh" or the reused cache folder)},
         machine {hardware, software, torch_threads}          # where the re-runs ran
         original_machines [{hardware, software, runs}]       # where the originals ran (from their records)
         runs [{run_id, method, dataset, seed, config_hash, status, identical, max_abs_diff {metric: value | null},
-               original {metrics, finished_at, git_sha}, rerun {metrics, run_s},
+               original {metrics, finished_at, git_sha}, rerun {metrics, run_s, git_sha, stages_reused},
                twice {identical, max_abs_diff} | null}]      # twice: a second re-run here, same config
         skipped [{run_id, reason}]                           # e.g. a config whose hash no longer matches
         spread {metric: largest |difference| over the runs}  # null: a run lost or gained the metric

@@ -78,6 +78,20 @@ def test_verify_judges_claims_with_the_reruns_in_place(toy_env, tmp_path: Path) 
     assert all(run["twice"]["max_abs_diff"]["mse"] == 0.0 for run in verification.runs)
 
 
+def test_stages_are_rebuilt_unless_a_cache_is_given(toy_env, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    assert main(["run", "toy", "--methods", "finetuned", "--seeds", "1", "--results", str(results), *FAST]) == 0
+    reused = {}
+    for label, extra in (("fresh", []), ("cache", ["--cache-dir", str(results / "cache")])):
+        assert main(["verify", "toy", "--profile", "smoke", "--all", "--results", str(results), *extra]) == 0
+        newest = max((results / "verify" / "toy").glob("smoke-*.json"), key=lambda path: read_verification(path).created_at)
+        (run,) = read_verification(newest).runs
+        reused[label] = run["rerun"]["stages_reused"]
+        for path in (results / "verify" / "toy").glob("*.json"):
+            path.unlink()  # one verification per second; keep the next one apart
+    assert reused == {"fresh": [], "cache": ["pretrain"]}
+
+
 def test_a_record_whose_config_no_longer_matches_its_hash_is_skipped(committed: Path) -> None:
     edit_record(committed / "toy/linear/mean/smoke/seed-0.json",
                 lambda payload: payload["config"]["trainer"].update(max_epochs=7))

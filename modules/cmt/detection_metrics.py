@@ -220,13 +220,14 @@ class NuScenesDetectionMetric(Metric):
     def _padded(rows: torch.Tensor, width: int) -> torch.Tensor:
         """Rows widened to ``width`` columns with -1 (no attribute given)."""
         rows = rows.detach().double()
+        rows = rows if rows.dim() == 2 else rows.reshape(-1, width)
         return torch.cat([rows, rows.new_full((len(rows), width - rows.shape[1]), -1.0)], dim=1)
 
     def update(self, predictions: torch.Tensor, ground_truth: torch.Tensor, samples: torch.Tensor) -> None:
         """``predictions`` [K, 12 or 13] and ``ground_truth`` [M, 11 or 12] rows (the optional last
         column: attribute index), ``samples`` [B] ids of the batch."""
-        self.predictions.append(self._padded(predictions.reshape(len(predictions), -1), PREDICTION_COLUMNS))
-        self.ground_truth.append(self._padded(ground_truth.reshape(len(ground_truth), -1), GT_COLUMNS))
+        self.predictions.append(self._padded(predictions, PREDICTION_COLUMNS))
+        self.ground_truth.append(self._padded(ground_truth, GT_COLUMNS))
         self.samples.append(samples.detach().double().reshape(-1))
 
     @staticmethod

@@ -19,10 +19,12 @@ Re-runs happen in this process, one after another, with the torch threads of ``$
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import math
 import random
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,12 @@ from leaderboard.frame import load_records, records_to_frame
 from leaderboard.records import (RunRecord, VerificationRecord, config_hash, utc_now, verification_path,
                                  write_json_atomic)
 from leaderboard.report import resolve_specs
+from leaderboard.verification import is_timed_metric
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# What a run executes (specs are not: the record's config is re-run); a run whose code differs from
+# its original's is not a like-for-like machine comparison.
+CODE_PATHS = ("modules", "datamodules", "benchmarks", ":!benchmarks/specs", ":!benchmarks/suites")
 
 class CommittedRecordsChanged(RuntimeError):
     """A committed record changed while verify ran: never by verify itself (it writes to scratch)."""
@@ -132,8 +140,23 @@ def tree_digest(root: Path, benchmarks: list[str]) -> dict[str, str]:
 # -- comparison ---------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
+def code_changes(git_sha: str | None) -> int | None:
+    """Files the run executes (CODE_PATHS) that differ between ``git_sha`` and this working tree;
+    None when that commit is unknown here."""
+    if not git_sha:
+        return None
+    try:
+        diff = subprocess.run(["git", "diff", "--name-only", git_sha, "--", *CODE_PATHS], cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return len(diff.stdout.split()) if diff.returncode == 0 else None
+
+
 def metric_differences(original: dict[str, Any], rerun: dict[str, Any]) -> tuple[bool, dict[str, float | None]]:
-    """(bit-identical?, {metric: |difference|}); None where one side lacks the metric or has no value."""
+    """(bit-identical?, {metric: |difference|}); None where one side lacks the metric or has no value.
+    Timed metrics (``is_timed_metric``: measured on the wall clock) differ and do not count against identity."""
     identical = set(original) == set(rerun)
     differences: dict[str, float | None] = {}
     for name in sorted(set(original) | set(rerun)):
@@ -144,7 +167,7 @@ def metric_differences(original: dict[str, Any], rerun: dict[str, Any]) -> tuple
         if a is None or b is None:
             differences[name], identical = None, False
             continue
-        identical = identical and float(a) == float(b)
+        identical = identical and (float(a) == float(b) or is_timed_metric(name))
         differences[name] = abs(float(a) - float(b))
     return identical, differences
 
@@ -249,6 +272,7 @@ def verify_benchmark(benchmark: str, sample: list[RunRecord], *, all_records: li
                         "identical": identical, "max_abs_diff": difference,
                         "original": {"metrics": item.original.metrics, "finished_at": item.original.finished_at,
                                      "git_sha": item.original.software.get("git_sha")},
+                        "code_changed_files": code_changes(item.original.software.get("git_sha")),
                         "rerun": {"metrics": item.rerun.metrics, "run_s": item.rerun.cost.get("run_s"),
                                   "git_sha": item.rerun.software.get("git_sha"),
                                   "stages_reused": sorted(name for name, stage in (item.rerun.stages or {}).items()
@@ -259,8 +283,9 @@ def verify_benchmark(benchmark: str, sample: list[RunRecord], *, all_records: li
     trainer = sample[0].config.get("trainer", {}) if sample else {}
     machine = {"hardware": {k: v for k, v in hardware_info(trainer, None).items() if k != "world_size"},
                "software": software_versions(), "torch_threads": torch.get_num_threads()}
+    timed = sorted({name for difference in differences for name in difference if is_timed_metric(name)})
     return VerificationRecord(benchmark=benchmark, profile=profile, created_at=utc_now(), command=command,
-                              sample=sample_info, machine=machine,
+                              sample=sample_info, machine=machine, timed_metrics=timed,
                               original_machines=_machines([item.original for item in reruns]),
                               runs=entries, skipped=skipped, spread=spread, claims=claims)
 

@@ -277,12 +277,15 @@ class VerificationRecord:
         original_machines [{hardware, software, runs}]       # where the originals ran (from their records)
         runs [{run_id, method, dataset, seed, config_hash, status, identical, max_abs_diff {metric: value | null},
                original {metrics, finished_at, git_sha}, rerun {metrics, run_s, git_sha, stages_reused},
+               code_changed_files (files under modules/, datamodules/, benchmarks/ changed since the original's
+               commit, working tree included; null: commit unknown),
                twice {identical, max_abs_diff} | null}]      # twice: a second re-run here, same config
         skipped [{run_id, reason}]                           # e.g. a config whose hash no longer matches
         spread {metric: largest |difference| over the runs}  # null: a run lost or gained the metric
+        timed_metrics [metric]                               # wall-clock measurements: expected to differ
         claims [{claim, dataset, profile, metric, verdict_original, verdict_rerun, equal, detectable, spread}]
 
-    ``identical`` means every metric is bit-identical (same keys, same floats). A claim's ``spread`` is
+    ``identical`` means every metric but the timed ones is bit-identical (same keys, same floats). A claim's ``spread`` is
     the largest |difference| of its metric over the re-runs, in the claim's units (a fraction of the
     mean baseline value for relative claims); ``verdict_rerun`` judges the claim with the re-run
     records in place of their originals.
@@ -299,6 +302,7 @@ class VerificationRecord:
     skipped: list[dict[str, Any]]
     spread: dict[str, Any]
     claims: list[dict[str, Any]]
+    timed_metrics: list[str]
     schema: str = VERIFY_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

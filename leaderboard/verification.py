@@ -16,6 +16,16 @@ VERIFY_CAPTION = ("`litbench verify`: a seeded sample of ok records re-run from 
                   "on the machine named, metric by metric against the originals; 'verdicts equal' judges every claim "
                   "again with the re-runs in place of the originals; 'twice here' re-runs each record a second time "
                   "on that machine (--twice): runs that differ there are nondeterministic on one machine")
+# Metrics measured on the wall clock (images/s): they differ run to run by nature, so they do not
+# count against bit-identity and are left out of "largest difference".
+TIMED_METRIC_NAMES = ("throughput", "latency")
+TIMED_METRIC_SUFFIXES = ("_per_s", "_ms", "_seconds")
+
+
+def is_timed_metric(name: str) -> bool:
+    return name in TIMED_METRIC_NAMES or name.endswith(TIMED_METRIC_SUFFIXES)
+
+
 VERIFY_HEADER = ["benchmark", "profile", "runs re-run", "bit-identical", "largest difference", "verdicts equal",
                  "twice here", "original machine", "this machine", "verified"]
 
@@ -46,6 +56,8 @@ def largest_difference(record: VerificationRecord) -> str:
     worst = None
     for run in record.runs:
         for metric, value in run["max_abs_diff"].items():
+            if metric in record.timed_metrics:
+                continue
             rank = math.inf if value is None else value
             if worst is None or rank > worst[0]:
                 worst = (rank, metric, value, run["run_id"])
@@ -75,6 +87,8 @@ def verification_row(record: VerificationRecord) -> list[str]:
     twice = [run["twice"] for run in runs if run.get("twice")]
     twice_text = f"{sum(bool(t['identical']) for t in twice)} / {len(twice)} identical" if twice else "—"
     skipped = f" ({len(record.skipped)} skipped)" if record.skipped else ""
+    changed_code = sum(run.get("code_changed_files") is None or run["code_changed_files"] > 0 for run in runs)
+    skipped += f" ({changed_code} on changed code)" if changed_code else ""
     originals = "; ".join(_machine(m["hardware"], m["software"]) for m in record.original_machines) or "—"
     here = record.machine
     return [record.benchmark, record.profile, f"{len(runs)}{skipped}", f"{identical} / {len(runs)}",

@@ -57,6 +57,7 @@ def test_verify_reports_a_changed_record_as_changed_and_leaves_the_records_alone
     # both machines are named: the re-run's from this process, the originals' from their records
     assert verification.machine["hardware"]["cores"] and verification.machine["software"]["torch"]
     assert verification.original_machines[0]["runs"] == 2
+    assert isinstance(changed["code_changed_files"], int)  # files the run executes changed since its commit
     assert "1 / 2" in capsys.readouterr().out  # one of two bit-identical in the printed table
 
 
@@ -158,3 +159,6 @@ def test_metric_differences() -> None:
     assert metric_differences({"acc": 0.5}, {"acc": 0.25}) == (False, {"acc": 0.25})
     assert metric_differences({"acc": 0.5, "nmi": 0.1}, {"acc": 0.5}) == (False, {"acc": 0.0, "nmi": None})
     assert metric_differences({"acc": None}, {"acc": None}) == (True, {"acc": 0.0})
+    # a wall-clock measurement differs run to run; it is reported, not held against identity
+    assert metric_differences({"top1": 0.5, "throughput": 100.0}, {"top1": 0.5, "throughput": 120.0}) == (
+        True, {"throughput": 20.0, "top1": 0.0})

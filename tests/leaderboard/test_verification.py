@@ -19,7 +19,7 @@ MACHINE = {"hardware": {"cpu": "Other CPU", "cores": 8, "gpu_names": []}, "softw
 
 def verification(*, created_at: str, spread: float, identical: bool) -> VerificationRecord:
     run = {"run_id": "b/Cora/ours/cpu/seed-0", "method": "ours", "dataset": "Cora", "seed": 0, "config_hash": "h",
-           "status": "ok", "error": None, "identical": identical, "max_abs_diff": {"acc": 0.0 if identical else spread},
+           "code_changed_files": 0, "status": "ok", "error": None, "identical": identical, "max_abs_diff": {"acc": 0.0 if identical else spread},
            "original": {"metrics": {}, "finished_at": "", "git_sha": None}, "rerun": {"metrics": {}, "run_s": 1.0},
            "twice": {"identical": True, "max_abs_diff": {"acc": 0.0}}}
     claim = {"claim": "beats-km", "dataset": "Cora", "profile": "cpu", "metric": "acc", "verdict_original": "reproduced",
@@ -28,7 +28,7 @@ def verification(*, created_at: str, spread: float, identical: bool) -> Verifica
                               sample={"per_benchmark": 2, "seed": 0, "twice": True}, machine=MACHINE,
                               original_machines=[{"hardware": {"cpu": "Test CPU", "cores": 2}, "software": {"torch": "2.14.1"},
                                                   "runs": 1}],
-                              runs=[run], skipped=[], spread={"acc": spread}, claims=[claim])
+                              runs=[run], skipped=[], spread={"acc": spread}, claims=[claim], timed_metrics=[])
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_latest_verification_is_shown_and_a_large_spread_is_noted_on_the_claim(b
     rows = [line for line in section.splitlines() if line.startswith("| b |")]
     assert len(rows) == 1  # the latest only
     assert "| 0 / 1 |" in rows[0] and "acc 0.2 (b/Cora/ours/cpu/seed-0)" in rows[0] and "Other CPU, 8 cores" in rows[0]
-    assert "Test CPU, 2 cores" in rows[0] and "1 / 1 identical" in rows[0]
+    assert "Test CPU, 2 cores" in rows[0] and "1 / 1 identical" in rows[0] and "changed code" not in rows[0]
     claim_line = next(line for line in markdown.splitlines() if line.startswith("| beats-km"))
     assert "re-run spread 0.2 > detectable 0.025" in claim_line
     assert "re-run spread 0.2 &gt; detectable" in paths["html"].read_text()
@@ -74,6 +74,17 @@ def test_a_corrupt_verification_record_is_a_problem_not_a_crash(board: Path, tmp
     markdown = build_leaderboard(board, tmp_path / "out", specs={"b": SPEC})["markdown"].read_text()
     assert "verification fields differ from the schema" in markdown
     assert "Verification on another machine" not in markdown
+
+
+def test_timed_metrics_and_changed_code_are_told_apart() -> None:
+    from leaderboard.verification import verification_row
+
+    record = verification(created_at="t", spread=0.0, identical=True)
+    record.runs[0]["max_abs_diff"]["throughput"] = 40.0  # images/s: measured, not computed
+    record.runs[0]["code_changed_files"] = 3
+    record.timed_metrics = ["throughput"]
+    row = verification_row(record)
+    assert row[2] == "1 (1 on changed code)" and row[4] == "0"
 
 
 def test_the_schema_round_trips_and_rejects_wrong_types() -> None:

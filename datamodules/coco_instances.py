@@ -9,10 +9,15 @@ through ``COCO.annToMask``), so a COCO json from any source works. ``dataset`` p
 * ``"coco2017"`` — the COCO release laid out as ``<data_dir>/coco/annotations/instances_{train,val}2017.json``
   with the images in ``<data_dir>/coco/{train,val}2017/`` (``<data_dir>`` itself may be the ``coco``
   folder). Novel classes default to the 20 VOC classes of the paper.
-* ``"coco-json"`` — any pair of COCO jsons named by ``train_json`` / ``test_json`` with their
-  image folders ``train_images`` / ``test_images`` (relative paths are under ``<data_dir>``), e.g.
-  the 18-photo fruits & nuts set in ``../shared/data/coco_fruits_nuts`` (``trainval.json`` +
-  ``images/``); ``novel_classes`` must then name its novel categories.
+* ``"coco-json"`` or **any other name** — a dataset of your own: a pair of COCO instances jsons
+  named by ``train_json`` / ``test_json`` with their image folders ``train_images`` /
+  ``test_images`` (relative paths are under ``<data_dir>``; the folders default to ``images/``
+  beside each json), e.g. the 18-photo fruits & nuts set in ``../shared/data/coco_fruits_nuts``
+  (``trainval.json`` + ``images/``). Without ``train_json`` a name ``NAME`` reads
+  ``<data_dir>/NAME/{train,test}.json`` + ``<data_dir>/NAME/images/``. ``novel_classes`` names the
+  novel categories (none by default). The class count comes from the json: ``model_init_args()``
+  gives ``num_classes`` (and ``image_size``), which the runner passes to every model of the run,
+  stages included, that does not set them.
 
 Protocol (TFA / iMTFA, as in the paper spec):
 
@@ -68,10 +73,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from datamodules.formats import DatasetFormat
 from datamodules.paths import default_cache_dir
 from datamodules.synthetic_shapes import NOVEL_SHAPES, write_synthetic_shapes
 
-DATASETS = ("synthetic-shapes", "coco2017", "coco-json")
+DATASETS = ("synthetic-shapes", "coco2017", "coco-json")  # presets; any other name is a COCO-json dataset
+OWN_DATA_ARGS = ("train_json", "test_json", "train_images", "test_images", "novel_classes")
 TFA_SHOTS = (1, 2, 3, 5, 10, 30)
 SETTINGS = ("gfsis", "fsis")
 VOC_NOVEL_CLASSES = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "boat", "bird", "cat",
@@ -244,8 +251,6 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
                  train_json: str | None = None, test_json: str | None = None, train_images: str | None = None,
                  test_images: str | None = None) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown instance-segmentation dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
         self.save_hyperparameters(ignore=["image_size"])  # the model states image_size too (hparams merge)
         self.dataset = dataset
         self.data_dir = Path(data_dir or os.environ.get("LITBENCH_DATA", "data"))
@@ -259,6 +264,18 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
             {"synthetic-shapes": NOVEL_SHAPES, "coco2017": VOC_NOVEL_CLASSES}.get(dataset, ())
         self.train_coco = self.test_coco = None
         self._few_shot_cache: dict[tuple[int, str], CocoInstancesDataset] = {}
+
+    @staticmethod
+    def dataset_formats() -> list[DatasetFormat]:
+        return [DatasetFormat(
+            name="COCO instances json + image folder", presets=("coco2017", "coco-json"),
+            layout="<data-dir>/NAME/{train.json, test.json, images/}; or train_json / test_json (+ train_images / "
+                   "test_images, default images/ beside each json) under <data-dir>. Preset coco2017: "
+                   "<data-dir>/coco/annotations/instances_{train,val}2017.json + {train,val}2017/",
+            own_data_args={"train_json": "mycoco/train.json", "test_json": "mycoco/test.json",
+                           "novel_classes": "[cat]"}, own_name="mycoco",
+            notes=("the class count comes from the json and reaches every model of the run, stages included",
+                   "novel_classes: the few-shot (novel) categories by name; each needs at least K instances"))]
 
     # -- locating files ----------------------------------------------------------------------
     def _paths(self) -> tuple[Path, Path, Path, Path]:
@@ -276,10 +293,20 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
             raise FileNotFoundError(f"dataset coco2017: need annotations/instances_{{train,val}}2017.json and "
                                     f"train2017/, val2017/ under {self.data_dir}/coco or {self.data_dir}; "
                                     "download them from https://cocodataset.org/#download")
-        missing = [name for name in ("train_json", "test_json") if getattr(hp, name) is None]
-        if missing:
-            raise ValueError(f"dataset coco-json needs data.init_args.{missing[0]} (a COCO instances json)")
         resolve = lambda value, default: (self.data_dir / value) if value else default  # noqa: E731
+        own_folder = self.data_dir / self.dataset
+        if hp.train_json is None and hp.test_json is None and self.dataset != "coco-json" \
+                and (own_folder / "train.json").is_file() and (own_folder / "test.json").is_file():
+            return own_folder / "train.json", own_folder / "images", own_folder / "test.json", own_folder / "images"
+        missing = [name for name in ("train_json", "test_json") if getattr(hp, name) is None]
+        if missing and self.dataset == "coco-json":
+            raise ValueError(f"dataset coco-json needs data.init_args.{missing[0]} (a COCO instances json)")
+        if missing:
+            raise ValueError(f"unknown instance-segmentation dataset {self.dataset!r} and no description of it: the "
+                             f"presets are {', '.join(DATASETS)}; describe your own COCO data with "
+                             f"data.init_args.train_json=PATH and test_json=PATH (under --data-dir; optional "
+                             f"train_images, test_images, novel_classes) or put {own_folder}/train.json, test.json "
+                             "and images/ there (see `litbench datasets reft`)")
         train_json, test_json = resolve(hp.train_json, None), resolve(hp.test_json, None)
         return (train_json, resolve(hp.train_images, train_json.parent / "images"),
                 test_json, resolve(hp.test_images, test_json.parent / "images"))
@@ -324,6 +351,12 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
     def _dataset(self, coco, root: Path, annotations: dict[int, list[dict]]) -> CocoInstancesDataset:
         return CocoInstancesDataset(coco, root, annotations_by_image=annotations, category_ids=self.category_ids,
                                     image_size=self.image_size)
+
+    def model_init_args(self) -> dict[str, int]:
+        """The data's shape that a model of it is built with: ``num_classes`` from the train json's
+        categories and ``image_size`` (the runner fills them into models that leave them unset)."""
+        self.setup()
+        return {"num_classes": self.num_classes, "image_size": self.image_size}
 
     def setting_labels(self, setting: str = "gfsis") -> list[int]:
         """The contiguous labels a setting fine-tunes on and evaluates: all (gFSIS) or the novel ones (FSIS)."""

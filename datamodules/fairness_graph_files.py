@@ -49,8 +49,9 @@ import io
 import json
 import random
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,13 +76,23 @@ GET_NIFTY = "replace it with the file from the NIFTY repository (yushundong/NIFT
 EDGE_BUILD_BLOCK_ROWS = 2048
 
 
+SPLIT_RULES = ("capped_half", "thirty_twenty_fifty", "labelled_half")
+FEATURE_SCALINGS = ("none", "row_sum", "minmax_columns", "minmax_all_but_sensitive")
+EDGE_ID_SPACES = ("row", "id")
+
+
 @dataclass(frozen=True)
 class FairDatasetFormat:
-    """How one NIFTY-format dataset is laid out on disk and turned into a graph."""
+    """How one NIFTY-format dataset is laid out on disk and turned into a graph.
+
+    The five built-in datasets are presets of this description (:data:`FORMATS`); any other graph
+    of the format is read from a name plus ``data.init_args.graph_format`` = the fields below
+    (``label`` and ``sensitive`` are required, see :func:`resolve_format`).
+    """
 
     key: str                      # file stem and folder name: <key>.csv, <key>_edges.txt
-    label: str
-    sensitive: str
+    label: str                    # binary label column (-1/1 or 0/1; with labelled_half, < 0 = unlabelled)
+    sensitive: str                # binary sensitive column (0/1, or text with protected_value = 1)
     drop: tuple[str, ...] = ()    # columns removed from X besides the label
     sensitive_in_features: bool = True
     feature_scaling: str = "none"  # none | row_sum | minmax_columns | minmax_all_but_sensitive
@@ -90,16 +101,37 @@ class FairDatasetFormat:
     split_seed: int = 20
     label_number: int = 1000
     edges_suffix: str = "_edges.txt"
-    id_column: str | None = None  # Pokec: edges use user ids, not row numbers
+    id_column: str | None = None  # a node-id column (never a feature); edge_ids="id" maps edges through it
     build_threshold: float | None = None
     folders: tuple[str, ...] = field(default_factory=tuple)
+    features_file: str | None = None  # default <key>.csv
+    edges_file: str | None = None     # default <key><edges_suffix>[.gz|.zip]
+    edge_ids: str = "row"             # row: 0-based row numbers of the csv; id: values of id_column
+    protected_value: str | None = None  # a text sensitive column: this value (any case) is s = 1
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("split", self.split, SPLIT_RULES),
+                                     ("feature_scaling", self.feature_scaling, FEATURE_SCALINGS),
+                                     ("edge_ids", self.edge_ids, EDGE_ID_SPACES)):
+            if value not in allowed:
+                raise ValueError(f"fairness graph format: {name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.edge_ids == "id" and self.id_column is None:
+            raise ValueError("fairness graph format: edge_ids='id' needs id_column (the column the edge list names)")
+
+    @property
+    def table_name(self) -> str:
+        return self.features_file or f"{self.key}.csv"
+
+    @property
+    def edge_name(self) -> str:
+        return self.edges_file or f"{self.key}{self.edges_suffix}"
 
 
 FORMATS = {
     "german": FairDatasetFormat(key="german", label="GoodCustomer", sensitive="Gender",
                                 drop=("OtherLoansAtStore", "PurposeOfLoan"), feature_scaling="minmax_columns",
                                 minmax_columns=("LoanAmount", "Age", "LoanDuration"), split_seed=0,
-                                build_threshold=0.8, folders=("fair_german", "german")),
+                                build_threshold=0.8, folders=("fair_german", "german"), protected_value="Female"),
     "bail": FairDatasetFormat(key="bail", label="RECID", sensitive="WHITE", feature_scaling="row_sum",
                               split="thirty_twenty_fifty", build_threshold=0.6, folders=("fair_bail", "bail")),
     "credit": FairDatasetFormat(key="credit", label="NoDefaultNextMonth", sensitive="Age", drop=("Single",),
@@ -108,11 +140,11 @@ FORMATS = {
     "pokec_z": FairDatasetFormat(key="region_job", label="I_am_working_in_field", sensitive="region",
                                  drop=("user_id",), sensitive_in_features=False, split="labelled_half",
                                  split_seed=19, edges_suffix="_relationship.txt", id_column="user_id",
-                                 folders=("fair_pokec", "pokec")),
+                                 edge_ids="id", folders=("fair_pokec", "pokec")),
     "pokec_n": FairDatasetFormat(key="region_job_2", label="I_am_working_in_field", sensitive="region",
                                  drop=("user_id",), sensitive_in_features=False, split="labelled_half",
                                  split_seed=19, edges_suffix="_relationship.txt", id_column="user_id",
-                                 folders=("fair_pokec", "pokec")),
+                                 edge_ids="id", folders=("fair_pokec", "pokec")),
 }
 DISPLAY_NAMES = {"german": "German", "bail": "Bail", "credit": "Credit", "pokec_z": "Pokec-z", "pokec_n": "Pokec-n"}
 ALIASES = {"recidivism": "bail", "pokec-z": "pokec_z", "pokec-n": "pokec_n"}
@@ -205,15 +237,54 @@ def resolve_dataset_key(name: str) -> str:
     return ALIASES.get(key, key)
 
 
+FORMAT_FIELDS = tuple(f.name for f in fields(FairDatasetFormat) if f.name != "key")
+DESCRIBE_HINT = ("data.init_args.graph_format={label: COLUMN, sensitive: COLUMN} plus, as needed, features_file "
+                 "(default NAME.csv), edges_file (default NAME_edges.txt; whitespace-separated pairs), id_column, "
+                 f"edge_ids ({'|'.join(EDGE_ID_SPACES)}), split ({'|'.join(SPLIT_RULES)}), split_seed, "
+                 f"feature_scaling ({'|'.join(FEATURE_SCALINGS)}), drop, protected_value")
+
+
+def preset_names() -> list[str]:
+    return [SYNTHETIC_NAME, *DISPLAY_NAMES.values()]
+
+
+def resolve_format(name: str, description: dict[str, Any] | None = None) -> FairDatasetFormat:
+    """The format of dataset ``name``: its preset (fields of ``description`` override the preset's),
+    else the graph that ``description`` describes, with files ``<name>.csv`` / ``<name>_edges.txt``
+    looked up in ``<data_dir>/fair_<name>/``, ``<data_dir>/<name>/`` or ``<data_dir>/``."""
+    description = dict(description or {})
+    unknown = sorted(set(description) - set(FORMAT_FIELDS) - {"key"})
+    if unknown:
+        raise ValueError(f"fairness graph format: unknown field(s) {', '.join(unknown)}; "
+                         f"the fields are {', '.join(FORMAT_FIELDS)}")
+    for name_of_tuple in ("drop", "minmax_columns", "folders"):
+        if name_of_tuple in description:
+            description[name_of_tuple] = tuple(description[name_of_tuple])
+    key = resolve_dataset_key(name)
+    if key in FORMATS:
+        return replace(FORMATS[key], **description)
+    if not description:
+        raise ValueError(f"unknown fairness dataset {name!r} and no description of it: the presets are "
+                         f"{', '.join(preset_names())}; describe your own graph with {DESCRIBE_HINT} "
+                         f"(see `litbench datasets reliant`)")
+    missing = [required for required in ("label", "sensitive") if required not in description]
+    if missing:
+        raise ValueError(f"fairness graph format of {name!r}: missing {', '.join(missing)} (the label and "
+                         f"sensitive column names); {DESCRIBE_HINT}")
+    description.setdefault("key", name)
+    description.setdefault("folders", (f"fair_{name}", name))
+    return FairDatasetFormat(**description)
+
+
 def _find_table(fmt: FairDatasetFormat, data_root: Path) -> Path | None:
     for folder in (*[data_root / sub for sub in fmt.folders], data_root):
-        if (folder / f"{fmt.key}.csv").is_file():
+        if (folder / fmt.table_name).is_file():
             return folder
     return None
 
 
 def _edge_file(fmt: FairDatasetFormat, folder: Path) -> Path | None:
-    stem = f"{fmt.key}{fmt.edges_suffix}"
+    stem = fmt.edge_name
     for candidate in (stem, stem + ".gz", stem + ".zip"):
         if (folder / candidate).is_file():
             return folder / candidate
@@ -271,37 +342,45 @@ def _features(fmt: FairDatasetFormat, table: pd.DataFrame, feature_columns: list
 def _missing_files_error(name: str, fmt: FairDatasetFormat, data_root: Path | None) -> FileNotFoundError:
     where = (", ".join(str(data_root / sub) for sub in fmt.folders) + f" or {data_root}") if data_root else \
         "<data_dir> (no data dir given: pass --data-dir or set LITBENCH_DATA)"
-    return FileNotFoundError(
-        f"dataset {name!r}: expected {fmt.key}.csv (+ {fmt.key}{fmt.edges_suffix}[.gz|.zip]) in {where}; "
-        f"get them from the NIFTY repository (chirag126/nifty, dataset/{fmt.folders[-1]}/) or use "
-        f"dataset {SYNTHETIC_NAME!r}")
+    source = (f"get them from the NIFTY repository (chirag126/nifty, dataset/{fmt.folders[-1]}/) or use "
+              f"dataset {SYNTHETIC_NAME!r}") if resolve_dataset_key(name) in FORMATS else \
+        "or name your files with data.init_args.graph_format.features_file / edges_file"
+    return FileNotFoundError(f"dataset {name!r}: expected {fmt.table_name} (+ {fmt.edge_name}[.gz|.zip]) in {where}; "
+                             f"{source}")
 
 
-def read_fair_graph(name: str, data_root: Path | None, cache_root: Path) -> tuple[Data, dict[str, np.ndarray]]:
-    """Read one NIFTY-format dataset into (graph with x, edge_index, y, sensitive; split ids)."""
+def read_fair_graph(name: str, data_root: Path | None, cache_root: Path,
+                    fmt: FairDatasetFormat | None = None) -> tuple[Data, dict[str, np.ndarray]]:
+    """Read one NIFTY-format dataset into (graph with x, edge_index, y, sensitive; split ids);
+    ``fmt`` defaults to the preset of ``name``."""
     key = resolve_dataset_key(name)
-    if key not in FORMATS:
-        raise ValueError(f"unknown fairness dataset {name!r}; known: {SYNTHETIC_NAME}, "
-                         f"{', '.join(DISPLAY_NAMES.values())}")
-    fmt = FORMATS[key]
+    fmt = fmt or resolve_format(name)
     folder = _find_table(fmt, data_root) if data_root is not None else None
     if folder is None:
         raise _missing_files_error(name, fmt, data_root)
     verify_known_files(folder, cache_root)
-    table = read_feature_table(folder / f"{fmt.key}.csv")
-    missing = [c for c in (fmt.label, fmt.sensitive, *fmt.drop, *fmt.minmax_columns) if c not in table.columns]
+    table_path = folder / fmt.table_name
+    table = read_feature_table(table_path)
+    missing = [c for c in (fmt.label, fmt.sensitive, *fmt.drop, *fmt.minmax_columns, *filter(None, [fmt.id_column]))
+               if c not in table.columns]
     if missing:
-        raise ValueError(f"{folder / (fmt.key + '.csv')}: missing column(s) {', '.join(missing)} of the NIFTY format")
+        raise ValueError(f"{table_path}: missing column(s) {', '.join(missing)} named by the dataset's format "
+                         f"(columns: {', '.join(map(str, table.columns[:12]))})")
     if not pd.api.types.is_numeric_dtype(table[fmt.sensitive]):  # German: Gender is 'Female'/'Male'; Female is the protected 1
-        table[fmt.sensitive] = (table[fmt.sensitive].astype(str).str.lower() == "female").astype(int)
+        if fmt.protected_value is None:
+            raise ValueError(f"{table_path}: sensitive column {fmt.sensitive!r} is text; name the value that is the "
+                             "protected group with data.init_args.graph_format.protected_value")
+        table[fmt.sensitive] = (table[fmt.sensitive].astype(str).str.lower() == fmt.protected_value.lower()).astype(int)
     labels = table[fmt.label].to_numpy().astype(np.int64)
     labels = np.where(labels == -1, 0, labels) if fmt.split != "labelled_half" else np.where(labels > 1, 1, labels)
+    if set(np.unique(labels)) - {-1, 0, 1}:
+        raise ValueError(f"{table_path}: label column {fmt.label!r} must be binary (0/1 or -1/1)")
     sensitive = table[fmt.sensitive].to_numpy().astype(np.int64)
     if fmt.split == "labelled_half":
         sensitive = np.where(sensitive > 1, 1, sensitive)  # NIFTY's Pokec coding keeps region in {0, 1}
     if set(np.unique(sensitive)) - {0, 1}:
-        raise ValueError(f"{fmt.key}.csv: sensitive column {fmt.sensitive!r} must be binary 0/1")
-    feature_columns = [c for c in table.columns if c != fmt.label and c not in fmt.drop
+        raise ValueError(f"{table_path.name}: sensitive column {fmt.sensitive!r} must be binary 0/1")
+    feature_columns = [c for c in table.columns if c != fmt.label and c not in fmt.drop and c != fmt.id_column
                        and (fmt.sensitive_in_features or c != fmt.sensitive)]
 
     edge_path = _edge_file(fmt, folder)
@@ -311,11 +390,11 @@ def read_fair_graph(name: str, data_root: Path | None, cache_root: Path) -> tupl
         edges = _built_edges(key, fmt, table[feature_columns], cache_root)
     else:
         raise _missing_files_error(name, fmt, data_root)
-    if fmt.id_column is not None:  # edges name user ids: map them to row numbers
+    if fmt.edge_ids == "id":  # edges name node ids: map them to row numbers
         row_of_id = pd.Series(np.arange(len(table)), index=table[fmt.id_column].to_numpy())
         edges = row_of_id.reindex(edges.reshape(-1)).to_numpy()
         if np.isnan(edges).any():
-            raise ValueError(f"{edge_path}: edges name user ids that are not in {fmt.key}.csv")
+            raise ValueError(f"{edge_path}: edges name ids that are not in column {fmt.id_column!r} of {fmt.table_name}")
         edges = edges.astype(np.int64).reshape(-1, 2)
 
     split_folder = folder / "split"
@@ -362,14 +441,15 @@ def _built_edges(key: str, fmt: FairDatasetFormat, feature_table: pd.DataFrame, 
     return np.load(path)
 
 
-def source_fingerprint(name: str, data_root: Path | None) -> str:
+def source_fingerprint(name: str, data_root: Path | None, fmt: FairDatasetFormat | None = None) -> str:
     """A key of the source files (names, sizes, mtimes) and the format: the processed-graph cache
     is rebuilt when any of them changes."""
     key = resolve_dataset_key(name)
-    fmt = FORMATS[key]
+    fmt = fmt or resolve_format(name)
     folder = _find_table(fmt, data_root) if data_root is not None else None
     if folder is None:
         raise _missing_files_error(name, fmt, data_root)
-    sources = [*folder.glob(f"{fmt.key}*"), *(folder / "split").glob("*_split.npy")]
-    stats = sorted((p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sources if p.is_file())
-    return hashlib.sha1(json.dumps([key, str(folder.resolve()), stats, FORMATS[key].__repr__()]).encode()).hexdigest()[:16]
+    sources = [*folder.glob(f"{fmt.key}*"), folder / fmt.table_name, folder / fmt.edge_name,
+               *(folder / "split").glob("*_split.npy")]
+    stats = sorted({(p.name, p.stat().st_size, int(p.stat().st_mtime)) for p in sources if p.is_file()})
+    return hashlib.sha1(json.dumps([key, str(folder.resolve()), stats, repr(fmt)]).encode()).hexdigest()[:16]

@@ -7,7 +7,11 @@ RELIANT loaders build), ``y`` [n] long in {0, 1}, ``sensitive`` [n] long in {0, 
 
 Real datasets are read from their original files by ``datamodules/fairness_graph_files.py`` (its
 docstring lists the files, columns, features and splits of German, Bail, Credit and Pokec-z/n,
-and how missing edge files are rebuilt).
+and how missing edge files are rebuilt). Those five are presets of one description,
+``FairDatasetFormat``; any other graph of the format (a features csv with a binary label and a
+binary sensitive column, an edge list of row numbers or of an id column) is read from its name plus
+``graph_format`` = the fields that describe it, e.g. ``{label: y, sensitive: s}`` for
+``<data_dir>/<name>/<name>.csv`` + ``<name>_edges.txt`` (``litbench datasets reliant`` lists them).
 
 ``"fair-sbm-synthetic"`` (default, no files) is a seeded fairness SBM: s ~ Bernoulli(1/2);
 P(y=1 | s) = 1/2 ± ``synthetic_label_bias``/2 (s=1 is favoured); edges are drawn inside and across
@@ -36,13 +40,17 @@ full graph; under DDP every rank gets the same graph, so full-batch gradients eq
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch_geometric.data import Data
 from torch_geometric.utils import subgraph
 
-from datamodules.fairness_graph_files import (DISPLAY_NAMES, FORMATS, SYNTHETIC_NAME, graph_edge_index, official_split,
-                                              read_fair_graph, resolve_dataset_key, source_fingerprint)
+from datamodules.fairness_graph_files import (DISPLAY_NAMES, SYNTHETIC_NAME, FairDatasetFormat, graph_edge_index,
+                                              official_split, read_fair_graph, resolve_dataset_key, resolve_format,
+                                              source_fingerprint)
+from datamodules.formats import DatasetFormat
 from datamodules.full_graph import FullGraphDataModule
 from datamodules.graphs import _exclusive_lock
 
@@ -148,10 +156,15 @@ class FairGraphDataModule(FullGraphDataModule):
                  synthetic_sensitive_homophily: float = 0.8, synthetic_label_bias: float = 0.4,
                  synthetic_label_signal: float = 0.5, synthetic_sensitive_signal: float = 0.5,
                  synthetic_seed: int = 0, max_nodes: int | None = None, subsample: str = "snowball",
-                 subsample_ball_size: int = 50, subsample_split: str = "keep", subsample_seed: int = 0) -> None:
+                 subsample_ball_size: int = 50, subsample_split: str = "keep", subsample_seed: int = 0,
+                 graph_format: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.dataset = dataset
+        # The built-in datasets are presets of FairDatasetFormat; graph_format describes any other
+        # graph of the format (or overrides fields of a preset). An unknown name fails here, at once.
+        self.format: FairDatasetFormat | None = None if resolve_dataset_key(dataset) == SYNTHETIC_NAME \
+            else resolve_format(dataset, graph_format)
         self.data_dir = data_dir
         self.cache_dir = cache_dir
         self.synthetic_kwargs = dict(num_nodes=synthetic_num_nodes, num_features=synthetic_num_features,
@@ -166,20 +179,39 @@ class FairGraphDataModule(FullGraphDataModule):
         self.subsample, self.subsample_ball_size, self.subsample_split = subsample, subsample_ball_size, subsample_split
         self.graph: Data | None = None
 
+    @staticmethod
+    def dataset_formats() -> list[DatasetFormat]:
+        return [DatasetFormat(
+            name="NIFTY csv + edge list (fairness graph)", presets=tuple(DISPLAY_NAMES.values()),
+            layout="<data-dir>/NAME/NAME.csv (one row per node: feature columns, a binary label column, a binary "
+                   "sensitive column) + NAME_edges.txt (whitespace-separated node pairs: 0-based csv rows, or ids "
+                   "of graph_format.id_column with edge_ids: id; .gz/.zip too); also found in <data-dir>/fair_NAME/ "
+                   "or <data-dir>/. Presets: fair_german/, fair_bail/, fair_credit/, fair_pokec/ (NIFTY files)",
+            own_data_args={"graph_format.label": "y", "graph_format.sensitive": "s"}, own_name="mygraph",
+            notes=("optional graph_format fields: features_file, edges_file, id_column, edge_ids (row|id), "
+                   "split (capped_half|thirty_twenty_fifty|labelled_half), split_seed, label_number, "
+                   "feature_scaling (none|row_sum|minmax_columns|minmax_all_but_sensitive), minmax_columns, drop, "
+                   "sensitive_in_features, protected_value (a text sensitive column), build_threshold",
+                   "graph_format fields given with a preset's name override that preset's"))]
+
     @property
     def dataset_name(self) -> str:
         key = resolve_dataset_key(self.dataset)
         return SYNTHETIC_NAME if key == SYNTHETIC_NAME else DISPLAY_NAMES.get(key, self.dataset)
 
+    @property
+    def _cache_stem(self) -> str:
+        return f"{resolve_dataset_key(self.dataset)}-{source_fingerprint(self.dataset, self.data_root, self.format)}"
+
     def load_graph(self) -> Data:
         if resolve_dataset_key(self.dataset) == SYNTHETIC_NAME:
             graph, split = generate_fair_sbm(**self.synthetic_kwargs)
             return Data(**dict(graph), **_masks(graph.num_nodes, split))
-        cached = self.cache_root / "fair_graphs" / f"{resolve_dataset_key(self.dataset)}-{source_fingerprint(self.dataset, self.data_root)}.pt"
+        cached = self.cache_root / "fair_graphs" / f"{self._cache_stem}.pt"
         with _exclusive_lock(cached.with_suffix(".lock")):
             if cached.is_file():
                 return Data(**torch.load(cached, weights_only=True))
-            graph, split = read_fair_graph(self.dataset, self.data_root, self.cache_root)
+            graph, split = read_fair_graph(self.dataset, self.data_root, self.cache_root, self.format)
             graph = Data(**dict(graph), **_masks(graph.num_nodes, split))
             temporary = cached.with_suffix(".partial.pt")
             torch.save(dict(graph), temporary)
@@ -214,7 +246,7 @@ class FairGraphDataModule(FullGraphDataModule):
         if key == SYNTHETIC_NAME:
             return official_split(labels.numpy(), rule="capped_half", seed=self.synthetic_kwargs["seed"],
                                   label_number=labels.numel())
-        fmt = FORMATS[key]
+        fmt = self.format
         return official_split(labels.numpy(), rule=fmt.split, seed=fmt.split_seed, label_number=fmt.label_number)
 
     @property

@@ -75,6 +75,7 @@ from torch_geometric.data import Data
 from torch_geometric.transforms import NormalizeFeatures
 from torch_geometric.utils import remove_self_loops, to_undirected
 
+from datamodules.formats import DatasetFormat
 from datamodules.full_graph import FullGraphDataModule
 from datamodules.integrity import verify_md5
 
@@ -307,6 +308,21 @@ class AttributedGraphDataModule(FullGraphDataModule):
     @property
     def has_validation_split(self) -> bool:
         return self.val_fraction > 0
+
+    @staticmethod
+    def dataset_formats() -> list[DatasetFormat]:
+        return [
+            DatasetFormat(name="Planetoid citation graphs (ind.<name>.* files, via torch_geometric)",
+                          presets=tuple(PLANETOID_NAMES.values()),
+                          layout="<data-dir>/planetoid/<Name>/raw/ind.<name>.{x,y,tx,ty,allx,ally,graph,test.index} "
+                                 "(or PyG's <data-dir>/<Name>/raw/)"),
+            DatasetFormat(name="deep-graph-clustering arrays (.npy triple)", presets=(),
+                          layout="<data-dir>/NAME_feat.npy (n x d), NAME_adj.npy (dense n x n), NAME_label.npy (n, or "
+                                 "n x K one-hot), plain or inside NAME.zip; also in <data-dir>/graph_clustering/ or "
+                                 "<data-dir>/graph_clustering/NAME/",
+                          own_data_args={}, own_name="mygraph",
+                          notes=("the name alone describes it: no init_args needed",)),
+        ]
 
     @property
     def dataset_name(self) -> str:

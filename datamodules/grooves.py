@@ -7,6 +7,13 @@
   official file selection, MIDI -> drumroll and prompt/completion pipeline, giving 372 train /
   47 dev / 37 test grooves (463 files; 6 not in x/4 and one too short after stripping are dropped).
   ``include_eval_session=True`` adds GMD's 40 ``eval_session`` beats (not in the paper).
+* **any other name** — a MIDI folder of your own: ``midi_folder`` (default ``<data_dir>/<name>/``;
+  a relative path is under ``<data_dir>``) holding ``train/``, ``dev/`` (or ``validation/``) and
+  ``test/`` subfolders of drum ``.mid`` / ``.midi`` files (searched recursively, sorted by path),
+  each turned into drumroll text by the same pipeline as GMD (``midi_to_drumroll``: General MIDI
+  drum pitches, x/4 time; other files are skipped, as GMD's are) after ``drum_track_only`` merges
+  a multi-track file into one track of its channel-10 notes. Parsed once and cached in the
+  cache dir, keyed by the files' paths, sizes and mtimes.
 * ``"procedural-grooves"`` (default; needs no files) — ``generate_procedural_groove``: six style
   templates (rock 8ths, funk 16ths with ghost snares, shuffle ride with triplets on the 16th grid,
   half-time hip-hop, disco open hats, samba kick ostinato); per groove a core 1-bar pattern, a
@@ -46,16 +53,21 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import lightning.pytorch as pl
+import mido
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.drumroll import (DrumrollTokenizer, LINES_PER_BAR, NUM_COLUMNS, HIT, REST, GET_GMD, GMD_MD5, GROOVE_ZIP,
-                                  INFO_CSV, midi_to_drumroll, open_groove_zip, prompt_and_completion, read_info_csv,
-                                  read_midi_from_zip, select_paper_files)
+                                  INFO_CSV, MIN_LINES_AFTER_STRIP, midi_to_drumroll, open_groove_zip,
+                                  prompt_and_completion, read_info_csv, read_midi_from_zip, select_paper_files)
+from datamodules.formats import DatasetFormat
 from datamodules.integrity import verify_md5
 
 GMD_DATASET, PROCEDURAL_DATASET = "gmd-paper", "procedural-grooves"
+PRESETS = (GMD_DATASET, PROCEDURAL_DATASET)  # any other name is a MIDI folder
 SPLITS = ("train", "dev", "test")
+SPLIT_FOLDERS = {"train": ("train",), "dev": ("dev", "validation", "val"), "test": ("test",)}
+MIDI_SUFFIXES = (".mid", ".midi")
 COLUMN = {"crash": 0, "ride": 1, "snare": 2, "kick": 3, "hihat": 4, "toms": 5}
 # One bar per style, 16 sixteenths per instrument ("o" hit).
 STYLE_TEMPLATES: dict[str, dict[str, str]] = {
@@ -203,14 +215,36 @@ def collate_sequences(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+GM_DRUM_CHANNEL = 9  # MIDI channel 10, 0-based
+
+
+def drum_track_only(midi: mido.MidiFile) -> mido.MidiFile:
+    """One track (type 0) holding every track's meta messages and the drum channel's notes (all
+    notes when no note is on channel 10), so a DAW's multi-track file reads like a GMD file."""
+    merged = mido.merge_tracks(midi.tracks)
+    has_drum_channel = any(message.type == "note_on" and message.channel == GM_DRUM_CHANNEL for message in merged)
+    track, pending = mido.MidiTrack(), 0
+    for message in merged:
+        pending += message.time
+        if has_drum_channel and message.type in ("note_on", "note_off") and message.channel != GM_DRUM_CHANNEL:
+            continue  # a melodic note: its delta time moves on to the next kept message
+        track.append(message.copy(time=pending))
+        pending = 0
+    single = mido.MidiFile(type=0, ticks_per_beat=midi.ticks_per_beat)
+    single.tracks.append(track)
+    return single
+
+
 class GrooveDataModule(pl.LightningDataModule):
     def __init__(self, dataset: str = PROCEDURAL_DATASET, data_dir: str | None = None, cache_dir: str | None = None,
                  batch_size: int = 16, eval_batch_size: int = 64, prompt_loss_weight: float = 0.01,
                  procedural_sizes: tuple[int, int, int] = (400, 50, 50), procedural_seed: int = 0,
                  include_eval_session: bool = False, english_block_tokens: int = 320,
-                 english_max_characters: int | None = None, num_workers: int = 0) -> None:
+                 english_max_characters: int | None = None, num_workers: int = 0,
+                 midi_folder: str | None = None) -> None:
         super().__init__()
         self.dataset_name = dataset
+        self.midi_folder = midi_folder
         self.data_dir = Path(data_dir or os.environ.get("LITBENCH_DATA", "."))
         self.cache_dir = cache_dir
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -222,6 +256,20 @@ class GrooveDataModule(pl.LightningDataModule):
         self.tokenizer = DrumrollTokenizer()
         self.shuffle_seed = torch.initial_seed() % 2**31  # the run seed (the runner seeds before building us)
         self.grooves: dict[str, list[tuple[str, list[str]]]] = {}
+
+    @staticmethod
+    def dataset_formats() -> list[DatasetFormat]:
+        return [
+            DatasetFormat(name="Groove MIDI Dataset release (info.csv + groove-midionly.zip)", presets=(GMD_DATASET,),
+                          layout="<data-dir>/groove_midi/{info.csv, groove-midionly.zip} (GMD v1.0.0 MIDI-only)"),
+            DatasetFormat(name="MIDI folders (drum .mid files per split)", presets=(),
+                          layout="<data-dir>/NAME/{train,dev,test}/**/*.mid (dev/ may be validation/); or "
+                                 "midi_folder=FOLDER under <data-dir>. General MIDI drum pitches, x/4 time; each file "
+                                 "becomes drumroll text by the GMD pipeline",
+                          own_data_args={}, own_name="mygrooves",
+                          notes=("the name alone describes it when the folder is <data-dir>/NAME; else "
+                                 "--set data.init_args.midi_folder=FOLDER",)),
+        ]
 
     # -- sources ---------------------------------------------------------------------------------
     def _gmd_root(self) -> Path:
@@ -255,6 +303,56 @@ class GrooveDataModule(pl.LightningDataModule):
         partial.replace(cache_file)
         return grooves
 
+    def _midi_split_folders(self) -> dict[str, Path]:
+        """split -> folder of a MIDI-folder dataset, or a one-line error naming the presets and init_args."""
+        root = self.data_dir / (self.midi_folder or self.dataset_name)
+        folders = {split: next((root / name for name in names if (root / name).is_dir()), None)
+                   for split, names in SPLIT_FOLDERS.items()}
+        if all(folders.values()):
+            return folders
+        if self.midi_folder is None and not root.is_dir():
+            raise ValueError(f"unknown groove dataset {self.dataset_name!r} and no MIDI folder for it: the presets are "
+                             f"{', '.join(PRESETS)}; put your drum MIDI files in {root}/{{train,dev,test}}/ or name "
+                             "the folder with data.init_args.midi_folder=FOLDER (under --data-dir; see "
+                             "`litbench datasets drum_lm`)")
+        missing = [split for split, folder in folders.items() if folder is None]
+        raise FileNotFoundError(f"dataset {self.dataset_name!r}: {root} needs the subfolders train/, dev/ (or "
+                                f"validation/) and test/ of .mid files; missing {', '.join(missing)}")
+
+    def _read_midi_folder(self) -> dict[str, list[tuple[str, list[str]]]]:
+        """Each split's MIDI files as drumroll lines (the GMD pipeline), cached by the files' stats."""
+        files = {split: sorted(path for path in folder.rglob("*") if path.suffix.lower() in MIDI_SUFFIXES)
+                 for split, folder in self._midi_split_folders().items()}
+        stats = {split: [(str(path), path.stat().st_size, int(path.stat().st_mtime)) for path in paths]
+                 for split, paths in files.items()}
+        key = hashlib.sha256(json.dumps([PIPELINE_VERSION, "drum_track_only", stats]).encode()).hexdigest()[:16]
+        cache_file = self._cache_root() / f"midi-folder-drumroll-{key}.json"
+        if cache_file.is_file():
+            return {split: [(name, lines) for name, lines in grooves]
+                    for split, grooves in json.loads(cache_file.read_text()).items()}
+        grooves: dict[str, list[tuple[str, list[str]]]] = {}
+        for split, paths in files.items():
+            grooves[split] = []
+            for path in paths:
+                try:
+                    lines = midi_to_drumroll(drum_track_only(mido.MidiFile(path)))
+                except Exception as exc:  # noqa: BLE001 - mido's errors on a corrupt MIDI file vary
+                    raise ValueError(f"{path}: not a readable MIDI file ({type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:200]})") from None
+                if lines is not None:
+                    grooves[split].append((path.stem, lines))
+        empty = [split for split, items in grooves.items()
+                 if not any(prompt_and_completion(lines) is not None for _, lines in items)]
+        if empty:
+            raise ValueError(f"dataset {self.dataset_name!r}: no usable groove in the {empty[0]} split "
+                             f"({len(files[empty[0]])} .mid files): a groove is x/4 drum MIDI with more than "
+                             f"{MIN_LINES_AFTER_STRIP // LINES_PER_BAR} bars after its leading silence")
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = cache_file.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(grooves))
+        partial.replace(cache_file)
+        return grooves
+
     def _cache_root(self) -> Path:
         if self.cache_dir:
             return Path(self.cache_dir)
@@ -276,7 +374,7 @@ class GrooveDataModule(pl.LightningDataModule):
                 raise ValueError(f"{root / GROOVE_ZIP}: a MIDI file cannot be parsed ({type(exc).__name__}: "
                                  f"{' '.join(str(exc).split())}); {GET_GMD}") from None
         elif self.dataset_name != PROCEDURAL_DATASET:
-            raise ValueError(f"unknown groove dataset {self.dataset_name!r}; use {GMD_DATASET!r} or {PROCEDURAL_DATASET!r}")
+            self.grooves = self.grooves or self._read_midi_folder()
 
     def setup(self, stage: str | None = None) -> None:
         if self.grooves:

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from datamodules.formats import DatasetFormat
 from datamodules.image_sources import (CIFAR10_JPG_ZIPS, FASHION_MNIST_CLASSES, IDX_FILES,
                                        MNIST_CLASSES, ImageArrays, cached_arrays, first_existing_folder,
                                        generate_gratings, read_cifar10_jpg_zip, read_cifar10_pickle, read_idx_pair)
@@ -170,6 +171,30 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.std: tuple[float, ...] = ()
         if self.stats_key is not None:
             self._set_stats(None)
+
+    @staticmethod
+    def dataset_formats() -> list[DatasetFormat]:
+        return [
+            DatasetFormat(name="torchvision ImageFolder tree", presets=("imagefolder",),
+                          layout="<data-dir>/FOLDER/train/<class>/*.{jpg,png,...} and <data-dir>/FOLDER/val/<class>/ "
+                                 "(or test/); FOLDER = data.init_args.folder (default imagenet)",
+                          own_data_args={"folder": "myimages", "image_size": 32}, own_name="imagefolder",
+                          notes=("the dataset name stays imagefolder; folder names your tree",
+                                 "the class count comes from the class folders and reaches models that leave "
+                                 "num_classes unset")),
+            DatasetFormat(name="CIFAR-10 / MNIST originals", presets=("cifar10-jpg", "cifar10", "mnist",
+                                                                      "fashion-mnist", "mnist-t10k-split"),
+                          layout="<data-dir>/cifar10_jpg/*.zip, <data-dir>/cifar10/cifar-10-batches-py/, "
+                                 "<data-dir>/{mnist,fashion_mnist}/*-ubyte.gz, <data-dir>/mnist_test/"),
+        ]
+
+    def model_init_args(self) -> dict[str, int]:
+        """``num_classes`` of the data (an ImageFolder's class folders), for models that leave it unset."""
+        if self.dataset == "imagefolder":
+            from torchvision.datasets.folder import find_classes
+
+            return {"num_classes": len(find_classes(str(self.data_dir / self.folder / "train"))[0])}
+        return {"num_classes": self.num_classes}
 
     # -- locating files ----------------------------------------------------------------------
     def _folder_with(self, required: tuple[str, ...], subfolders: list[str]) -> Path:

@@ -24,6 +24,12 @@
   The images are not redistributable and are absent from ``../shared/data``: a missing image
   folder is a one-line ``FileNotFoundError`` naming the folder and where to get the database.
   LIVE images with DMOS < 0 are dropped (as the official PMT-IQA folder does).
+  These six are presets of ``ScoreFileFormat`` (score file, grade rule, row filter, resize).
+* **Any other name** — a database of your own in the same format: ``score_file`` (a CSV with
+  ``dis_img_path,score`` and optional ``dis_type``, ``ref_img_path``; looked up like the presets'),
+  ``grade_rule`` (the score scale, one of ``GRADE_RULES``) and ``image_dir`` (or the image paths'
+  top folder under ``<data_dir>/iqa_images/`` or ``<data_dir>/``). Rows that share
+  ``ref_img_path`` are one content of the split; without it every image is its own content.
 * ``synthetic`` — the LIVE-like set of ``datamodules/iqa_synthetic.py``: 2 crops of each of the 15
   photographs bundled with scikit-image + ``cifar_references`` CIFAR-10 test JPEGs (from
   ``<data_dir>/cifar10_jpg/``; 0 = none, no files needed), 5 distortions × 5 levels, pseudo-DMOS =
@@ -60,7 +66,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import lightning as L
@@ -70,6 +76,7 @@ import torch
 from sklearn.model_selection import GroupShuffleSplit
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.formats import DatasetFormat
 from datamodules.paths import default_cache_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -78,29 +85,59 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ScoreFileFormat:
-    file: str
-    rows: int  # SOURCE.md
+    """One IQA database: a score CSV plus an image folder. The built-in databases are presets of it;
+    any other name is read from ``score_file`` + ``grade_rule`` (+ ``image_dir``) init_args."""
+
+    file: str  # under <data_dir>/iqa_scores/ or <data_dir>/, or an absolute path
+    rows: int | None  # SOURCE.md (None: not known in advance)
     grade_rule: str  # how the label scale is binned into quality grades (modules.pmt_iqa.quality_grades)
     download: str
+    min_score: float | None = None  # rows scored below are dropped (LIVE's DMOS < 0, as the official code)
+    resize: tuple[int, int] | None = None  # (H, W) applied before cropping unless ``resize`` is given
 
 
 DATABASES: dict[str, ScoreFileFormat] = {
     "LIVE": ScoreFileFormat("LIVE.txt", 779, "live",
-                            "LIVE Release 2 from https://live.ece.utexas.edu/research/quality/subjective.htm"),
+                            "LIVE Release 2 from https://live.ece.utexas.edu/research/quality/subjective.htm",
+                            min_score=0.0),
     "CSIQ": ScoreFileFormat("CSIQ.txt", 866, "csiq", "CSIQ from https://s2.smu.edu/~eclarson/csiq.html"),
     "TID2013": ScoreFileFormat("TID2013.txt", 3000, "tid2013", "TID2013 from https://www.ponomarenko.info/tid2013.htm"),
     "KADID-10k": ScoreFileFormat("KADID-10k.txt", 10125, "kadid",
                                  "KADID-10k from https://database.mmsp-kn.de/kadid-10k-database.html"),
+    # KonIQ's official Resize((512, 384)) is height 512 x width 384, which squeezes the 4:3 landscape
+    # images; (384, 512) keeps their aspect.
     "KonIQ-10k": ScoreFileFormat("koniq10k_distributions_sets.csv", 10073, "mos100",
-                                 "KonIQ-10k (1024x768) from https://database.mmsp-kn.de/koniq-10k-database.html"),
+                                 "KonIQ-10k (1024x768) from https://database.mmsp-kn.de/koniq-10k-database.html",
+                                 resize=(384, 512)),
     "LIVE-C": ScoreFileFormat("LIVE_Challenge.txt", 1161, "mos100",
                               "LIVE In the Wild Challenge from https://live.ece.utexas.edu/research/ChallengeDB/"),
 }
 SYNTHETIC = ("synthetic", "generated")
-# Resize applied before cropping when ``resize`` is not given: KonIQ's official Resize((512, 384)) is
-# height 512 x width 384, which squeezes the 4:3 landscape images; (384, 512) keeps their aspect.
-DEFAULT_RESIZE = {"KonIQ-10k": (384, 512)}
-DATASETS = (*SYNTHETIC, *DATABASES)
+DATASETS = (*SYNTHETIC, *DATABASES)  # presets; any other name is described by score_file + grade_rule
+GRADE_RULES = ("live", "csiq", "mos100", "bid", "tid2013", "kadid")  # modules.pmt_iqa.quality_grades
+OWN_DATA_HINT = ("data.init_args.score_file=FILE.csv (columns dis_img_path,score[,dis_type][,ref_img_path]; "
+                 "under <data-dir>/iqa_scores/ or <data-dir>/), data.init_args.grade_rule="
+                 f"{'|'.join(GRADE_RULES)} (the score scale: mos100 = MOS on 0-100, live = DMOS on 0-100, "
+                 "csiq = 0-1) and optionally data.init_args.image_dir=FOLDER (default: <data-dir>/iqa_images/ "
+                 "or <data-dir>/)")
+
+
+def score_file_format(dataset: str, *, score_file: str | None = None,
+                      grade_rule: str | None = None) -> ScoreFileFormat:
+    """The preset of ``dataset`` (``score_file`` / ``grade_rule`` override its fields), or the
+    database that they describe; a one-line error naming the presets and the init_args otherwise."""
+    if grade_rule is not None and grade_rule not in GRADE_RULES:
+        raise ValueError(f"unknown IQA grade_rule {grade_rule!r}; choose one of {', '.join(GRADE_RULES)}")
+    overrides = {key: value for key, value in (("file", score_file), ("grade_rule", grade_rule)) if value is not None}
+    if dataset in DATABASES:
+        return replace(DATABASES[dataset], **overrides)
+    if score_file is None or grade_rule is None:
+        what = "no description of it" if score_file is None and grade_rule is None else \
+            f"no {'score_file' if score_file is None else 'grade_rule'}"
+        raise ValueError(f"unknown IQA dataset {dataset!r} and {what}: the presets are {', '.join(DATASETS)}; "
+                         f"describe your own with {OWN_DATA_HINT} (see `litbench datasets pmt_iqa`)")
+    return ScoreFileFormat(file=score_file, rows=None, grade_rule=grade_rule,
+                           download=f"the images of your score file {score_file}")
 
 
 # -- score files -----------------------------------------------------------------------------------
@@ -133,31 +170,35 @@ def read_score_file(path: Path) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def find_score_file(data_dir: Path, dataset: str) -> Path:
-    name = DATABASES[dataset].file
+def find_score_file(data_dir: Path, dataset: str, fmt: ScoreFileFormat | None = None) -> Path:
+    name = (fmt or DATABASES[dataset]).file
     candidates = [data_dir / "iqa_scores" / name, data_dir / name]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
+    how = ("get the shared iqa_scores folder (see its SOURCE.md) and pass --data-dir" if dataset in DATABASES
+           else "check data.init_args.score_file and --data-dir")
     raise FileNotFoundError(f"dataset {dataset}: score file {name} not found in {data_dir / 'iqa_scores'} or "
-                            f"{data_dir}; get the shared iqa_scores folder (see its SOURCE.md) and pass --data-dir")
+                            f"{data_dir}; {how}")
 
 
-def find_image_root(data_dir: Path, dataset: str, table: pd.DataFrame, image_dir: str | None) -> Path:
+def find_image_root(data_dir: Path, dataset: str, table: pd.DataFrame, image_dir: str | None,
+                    fmt: ScoreFileFormat | None = None) -> Path:
     """The folder under which the table's relative image paths exist (checked on a few rows)."""
-    top = Path(table["image"].iloc[0]).parts[0]
-    candidates = [Path(image_dir)] if image_dir else [data_dir / "iqa_images", data_dir]
+    top = Path(table["image"].iloc[0]).parts[0]  # a folder, or the file itself for paths without one
+    # A relative image_dir is under the data dir (else as given, relative to the working directory).
+    candidates = [data_dir / image_dir, Path(image_dir)] if image_dir else [data_dir / "iqa_images", data_dir]
     for root in candidates:
-        if (root / top).is_dir():
+        if (root / top).exists():
             probe = [root / path for path in table["image"].iloc[[0, len(table) // 2, len(table) - 1]]]
             missing = [str(path) for path in probe if not path.is_file()]
             if missing:
                 raise FileNotFoundError(f"dataset {dataset}: image folder {root / top} is incomplete "
-                                        f"(missing {missing[0]}); re-extract {DATABASES[dataset].download}")
+                                        f"(missing {missing[0]}); re-extract {(fmt or DATABASES[dataset]).download}")
             return root
     looked = " or ".join(str(root / top) for root in candidates)
     raise FileNotFoundError(f"dataset {dataset}: image folder {top}/ not found ({looked}); only the score "
-                            f"files are shared - get {DATABASES[dataset].download} and put it there "
+                            f"files are shared - get {(fmt or DATABASES[dataset]).download} and put it there "
                             "(or set data.init_args.image_dir)")
 
 
@@ -248,20 +289,36 @@ class IQADataModule(L.LightningDataModule):
                  test_fraction: float = 0.2, val_fraction: float = 0.0, split_seed: int | None = 0,
                  resize: list[int] | None = None,
                  hflip: bool = True, synthetic_seed: int = 0, reference_size: int = 128, crops_per_image: int = 2,
-                 cifar_references: int = 10, generated_references: int = 8, rater_noise_std: float = 2.0) -> None:
+                 cifar_references: int = 10, generated_references: int = 8, rater_noise_std: float = 2.0,
+                 score_file: str | None = None, grade_rule: str | None = None) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown IQA dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+        # Real databases are presets of ScoreFileFormat; score_file + grade_rule describe any other one.
+        self.format = None if dataset in SYNTHETIC else score_file_format(dataset, score_file=score_file,
+                                                                          grade_rule=grade_rule)
         self.save_hyperparameters()
         self.dataset = dataset
         self.data_dir = Path(data_dir or os.environ.get("LITBENCH_DATA", "data"))
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.grade_rule = "live" if dataset in SYNTHETIC else DATABASES[dataset].grade_rule
+        self.grade_rule = "live" if self.format is None else self.format.grade_rule
         self.split_seed = resolve_split_seed(split_seed)
         self.splits: dict[str, IQAPatchDataset] = {}
         self.table: pd.DataFrame | None = None
         self.split_index: dict[str, np.ndarray] = {}
+
+    @staticmethod
+    def dataset_formats() -> list[DatasetFormat]:
+        return [DatasetFormat(
+            name="IQA score CSV + image folder", presets=tuple(DATABASES),
+            layout="<data-dir>/iqa_scores/FILE.csv (or <data-dir>/FILE.csv) with columns dis_img_path,score "
+                   "[,dis_type][,ref_img_path]; image paths relative to image_dir (default <data-dir>/iqa_images/ "
+                   "or <data-dir>/). Presets: iqa_scores/{LIVE,CSIQ,TID2013,KADID-10k,LIVE_Challenge}.txt, "
+                   "koniq10k_distributions_sets.csv + the databases' own image folders",
+            own_data_args={"score_file": "myiqa.csv", "grade_rule": "mos100", "image_dir": "myiqa_images"},
+            own_name="myiqa",
+            notes=(f"grade_rule names the score scale the quality grades bin: {', '.join(GRADE_RULES)} "
+                   "(mos100: MOS 0-100, live: DMOS 0-100, csiq: 0-1)",
+                   "rows sharing ref_img_path are one content of the content-disjoint split"))]
 
     # -- locating / building files ---------------------------------------------------------------
     def _synthetic_folder(self) -> Path:
@@ -315,18 +372,18 @@ class IQADataModule(L.LightningDataModule):
                 self._cifar_zip()
             self._build_synthetic()
             return
-        table = read_score_file(find_score_file(self.data_dir, self.dataset))
-        find_image_root(self.data_dir, self.dataset, table, self.hparams.image_dir)
+        table = read_score_file(find_score_file(self.data_dir, self.dataset, self.format))
+        find_image_root(self.data_dir, self.dataset, table, self.hparams.image_dir, self.format)
 
     def load_table(self) -> tuple[pd.DataFrame, Path]:
         """The dataset's rows (after the dataset-specific filters) and the folder their paths start in."""
         if self.dataset in SYNTHETIC:
             labels = self._build_synthetic()
             return read_score_file(labels), labels.parent
-        table = read_score_file(find_score_file(self.data_dir, self.dataset))
-        root = find_image_root(self.data_dir, self.dataset, table, self.hparams.image_dir)
-        if self.dataset == "LIVE":
-            table = table[table["score"] >= 0].reset_index(drop=True)
+        table = read_score_file(find_score_file(self.data_dir, self.dataset, self.format))
+        root = find_image_root(self.data_dir, self.dataset, table, self.hparams.image_dir, self.format)
+        if self.format.min_score is not None:
+            table = table[table["score"] >= self.format.min_score].reset_index(drop=True)
         return table, root
 
     def setup(self, stage: str | None = None) -> None:
@@ -337,7 +394,7 @@ class IQADataModule(L.LightningDataModule):
         self.table = table
         self.split_index = content_splits(table["content"], test_fraction=hp.test_fraction,
                                           val_fraction=hp.val_fraction, seed=self.split_seed)
-        resize = tuple(hp.resize) if hp.resize else DEFAULT_RESIZE.get(self.dataset)
+        resize = tuple(hp.resize) if hp.resize else (self.format.resize if self.format else None)
         preload = self.dataset in SYNTHETIC  # small, equal-sized PNGs: decode once
         for name, train, patches in (("train", True, hp.train_patches), ("val", False, hp.test_patches),
                                      ("test", False, hp.test_patches)):

@@ -139,8 +139,9 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
         load_coco(tmp_path / "broken.json")
     with pytest.raises(FileNotFoundError, match="coco2017"):
         CocoInstanceSegmentationDataModule(dataset="coco2017", data_dir=str(tmp_path)).prepare_data()
-    with pytest.raises(ValueError, match="unknown instance-segmentation dataset"):
-        CocoInstanceSegmentationDataModule(dataset="nope")
+    with pytest.raises(ValueError, match=r"unknown instance-segmentation dataset 'nope' .*presets are synthetic-shapes, "
+                                         r"coco2017, coco-json.*train_json=PATH and test_json=PATH"):
+        CocoInstanceSegmentationDataModule(dataset="nope", data_dir=str(tmp_path)).prepare_data()
 
 
 def _fruits_copy(tmp_path: Path) -> Path:

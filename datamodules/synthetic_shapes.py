@@ -10,8 +10,11 @@ each other and each annotation is the *visible* part (an instance left with fewe
 ``MIN_VISIBLE_PIXELS`` visible pixels is dropped from the annotations, it stays in the pixels).
 
 ``write_synthetic_shapes`` writes ``train.json`` (all instances annotated; the datamodule removes the
-novel-class annotations for base training, as COCO base training does) and ``test.json`` (all
-classes annotated), each a standard COCO instances json whose ``segmentation`` is a compressed RLE
+novel-class annotations for base training, as COCO base training does), ``test.json`` (all
+classes annotated) and, with ``val_images > 0``, ``val.json``: a validation split for calibration
+drawn from its own generator stream (train, test and val use the streams ``[seed, 0]``, ``[seed, 1]``
+and ``[seed, 2]``), so it holds none of the test images and adding it changes neither other split.
+Each is a standard COCO instances json whose ``segmentation`` is a compressed RLE
 from ``pycocotools.mask.encode`` with ``counts`` as str, plus the PNG images under ``images/``. So
 the datamodule reads these sets through exactly the pycocotools code path it uses for real COCO.
 The output depends only on (seed, sizes, image size): the folder name carries a hash of them, and a
@@ -128,16 +131,18 @@ def _split_json(rng: np.random.Generator, *, split: str, num_images: int, image_
 
 
 def synthetic_shapes_folder(root: str | Path, *, seed: int, train_images: int, test_images: int,
-                            image_size: int) -> Path:
-    key = json.dumps([GENERATOR_VERSION, seed, train_images, test_images, image_size])
+                            image_size: int, val_images: int = 0) -> Path:
+    parts = [GENERATOR_VERSION, seed, train_images, test_images, image_size]
+    key = json.dumps(parts + [val_images] if val_images else parts)  # sets without val keep their folder
     return Path(root) / f"synthetic_shapes-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
 
 
 def write_synthetic_shapes(root: str | Path, *, seed: int = 0, train_images: int = 3000, test_images: int = 300,
-                           image_size: int = 64) -> Path:
-    """Generate (or reuse) the set under ``root``; returns the folder holding train.json/test.json/images."""
+                           image_size: int = 64, val_images: int = 0) -> Path:
+    """Generate (or reuse) the set under ``root``; returns the folder holding train.json/test.json
+    (and val.json when ``val_images > 0``) and images/."""
     final = synthetic_shapes_folder(root, seed=seed, train_images=train_images, test_images=test_images,
-                                    image_size=image_size)
+                                    image_size=image_size, val_images=val_images)
     if (final / "test.json").is_file():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -145,13 +150,11 @@ def write_synthetic_shapes(root: str | Path, *, seed: int = 0, train_images: int
     partial = Path(tempfile.mkdtemp(prefix=final.name + ".partial-", dir=final.parent))
     image_dir = partial / "images"
     image_dir.mkdir()
-    train_rng, test_rng = (np.random.default_rng([seed, stream]) for stream in (0, 1))
-    train = _split_json(train_rng, split="train", num_images=train_images, image_size=image_size,
-                        image_dir=image_dir, first_annotation_id=1)
-    test = _split_json(test_rng, split="test", num_images=test_images, image_size=image_size,
-                       image_dir=image_dir, first_annotation_id=1)
-    (partial / "train.json").write_text(json.dumps(train))
-    (partial / "test.json").write_text(json.dumps(test))
+    splits = {"train": train_images, "test": test_images, **({"val": val_images} if val_images else {})}
+    for stream, (split, num_images) in enumerate(splits.items()):
+        coco = _split_json(np.random.default_rng([seed, stream]), split=split, num_images=num_images,
+                           image_size=image_size, image_dir=image_dir, first_annotation_id=1)
+        (partial / f"{split}.json").write_text(json.dumps(coco))
     try:
         os.rename(partial, final)
     except OSError:  # another process finished first: keep its copy
@@ -167,6 +170,7 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-images", type=int, default=3000)
     parser.add_argument("--test-images", type=int, default=300)
+    parser.add_argument("--val-images", type=int, default=0)
     arguments = parser.parse_args()
     print(write_synthetic_shapes(arguments.root, seed=arguments.seed, train_images=arguments.train_images,
-                                 test_images=arguments.test_images))
+                                 test_images=arguments.test_images, val_images=arguments.val_images))

@@ -21,18 +21,18 @@ from scipy.optimize import linear_sum_assignment
 
 
 def pairwise_sigmoid_bce(mask_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """[Q, P] logits x [G, P] targets in [0, 1] -> [Q, G] mean-over-pixels BCE of every pair."""
-    pixels = mask_logits.shape[1]
+    """[..., Q, P] logits x [G, P] targets in [0, 1] -> [..., Q, G] mean-over-pixels BCE of every pair."""
+    pixels = mask_logits.shape[-1]
     positive = F.binary_cross_entropy_with_logits(mask_logits, torch.ones_like(mask_logits), reduction="none")
     negative = F.binary_cross_entropy_with_logits(mask_logits, torch.zeros_like(mask_logits), reduction="none")
     return (positive @ targets.T + negative @ (1 - targets).T) / pixels
 
 
 def pairwise_dice(mask_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """[Q, P] logits x [G, P] targets -> [Q, G] dice loss (smoothing 1) of every pair."""
+    """[..., Q, P] logits x [G, P] targets -> [..., Q, G] dice loss (smoothing 1) of every pair."""
     probabilities = mask_logits.sigmoid()
     numerator = 2 * probabilities @ targets.T
-    denominator = probabilities.sum(-1)[:, None] + targets.sum(-1)[None, :]
+    denominator = probabilities.sum(-1)[..., None] + targets.sum(-1)
     return 1 - (numerator + 1) / (denominator + 1)
 
 
@@ -46,8 +46,9 @@ class MatchingWeights:
 
 def matching_cost(class_logits: torch.Tensor, mask_logits: torch.Tensor, labels: torch.Tensor,
                   mask_targets: torch.Tensor, weights: MatchingWeights = MatchingWeights()) -> torch.Tensor:
-    """[Q, G] cost of assigning each query to each ground-truth instance (no gradient needed)."""
-    class_cost = -class_logits.softmax(-1)[:, labels]
+    """[..., Q, G] cost of assigning each query ([..., Q, C+1] and [..., Q, P]) to each ground-truth
+    instance (no gradient needed)."""
+    class_cost = -class_logits.softmax(-1)[..., labels]
     return (weights.class_weight * class_cost + weights.mask_weight * pairwise_sigmoid_bce(mask_logits, mask_targets)
             + weights.dice_weight * pairwise_dice(mask_logits, mask_targets))
 
@@ -65,6 +66,27 @@ def hungarian_match(class_logits: torch.Tensor, mask_logits: torch.Tensor, label
     return torch.as_tensor(queries, dtype=torch.long, device=device), torch.as_tensor(targets, dtype=torch.long, device=device)
 
 
+@torch.no_grad()
+def batch_hungarian_match(class_logits: torch.Tensor, mask_logits: torch.Tensor, labels: list[torch.Tensor],
+                          mask_targets: list[torch.Tensor], weights: MatchingWeights = MatchingWeights()
+                          ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``hungarian_match`` of every image of a batch ([B, Q, C+1], [B, Q, P], per image [G] and [G, P]):
+    one batched cost against all the batch's instances and one host copy; image b solves its own columns."""
+    counts = [len(image_labels) for image_labels in labels]
+    if sum(counts) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=class_logits.device)
+        return [(empty, empty) for _ in counts]
+    cost = matching_cost(class_logits.float(), mask_logits.float(), torch.cat(labels),
+                         torch.cat(mask_targets).float(), weights).cpu().numpy()  # [B, Q, sum G]
+    matches, start = [], 0
+    for index, count in enumerate(counts):
+        queries, targets = linear_sum_assignment(cost[index, :, start:start + count]) if count else ([], [])
+        start += count
+        matches.append((torch.as_tensor(queries, dtype=torch.long, device=class_logits.device),
+                        torch.as_tensor(targets, dtype=torch.long, device=class_logits.device)))
+    return matches
+
+
 def dice_loss(mask_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-mask dice loss of matched pairs, [N, P] -> [N]."""
     probabilities = mask_logits.sigmoid()
@@ -79,9 +101,8 @@ def set_loss(class_logits: torch.Tensor, mask_logits: torch.Tensor, labels: list
     batch, queries, _ = class_logits.shape
     class_targets = torch.full((batch, queries), num_classes, dtype=torch.long, device=class_logits.device)
     matched_logits, matched_targets = [], []
-    for index in range(batch):
-        query_index, target_index = hungarian_match(class_logits[index], mask_logits[index], labels[index],
-                                                    mask_targets[index], weights)
+    matches = batch_hungarian_match(class_logits, mask_logits, labels, mask_targets, weights)
+    for index, (query_index, target_index) in enumerate(matches):
         class_targets[index, query_index] = labels[index][target_index]
         matched_logits.append(mask_logits[index][query_index])
         matched_targets.append(mask_targets[index][target_index])

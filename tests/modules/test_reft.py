@@ -13,9 +13,9 @@ import torch
 from pycocotools.coco import COCO
 
 from modules.reft.coco_metrics import CocoMaskAP, encode_masks, split_mask_ap
-from modules.reft import FewShotFineTune, QueryInstanceSegmentation
+from modules.reft import FewShotFineTune, QueryInstanceSegmentation, relative_change
 from modules.reft.baselines import PrototypeClassifier, class_prototypes, cosine_logits
-from modules.reft.matching import hungarian_match, matching_cost, pairwise_dice, pairwise_sigmoid_bce, set_loss
+from modules.reft.matching import batch_hungarian_match, hungarian_match, matching_cost, pairwise_dice, pairwise_sigmoid_bce, set_loss
 from modules.reft.model import FeatureReference, InstanceReference, QueryInstanceSegmenter, References, restrict_class_logits
 
 SMALL = {"num_classes": 4, "dim": 16, "num_queries": 6, "num_heads": 2, "ffn_dim": 32, "widths": (8, 8, 16, 16)}
@@ -230,3 +230,47 @@ def test_prototype_logits_are_scaled_cosines(tmp_path: Path) -> None:
     assert torch.isinf(logits[..., 2]).all()
     keep = [0, 1, 3, 4]
     assert torch.allclose(logits[..., keep], cosine_logits(embedded, model.prototypes[keep], 10.0), atol=1e-5)
+
+
+def test_batched_matching_equals_per_image_matching() -> None:
+    torch.manual_seed(0)
+    class_logits, mask_logits = torch.randn(3, 7, 5), torch.randn(3, 7, 16)
+    labels = [torch.tensor([0, 3]), torch.tensor([], dtype=torch.long), torch.tensor([1, 1, 2])]
+    targets = [torch.rand(len(image_labels), 16).round() for image_labels in labels]
+    for index, (queries, gts) in enumerate(batch_hungarian_match(class_logits, mask_logits, labels, targets)):
+        expected_queries, expected_gts = hungarian_match(class_logits[index], mask_logits[index], labels[index], targets[index])
+        assert torch.equal(queries, expected_queries) and torch.equal(gts, expected_gts)
+    assert len(batch_hungarian_match(class_logits, mask_logits, labels, targets)[2][0]) == 3
+
+
+def test_reference_movement_metrics(tmp_path: Path) -> None:
+    """test/reference_weight_change = ||theta - theta_0|| / ||theta_0|| over the reference modules, and
+    test/reference_output_change the relative change of the final queries that the references cause."""
+    assert relative_change({"a": torch.tensor([3.0, 4.0]), "b": torch.tensor([1.0])},
+                           {"a": torch.tensor([0.0, 4.0]), "b": torch.tensor([1.0])}) == pytest.approx(3 / math.sqrt(17))
+    torch.manual_seed(0)
+    checkpoint = QueryInstanceSegmentation(**SMALL).save_stage_artifact(tmp_path)
+    model = FewShotFineTune(**SMALL, shots=1, base_checkpoint=str(checkpoint), feature_reference="cross_attention",
+                            instance_reference=True).eval()
+    assert set(model.reference_start) == {name for name, _ in model.network.named_parameters()
+                                          if name.startswith(("feature_reference.", "instance_reference."))}
+    assert relative_change(dict(model.network.named_parameters()), model.reference_start) == 0.0
+    images = torch.randn(2, 3, 64, 64)
+    model.test_references = References(centres=[torch.randn(4, 16)] * 3, centre_valid=torch.ones(4, dtype=torch.bool),
+                                       support_queries=torch.randn(3, 16))
+    model.output_change_sums = torch.zeros(2, dtype=torch.float64)
+    with torch.no_grad():  # zero-initialised output projections: the references change nothing yet
+        model.measure_references(images, model.network(images, model.test_references))
+    moved, size = model.output_change_sums.tolist()
+    assert size > 0 and math.sqrt(moved / size) < 1e-6  # float rounding only
+    with torch.no_grad():
+        model.network.instance_reference.attention.out_proj.weight.add_(0.5)
+        output = model.network(images, model.test_references)
+    plain = model.network(images, None).queries
+    model.output_change_sums.zero_()
+    model.measure_references(images, output)
+    moved, size = model.output_change_sums.tolist()
+    assert math.sqrt(moved / size) == pytest.approx(float((output.queries - plain).norm() / plain.norm()), rel=1e-5)
+    start = model.reference_start["instance_reference.attention.out_proj.weight"]
+    assert relative_change(dict(model.network.named_parameters()), model.reference_start) == pytest.approx(
+        0.5 * math.sqrt(start.numel()) / math.sqrt(sum(float(t.square().sum()) for t in model.reference_start.values())), rel=1e-5)

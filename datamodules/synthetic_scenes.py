@@ -28,9 +28,9 @@ float32 [B, N_max, 4] zero-padded with ``point_mask`` bool [B, N_max], ``lidar2i
 ``gt_labels`` int64 [B, M_max] (-1 = padding), and ``scene_index`` int64 [B] (a unique id of the
 scene within its split; the detection metric uses it as the sample token).
 
-Only the generated dataset (``synthetic-scenes``) is served by this datamodule; the real nuScenes
-keyframe is read with ``datamodules.nuscenes.read_one_sample`` (its 6 x 1600x900 cameras and
-54 m range do not fit the small-scale model).
+The real nuScenes datasets (``nuscenes``, ``nuscenes-mini``) are routed to
+``datamodules.nuscenes.NuScenesDataModule`` (its options in ``nuscenes``; the synthetic sizes do
+not apply to them), so the CMT spec has one data class for synthetic and real scenes.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ CLASS_COLOURS = {"car": (200, 40, 40), "pedestrian": (40, 160, 40), "traffic_con
 POINT_CLOUD_RANGE = (-16.0, -16.0, -2.0, 16.0, 16.0, 2.0)
 GROUND_Z = -1.8
 DATASETS = ("synthetic-scenes",)
+NUSCENES_DATASETS = ("nuscenes", "nuscenes-mini")  # read by datamodules.nuscenes.NuScenesDataModule
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 
@@ -214,17 +215,24 @@ class SyntheticScenesDataModule(L.LightningDataModule):
     def __init__(self, *, dataset: str = "synthetic-scenes", data_dir: str | None = None, cache_dir: str | None = None,
                  train_size: int = 2000, test_size: int = 300, batch_size: int = 8, eval_batch_size: int = 16,
                  split_seed: int = 0, image_height: int = 64, image_width: int = 96, max_objects: int = 8,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, nuscenes: dict | None = None) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {dataset!r} for SyntheticScenesDataModule: choose one of {DATASETS} "
-                             "(the real nuScenes keyframe is read by datamodules.nuscenes.read_one_sample)")
+        if dataset not in DATASETS + NUSCENES_DATASETS:
+            raise ValueError(f"unknown dataset {dataset!r} for SyntheticScenesDataModule: choose one of "
+                             f"{DATASETS + NUSCENES_DATASETS}")
         self.dataset, self.data_dir, self.cache_dir = dataset, data_dir, cache_dir
         self.train_size, self.test_size = train_size, test_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.split_seed, self.max_objects, self.num_workers = split_seed, max_objects, num_workers
         self.image_height, self.image_width = image_height, image_width
         self.splits: dict[str, SceneDataset] = {}
+        if dataset in NUSCENES_DATASETS:  # its hooks serve the real data (``nuscenes``: NuScenesDataModule options)
+            from datamodules.nuscenes import NuScenesDataModule
+
+            self.real = NuScenesDataModule(dataset=dataset, data_dir=data_dir, cache_dir=cache_dir, batch_size=batch_size,
+                                           eval_batch_size=eval_batch_size, num_workers=num_workers, **(nuscenes or {}))
+            for hook in ("prepare_data", "setup", "train_dataloader", "val_dataloader", "test_dataloader"):
+                setattr(self, hook, getattr(self.real, hook))
 
     def scenes(self, split: str, size: int) -> SceneDataset:
         if split not in self.splits:

@@ -66,8 +66,9 @@ def find_install(data_dir: str | Path | None, dataset: str) -> Path:
     for folder in folders:
         if (folder / INFO_FILES["train"]).is_file():
             return folder
-    raise FileNotFoundError(f"{dataset}: {root / 'nuscenes' / INFO_FILES['train']} not found ({NUSCENES_DATASETS[dataset]} "
-                            f"with samples/, sweeps/ and the info pickles under <data_dir>/nuscenes); {DOWNLOAD_HINT}")
+    raise FileNotFoundError(f"{root / 'nuscenes' / INFO_FILES['train']} not found: {dataset} reads nuScenes "
+                            f"{NUSCENES_DATASETS[dataset]} from <data_dir>/nuscenes (samples/, sweeps/ and the info "
+                            f"pickles); {DOWNLOAD_HINT}")
 
 
 def load_split_infos(install: Path, dataset: str) -> dict[str, InfoFile]:
@@ -76,12 +77,12 @@ def load_split_infos(install: Path, dataset: str) -> dict[str, InfoFile]:
     for split, name in INFO_FILES.items():
         path = install / name
         if not path.is_file():
-            raise FileNotFoundError(f"{dataset}: {path} not found; {DOWNLOAD_HINT}")
+            raise FileNotFoundError(f"{path} not found; {DOWNLOAD_HINT}")
         infos[split] = load_info_file(path)
         expected = NUSCENES_DATASETS[dataset]
         if infos[split].version and infos[split].version != expected:
-            raise ValueError(f"{dataset}: {path} holds {infos[split].version} infos, not {expected}; point --data-dir "
-                             f"at the {expected} install")
+            raise ValueError(f"{path} holds {infos[split].version} infos, not {expected} ({dataset}); point "
+                             f"--data-dir at the {expected} install")
     return infos
 
 
@@ -194,8 +195,7 @@ class NuScenesDataModule(L.LightningDataModule):
         if first is not None:
             for path in [first.lidar_path] + [view.image_path for view in first.cameras.values()]:
                 if not path.is_file():
-                    raise FileNotFoundError(f"{self.dataset}: {path} not found (named by {self.infos['train'].path}); "
-                                            f"{DOWNLOAD_HINT}")
+                    raise FileNotFoundError(f"{path} not found (named by {self.infos['train'].path}); {DOWNLOAD_HINT}")
 
     def _load(self) -> None:
         if not self.infos:  # setup reuses what prepare_data read in this process

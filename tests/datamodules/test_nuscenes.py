@@ -93,7 +93,7 @@ def test_bad_input_is_a_one_line_error(tmp_path) -> None:
     with pytest.raises(ValueError, match="not a readable info pickle"):
         read_info_file(tmp_path / "broken.pkl")
     with pytest.raises(ValueError, match="unknown dataset"):
-        SyntheticScenesDataModule(dataset="nuscenes")
+        SyntheticScenesDataModule(dataset="kitti")
 
 
 def test_synthetic_scenes_are_deterministic_by_seed() -> None:

@@ -212,6 +212,18 @@ def test_official_config_refuses_other_classes() -> None:
         NuScenesDetectionMetric(class_names=NUSCENES_CLASSES, config="detection_cvpr_2020")
 
 
+def test_the_cmt_spec_data_class_routes_nuscenes_to_this_datamodule(install: Path, batch: dict) -> None:
+    from datamodules.synthetic_scenes import SyntheticScenesDataModule
+
+    module = SyntheticScenesDataModule(dataset="nuscenes-mini", data_dir=str(install), batch_size=1, train_size=5,
+                                       nuscenes={"image_height": HEIGHT, "image_width": WIDTH, "sweeps": 10})
+    assert isinstance(module.real, NuScenesDataModule) and module.real.sizes == {"train": None, "val": None}
+    module.prepare_data()
+    routed = next(iter(module.test_dataloader()))
+    for key in ("images", "points", "lidar2img", "gt_boxes", "gt_labels", "gt_attributes", "scene_index"):
+        assert torch.equal(routed[key], batch[key]), key
+
+
 def test_missing_files_name_the_expected_path_and_the_source(install: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as error:
         NuScenesDataModule(dataset="nuscenes", data_dir=str(tmp_path)).prepare_data()
@@ -226,3 +238,42 @@ def test_missing_files_name_the_expected_path_and_the_source(install: Path, tmp_
     (next((broken / "nuscenes" / "samples" / "CAM_BACK").iterdir())).unlink()
     with pytest.raises(FileNotFoundError, match="samples/CAM_BACK/.*not found"):
         NuScenesDataModule(dataset="nuscenes-mini", data_dir=str(broken)).prepare_data()
+
+
+TINY_MODEL = {"embed_dim": 32, "num_layers": 2, "num_heads": 2, "ffn_dim": 64, "num_queries": 40, "depth_num": 4,
+              "image_widths": "[8,8,8,8]", "bev_widths": "[8,8,8]", "pillar_size": 1.5, "max_detections": 50, "dn_groups": 2}
+
+
+def test_full_profile_without_nuscenes_is_a_one_line_usage_error(tmp_path: Path, capsys) -> None:
+    from benchmarks.cli import main
+
+    code = main(["run", "cmt", "--profile", "full", "--datasets", "nuscenes-mini", "--data-dir", str(tmp_path),
+                 "--methods", "cmt_l", "--results", str(tmp_path / "results"), "--wandb", "disabled"])
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and len(error.splitlines()) == 1
+    assert str(tmp_path / "nuscenes" / "nuscenes_infos_train.pkl") in error and "nuscenes.org" in error
+    assert not (tmp_path / "results" / "cmt").exists()
+
+
+@pytest.mark.slow
+def test_full_profile_runs_nuscenes_mini_through_the_cli(install: Path, tmp_path: Path) -> None:
+    """`litbench run cmt --profile full --datasets nuscenes-mini --data-dir ROOT` on the one-keyframe
+    install, the network shrunk with --set (the profile's own sizes are for a GPU)."""
+    from benchmarks.cli import main
+    from leaderboard.records import read_record
+
+    sets = ["trainer.max_epochs=1", "stages.fused.trainer.max_epochs=1", "data.init_args.num_workers=0",
+            "data.init_args.nuscenes.image_height=64", "data.init_args.nuscenes.image_width=128"]
+    sets += [f"{prefix}model.init_args.{key}={value}" for key, value in TINY_MODEL.items()
+             for prefix in ("", "stages.fused.")]
+    argv = ["run", "cmt", "--profile", "full", "--datasets", "nuscenes-mini", "--data-dir", str(install),
+            "--methods", "cmt,cmt_l", "--seeds", "1", "--results", str(tmp_path), "--wandb", "disabled"]
+    assert main(argv + [item for assignment in sets for item in ("--set", assignment)]) == 0
+    for method in ("cmt", "cmt_l"):
+        record = read_record(tmp_path / f"cmt/nuscenes-mini/{method}/full/seed-0.json")
+        assert record.ok and record.dataset == "nuscenes-mini" and record.metrics["scenes"] == 1.0
+        # The official config: ten per-class APs and all five TP errors.
+        assert {f"ap_{name}" for name in NUSCENES_CLASSES} | {"ate", "ase", "aoe", "ave", "aae"} <= set(record.metrics)
+        assert 0.0 <= record.metrics["nds"] <= 1.0
+        assert record.config["model"]["init_args"]["eval_config"] == "detection_cvpr_2019"
+        assert record.config["data"]["init_args"]["nuscenes"]["sweeps"] == 10

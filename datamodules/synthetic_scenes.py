@@ -207,13 +207,15 @@ def collate_scenes(scenes: list[dict[str, np.ndarray]]) -> dict[str, torch.Tenso
 
 
 class SyntheticScenesDataModule(L.LightningDataModule):
-    """Seeded synthetic camera + LiDAR scenes (see the module docstring); test = a disjoint split."""
+    """Seeded synthetic camera + LiDAR scenes (see the module docstring). train, val and test are
+    disjoint: each split draws its scenes from its own seed sequence (``SPLIT_CODES``), so val
+    (for calibration sweeps) never shares a scene with test."""
 
     class_names = CLASS_NAMES
     point_cloud_range = POINT_CLOUD_RANGE
 
     def __init__(self, *, dataset: str = "synthetic-scenes", data_dir: str | None = None, cache_dir: str | None = None,
-                 train_size: int = 2000, test_size: int = 300, batch_size: int = 8, eval_batch_size: int = 16,
+                 train_size: int = 2000, val_size: int = 300, test_size: int = 300, batch_size: int = 8, eval_batch_size: int = 16,
                  split_seed: int = 0, image_height: int = 64, image_width: int = 96, max_objects: int = 8,
                  num_workers: int = 0, nuscenes: dict | None = None) -> None:
         super().__init__()
@@ -221,7 +223,7 @@ class SyntheticScenesDataModule(L.LightningDataModule):
             raise ValueError(f"unknown dataset {dataset!r} for SyntheticScenesDataModule: choose one of "
                              f"{DATASETS + NUSCENES_DATASETS}")
         self.dataset, self.data_dir, self.cache_dir = dataset, data_dir, cache_dir
-        self.train_size, self.test_size = train_size, test_size
+        self.train_size, self.val_size, self.test_size = train_size, val_size, test_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.split_seed, self.max_objects, self.num_workers = split_seed, max_objects, num_workers
         self.image_height, self.image_width = image_height, image_width
@@ -247,6 +249,9 @@ class SyntheticScenesDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.scenes("train", self.train_size), batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.scenes("val", self.val_size), batch_size=self.eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.scenes("test", self.test_size), batch_size=self.eval_batch_size, shuffle=False)

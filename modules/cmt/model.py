@@ -8,6 +8,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 # Fraction of queries' log-odds bias so that the initial foreground probability is 0.1 (official -2.19).
 CLS_BIAS_INIT = -math.log((1 - 0.1) / 0.1)
@@ -52,9 +53,41 @@ def multiscale_pos2embed(positions: torch.Tensor, *, num_pos_feats: int, min_cyc
 BEV_EMBEDDINGS = {"official": pos2embed, "multiscale": multiscale_pos2embed}
 
 
+class PresentSampleBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics (batch and running) come only from the samples whose
+    input is present (``present`` [N] bool); the absent ones (a modality zeroed by masked-modal
+    training) are normalised with those statistics too, as at test time. ``present=None`` or all
+    True is plain BatchNorm2d; none present normalises with the running statistics, no update.
+    State-dict compatible with ``nn.BatchNorm2d`` (see deviation 11 in ``modules/cmt/__init__.py``)."""
+
+    def forward(self, x: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.training or present is None or bool(present.all()):
+            return super().forward(x)
+        if not bool(present.any()):
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        kept = x[present]
+        mean, var = kept.mean(dim=(0, 2, 3)), kept.var(dim=(0, 2, 3), unbiased=False)
+        with torch.no_grad():  # as nn.BatchNorm2d: running var is the unbiased estimate
+            count = kept.numel() // kept.shape[1]
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * count / max(count - 1, 1), self.momentum)
+            self.num_batches_tracked.add_(1)
+        shape = (1, -1, 1, 1)
+        return (x - mean.view(shape)) * (var.view(shape) + self.eps).rsqrt() * self.weight.view(shape) + self.bias.view(shape)
+
+
+def forward_with_presence(module: nn.Module, x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:
+    """Run a (nested) Sequential, handing ``present`` to its ``PresentSampleBatchNorm2d`` layers."""
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            x = forward_with_presence(layer, x, present)
+        return x
+    return module(x, present) if isinstance(module, PresentSampleBatchNorm2d) else module(x)
+
+
 def conv_bn_relu(in_channels: int, out_channels: int, *, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
-                         nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
+                         PresentSampleBatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class ImageBackbone(nn.Module):
@@ -69,9 +102,11 @@ class ImageBackbone(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.project = nn.Conv2d(channels, embed_dim, 1)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:  # [B, V, 3, H, W] -> [B, V, C, h, w]
+    def forward(self, images: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, V, 3, H, W] -> [B, V, C, h, w]; ``present`` [B]: samples whose images are not zeroed."""
         batch, views = images.shape[:2]
-        features = self.project(self.blocks(images.flatten(0, 1)))
+        present = None if present is None else present.repeat_interleave(views)
+        features = self.project(forward_with_presence(self.blocks, images.flatten(0, 1), present))
         return features.unflatten(0, (batch, views))
 
 
@@ -93,7 +128,8 @@ class PillarBackbone(nn.Module):
         for index, width in enumerate(widths):
             layers.append(conv_bn_relu(channels, width, stride=1 if index == 0 else 2))
             channels = width
-        self.cnn = nn.Sequential(*layers, nn.Conv2d(channels, embed_dim, 1), nn.BatchNorm2d(embed_dim), nn.ReLU(inplace=True))
+        self.cnn = nn.Sequential(*layers, nn.Conv2d(channels, embed_dim, 1), PresentSampleBatchNorm2d(embed_dim),
+                                 nn.ReLU(inplace=True))
 
     def scatter(self, points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:
         batch = points.shape[0]
@@ -118,8 +154,10 @@ class PillarBackbone(nn.Module):
         means = torch.cat([sums[:, :6] / counts, (sums[:, 6:7] > 0).float(), sums[:, 7:] / counts], dim=1)
         return means.reshape(batch, rows, cols, channels).permute(0, 3, 1, 2)
 
-    def forward(self, points: torch.Tensor, point_mask: torch.Tensor) -> torch.Tensor:  # -> [B, C, h, w]
-        return self.cnn(self.scatter(points, point_mask))
+    def forward(self, points: torch.Tensor, point_mask: torch.Tensor,
+                present: torch.Tensor | None = None) -> torch.Tensor:  # -> [B, C, h, w]
+        """``present`` [B]: samples whose points are not zeroed (BN statistics come from those)."""
+        return forward_with_presence(self.cnn, self.scatter(points, point_mask), present)
 
 
 class CoordinatesEncoding(nn.Module):

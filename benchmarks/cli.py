@@ -417,7 +417,19 @@ def cmd_fit(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, console: Console) -> int:
-    from benchmarks.verify import CommittedRecordsChanged, run_verify
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _cmd_verify(args, console)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # `kill` cleans the scratch folder up like Ctrl-C
+    try:
+        return _cmd_verify(args, console)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
+    from benchmarks.verify import run_verify
     from leaderboard.verification import VERIFY_HEADER, verification_row
 
     if args.sample < 1:
@@ -429,15 +441,12 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     command = " ".join(["litbench verify", *args.benchmarks, "--all" if args.all else f"--sample {args.sample}",
                         "--profile", args.profile, "--seed", str(args.seed), *(["--twice"] if args.twice else []),
                         *(["--cache-dir", args.cache_dir] if args.cache_dir else [])])
-    try:
-        written = run_verify(results_dir=Path(args.results), benchmarks=args.benchmarks, profile=args.profile,
-                             per_benchmark=None if args.all else args.sample, seed=args.seed, twice=args.twice,
-                             data_dir=data_dir, scratch=Path(args.scratch) if args.scratch else None, command=command,
-                             specs=specs, progress=lambda line: console.print(f"verify: {line}", markup=False),
-                             cache_dir=Path(args.cache_dir).resolve() if args.cache_dir else None)
-    except CommittedRecordsChanged as exc:
-        print(f"litbench: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED_RUNS
+    written, withheld = run_verify(
+        results_dir=Path(args.results), benchmarks=args.benchmarks, profile=args.profile,
+        per_benchmark=None if args.all else args.sample, seed=args.seed, twice=args.twice, data_dir=data_dir,
+        scratch=Path(args.scratch) if args.scratch else None, command=command, specs=specs,
+        progress=lambda line: console.print(f"verify: {line}", markup=False),
+        cache_dir=Path(args.cache_dir).resolve() if args.cache_dir else None)
     table = Table(title="litbench verify")
     for column in VERIFY_HEADER[:7]:
         table.add_column(column)
@@ -446,6 +455,10 @@ def cmd_verify(args: argparse.Namespace, console: Console) -> int:
     console.print(table)
     for verification, path in written:
         console.print(f"verification record: {path}")
+    if withheld:
+        print(f"litbench: error: {withheld[0]}" + (f" (and {len(withheld) - 1} more)" if len(withheld) > 1 else ""),
+              file=sys.stderr)
+        return EXIT_FAILED_RUNS
     return EXIT_OK
 
 

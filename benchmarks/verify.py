@@ -44,10 +44,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # its original's is not a like-for-like machine comparison.
 CODE_PATHS = ("modules", "datamodules", "benchmarks", ":!benchmarks/specs", ":!benchmarks/suites")
 
-class CommittedRecordsChanged(RuntimeError):
-    """A committed record changed while verify ran: never by verify itself (it writes to scratch)."""
-
-
 @dataclass
 class Rerun:
     original: RunRecord
@@ -293,9 +289,12 @@ def verify_benchmark(benchmark: str, sample: list[RunRecord], *, all_records: li
 def run_verify(*, results_dir: Path, benchmarks: list[str], profile: str, per_benchmark: int | None, seed: int,
                twice: bool, data_dir: str | None, scratch: Path | None, command: str,
                specs: dict[str, dict[str, Any]], progress: Callable[[str], None] = lambda line: None,
-               execute: Execute | None = None, cache_dir: Path | None = None) -> list[tuple[VerificationRecord, Path]]:
-    """Verify each selected benchmark; write one verification record per benchmark under
-    ``results_dir/verify/``; the committed records are byte-identical afterwards (checked)."""
+               execute: Execute | None = None, cache_dir: Path | None = None,
+               ) -> tuple[list[tuple[VerificationRecord, Path]], list[str]]:
+    """Verify each selected benchmark in the order given; write one verification record per benchmark
+    under ``results_dir/verify/`` as soon as it is done. Returns (written, withheld): a benchmark whose
+    committed records changed while it was re-run (verify writes only to scratch, so another process
+    wrote them) gets no verification record, one line in ``withheld``, and the others go on."""
     if execute is None:
         from benchmarks.runner import execute_run as execute
     if not results_dir.is_dir():
@@ -306,7 +305,7 @@ def run_verify(*, results_dir: Path, benchmarks: list[str], profile: str, per_be
                     profile=profile, per_benchmark=per_benchmark, seed=seed)
     own_scratch = scratch is None
     scratch = Path(tempfile.mkdtemp(prefix="litbench-verify-")) if scratch is None else scratch
-    written = []
+    written, withheld = [], []
     try:
         for name, sample in chosen.items():
             progress(f"{name}: re-running {len(sample)} of its {profile} records")
@@ -319,12 +318,14 @@ def run_verify(*, results_dir: Path, benchmarks: list[str], profile: str, per_be
             after = tree_digest(results_dir, [name])
             if after != before:  # the verification is written only once its records are proven untouched
                 changed = sorted(set(before.items()) ^ set(after.items()))[0][0]
-                raise CommittedRecordsChanged(f"{results_dir / changed} changed while verify re-ran {name} (another "
-                                              "process wrote it?); its verification was not written")
+                withheld.append(f"{results_dir / changed} changed while verify re-ran {name} (another process "
+                                "wrote it?); its verification was not written")
+                progress(withheld[-1])
+                continue
             path = verification_path(results_dir, benchmark=name, profile=profile, stamp=utc_now("%Y%m%dT%H%M%S"))
             write_json_atomic(path, verification.to_dict())
             written.append((verification, path))
     finally:
         if own_scratch:
             shutil.rmtree(scratch, ignore_errors=True)
-    return written
+    return written, withheld

@@ -104,20 +104,21 @@ def test_a_record_whose_config_no_longer_matches_its_hash_is_skipped(committed: 
     assert "hashes to" in verification.skipped[0]["reason"]
 
 
-def test_a_committed_record_changed_by_another_process_withholds_the_verification(committed: Path) -> None:
-    from benchmarks.runner import execute_run
-    from benchmarks.verify import CommittedRecordsChanged, run_verify
+def test_a_committed_record_changed_by_another_process_withholds_that_verification(committed: Path, capsys,
+                                                                                  monkeypatch) -> None:
+    import benchmarks.runner
 
     target = committed / "toy/linear/mean/smoke/seed-0.json"
+    execute_run = benchmarks.runner.execute_run
 
     def execute_while_someone_writes(config, **kwargs):
         target.write_text(target.read_text() + " ")
         return execute_run(config, **kwargs)
 
-    with pytest.raises(CommittedRecordsChanged, match="seed-0.json changed while verify re-ran toy"):
-        run_verify(results_dir=committed, benchmarks=["toy"], profile="smoke", per_benchmark=1, seed=0, twice=False,
-                   data_dir=None, scratch=None, command="litbench verify", specs={},
-                   execute=execute_while_someone_writes)
+    monkeypatch.setattr(benchmarks.runner, "execute_run", execute_while_someone_writes)
+    assert main(["verify", "toy", "--profile", "smoke", "--all", "--results", str(committed)]) == 1
+    err = capsys.readouterr().err
+    assert "seed-0.json changed while verify re-ran toy" in err and "not written" in err
     assert not (committed / "verify").exists()
 
 

@@ -28,7 +28,7 @@ float32 [B, N_max, 4] zero-padded with ``point_mask`` bool [B, N_max], ``lidar2i
 ``gt_labels`` int64 [B, M_max] (-1 = padding), and ``scene_index`` int64 [B] (a unique id of the
 scene within its split; the detection metric uses it as the sample token).
 
-The real nuScenes datasets (``nuscenes``, ``nuscenes-mini``) are routed to
+The real nuScenes datasets (``nuscenes``, ``nuscenes-mini``, ``nuscenes-one-sample``) are routed to
 ``datamodules.nuscenes.NuScenesDataModule`` (its options in ``nuscenes``; the synthetic sizes do
 not apply to them), so the CMT spec has one data class for synthetic and real scenes.
 """
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.nuscenes import box_corners, lidar_to_image_matrix
+from datamodules.nuscenes import NUSCENES_DATASETS as NUSCENES_VERSIONS, box_corners, lidar_to_image_matrix
 
 CLASS_NAMES = ("car", "pedestrian", "traffic_cone")
 CLASS_SIZES = {"car": (4.2, 1.8, 1.6), "pedestrian": (0.7, 0.7, 1.75), "traffic_cone": (0.4, 0.4, 0.9)}
@@ -51,7 +51,7 @@ CLASS_COLOURS = {"car": (200, 40, 40), "pedestrian": (40, 160, 40), "traffic_con
 POINT_CLOUD_RANGE = (-16.0, -16.0, -2.0, 16.0, 16.0, 2.0)
 GROUND_Z = -1.8
 DATASETS = ("synthetic-scenes",)
-NUSCENES_DATASETS = ("nuscenes", "nuscenes-mini")  # read by datamodules.nuscenes.NuScenesDataModule
+NUSCENES_DATASETS = tuple(NUSCENES_VERSIONS)  # read by datamodules.nuscenes.NuScenesDataModule
 SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
 
 

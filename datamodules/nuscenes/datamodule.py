@@ -13,6 +13,9 @@ Datasets and where they are read (``data_dir`` defaults to env ``LITBENCH_DATA``
   pickles were built with: train = ``nuscenes_infos_train.pkl``; val and test both = the official
   val split ``nuscenes_infos_val.pkl`` (the nuScenes test split has no public labels, and the
   paper reports val).
+* ``nuscenes-one-sample`` reads ``<data_dir>/nuscenes_one_sample/*.pkl`` (the one real keyframe of
+  ``../shared/data``, mmdetection3d's demo) as both train and val: a pipeline check for tests and
+  device checks, not a benchmark.
 
 Per keyframe (read in ``Dataset.__getitem__``, i.e. in the loader's workers; ``setup`` holds only
 the info records): the six cameras in ``CAMERA_NAMES`` order, resized to ``image_height x
@@ -45,37 +48,43 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.nuscenes.geometry import lidar_to_image_matrix, resized_intrinsic
-from datamodules.nuscenes.infos import CAMERA_NAMES, NUSCENES_CLASSES, InfoFile, load_info_file, read_lidar_points
+from datamodules.nuscenes.infos import (CAMERA_NAMES, NUSCENES_CLASSES, ONE_SAMPLE_FOLDER, InfoFile, load_info_file,
+                                       read_lidar_points)
 
-NUSCENES_DATASETS = {"nuscenes": "v1.0-trainval", "nuscenes-mini": "v1.0-mini"}
+NUSCENES_DATASETS = {"nuscenes": "v1.0-trainval", "nuscenes-mini": "v1.0-mini", "nuscenes-one-sample": "v1.0-mini"}
 INFO_FILES = {"train": "nuscenes_infos_train.pkl", "val": "nuscenes_infos_val.pkl"}
 DOWNLOAD_HINT = ("download nuScenes from https://www.nuscenes.org/download and build the info pickles with "
                  "mmdetection3d's tools/create_data.py nuscenes")
 SWEEP_REMOVE_RADIUS = 1.0
 
 
-def find_install(data_dir: str | Path | None, dataset: str) -> Path:
-    """The nuScenes install folder of ``dataset`` under ``data_dir`` (the first that holds the train infos)."""
+def find_info_files(data_dir: str | Path | None, dataset: str) -> tuple[Path, dict[str, Path]]:
+    """(the folder sensor paths are resolved under, {split: info pickle}) of ``dataset`` under ``data_dir``."""
     if dataset not in NUSCENES_DATASETS:
         raise ValueError(f"unknown nuScenes dataset {dataset!r}: choose one of {sorted(NUSCENES_DATASETS)}")
     if data_dir is None:
         raise FileNotFoundError(f"no data dir for {dataset}: pass --data-dir (or set LITBENCH_DATA) to the folder "
                                 f"holding nuscenes/{INFO_FILES['train']}; {DOWNLOAD_HINT}")
     root = Path(data_dir)
+    if dataset == "nuscenes-one-sample":  # the shared demo keyframe: one pickle serves both splits
+        pickles = sorted((root / ONE_SAMPLE_FOLDER).glob("*.pkl"))
+        if not pickles:
+            raise FileNotFoundError(f"no info pickle in {root / ONE_SAMPLE_FOLDER}: copy ../shared/data/{ONE_SAMPLE_FOLDER} "
+                                    "there (mmdetection3d's demo/data/nuscenes, see its SOURCE.md)")
+        return root / ONE_SAMPLE_FOLDER, {"train": pickles[0], "val": pickles[0]}
     folders = ([root / "nuscenes-mini"] if dataset == "nuscenes-mini" else []) + [root / "nuscenes", root]
     for folder in folders:
         if (folder / INFO_FILES["train"]).is_file():
-            return folder
+            return folder, {split: folder / name for split, name in INFO_FILES.items()}
     raise FileNotFoundError(f"{root / 'nuscenes' / INFO_FILES['train']} not found: {dataset} reads nuScenes "
                             f"{NUSCENES_DATASETS[dataset]} from <data_dir>/nuscenes (samples/, sweeps/ and the info "
                             f"pickles); {DOWNLOAD_HINT}")
 
 
-def load_split_infos(install: Path, dataset: str) -> dict[str, InfoFile]:
-    """The train and val info files of an install, checked against the dataset's version."""
+def load_split_infos(paths: dict[str, Path], dataset: str) -> dict[str, InfoFile]:
+    """The train and val info files, checked against the dataset's version."""
     infos = {}
-    for split, name in INFO_FILES.items():
-        path = install / name
+    for split, path in paths.items():
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found; {DOWNLOAD_HINT}")
         infos[split] = load_info_file(path)
@@ -199,8 +208,8 @@ class NuScenesDataModule(L.LightningDataModule):
 
     def _load(self) -> None:
         if not self.infos:  # setup reuses what prepare_data read in this process
-            self.install = find_install(self.data_dir, self.dataset)
-            self.infos = load_split_infos(self.install, self.dataset)
+            self.install, paths = find_info_files(self.data_dir, self.dataset)
+            self.infos = load_split_infos(paths, self.dataset)
 
     def setup(self, stage: str | None = None) -> None:
         self._load()

@@ -224,6 +224,19 @@ def test_the_cmt_spec_data_class_routes_nuscenes_to_this_datamodule(install: Pat
         assert torch.equal(routed[key], batch[key]), key
 
 
+def test_the_one_sample_dataset_reads_the_shared_folder_as_both_splits(shared_root: Path, batch: dict,
+                                                                       tmp_path: Path) -> None:
+    module = NuScenesDataModule(dataset="nuscenes-one-sample", data_dir=str(shared_root), batch_size=1, num_workers=0,
+                                image_height=HEIGHT, image_width=WIDTH)
+    module.prepare_data()
+    for loader in (module.train_dataloader(), module.test_dataloader()):
+        (one,) = list(loader)
+        for key in ("images", "points", "lidar2img", "gt_boxes", "gt_labels", "gt_attributes"):
+            assert torch.equal(one[key], batch[key]), key
+    with pytest.raises(FileNotFoundError, match="no info pickle in .*nuscenes_one_sample"):
+        NuScenesDataModule(dataset="nuscenes-one-sample", data_dir=str(tmp_path)).prepare_data()
+
+
 def test_missing_files_name_the_expected_path_and_the_source(install: Path, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError) as error:
         NuScenesDataModule(dataset="nuscenes", data_dir=str(tmp_path)).prepare_data()

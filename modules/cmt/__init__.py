@@ -15,7 +15,7 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
 1. Sizes are the paper spec's small-scale profile: a 4-block CNN instead of VoVNet-99 + CPFPN
    (one stride-16 level, as the official head uses only one; one conv-BN-ReLU per stride-2 block),
    pillars of 0.5 m with mean features + a 3-conv 2D CNN to stride 4 instead of 0.075 m voxels +
-   SECOND (no sparse convolution on CPU), d = 128,
+   SECOND (no sparse convolution on CPU; the ``cpu`` profile uses 0.25 m pillars, see 12), d = 128,
    3 decoder layers, 4 heads, FFN 256, 150 queries, 16 depth bins over 1-20 m, 3 DN groups,
    top-100 detections. No image-backbone pretraining (no FCOS3D / nuImages weights).
 2. Box-code quirk **fixed** (see ``modules/cmt/matching.py``): the z-anchored output learns cz,
@@ -37,8 +37,7 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
    -2 after its normalisation) and the points' (x, y, z, i) (they all fall in the centre pillar);
    PEs are unchanged, as official.
 9. The CEM ablation (learned per-view 2D PE) is not implemented here (see the spec's methods).
-10. Convergence fixes, on by default, each switchable back to the official behaviour (with the
-    official behaviour no arm learnt to detect within the ``cpu`` schedule):
+10. Convergence fixes, on by default, each switchable back to the official behaviour:
 
     a. *No self-attention in the first decoder layer* (``first_self_attention=False``) [bug fix]:
        the query content starts at zero, so that layer only adds a bias whose post-norm LayerNorm
@@ -48,6 +47,18 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
        0.5 to 16 cycles over the range instead of one octave, so neighbouring BEV cells differ.
     c. *PE gain 6* (``pe_gain``) [deviation, initialisation only]: the PE MLPs' last weights start 6x
        the default, so the PEs have about unit RMS like the LayerNorm'd query content.
+11. *BatchNorm statistics of masked-modal training from the samples that kept the modality*
+    (``bn_stats="present"``; ``"all"`` = plain BN over the whole batch) [deviation]. Official
+    ``ModalMask3D`` zeroes one sample's images or points before the backbones, as here (8), but
+    there the image backbone's BN is frozen (VoVNet ``norm_eval=True``, pretrained statistics) and
+    the LiDAR encoder's BN runs over active sparse voxels (a zeroed cloud is one voxel), so neither
+    sees statistics of the zeroed inputs. Our backbones train from scratch with dense BN at batch 4,
+    where one zeroed sample would shift the batch and running statistics of every real one.
+    Statistics come from the present samples; the zeroed ones are normalised with them (as at test
+    time, when a sensor is removed and BN uses its running statistics).
+12. The ``cpu`` profile uses 0.25 m pillars (1 m BEV tokens at stride 4) instead of the small-scale
+    spec's 0.5 m (2 m tokens): with 2 m tokens the 0.4-0.7 m cones and pedestrians are sub-token,
+    while the official tokens (0.6 m) are about a pedestrian's size [scale choice, by geometry].
 """
 
 from __future__ import annotations
@@ -113,23 +124,26 @@ class CMTNetwork(nn.Module):
         self.heads = nn.ModuleList(DetectionHead(embed_dim=embed_dim, num_classes=num_classes,
                                                  point_cloud_range=point_cloud_range) for _ in range(num_layers))
 
-    def tokens(self, images: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor,
-               lidar2img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keys, key_pos = [], []
+    def tokens(self, images: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor, lidar2img: torch.Tensor, *,
+               present: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``present`` ({"images": [B] bool, "points": [B] bool}): the samples whose modality was not
+        zeroed; the backbones' BN statistics come from those (None: every sample, plain BN)."""
+        keys, key_pos, present = [], [], present or {}
         if self.uses_lidar:
-            bev = self.pillar_backbone(points, point_mask)  # [B, C, h, w]
+            bev = self.pillar_backbone(points, point_mask, present.get("points"))  # [B, C, h, w]
             keys.append(bev.flatten(2).transpose(1, 2))
             key_pos.append(self.encoding.bev_tokens_pe(bev.shape[-2:], bev.device).expand(bev.shape[0], -1, -1))
         if self.uses_camera:
-            features = self.image_backbone((images - 0.5) / 0.25)  # [B, V, C, h, w]
+            features = self.image_backbone((images - 0.5) / 0.25, present.get("images"))  # [B, V, C, h, w]
             keys.append(features.permute(0, 1, 3, 4, 2).flatten(1, 3))
             key_pos.append(self.encoding.image_tokens_pe(features.shape[-2:], images.shape[-2:], lidar2img))
         return torch.cat(keys, dim=1), torch.cat(key_pos, dim=1)
 
     def forward(self, images, points, point_mask, lidar2img, *, dn_reference: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                attention_mask: torch.Tensor | None = None,
+                present: dict[str, torch.Tensor] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder layer (cls logits [B, N, C], box codes [B, N, 10]); N = DN queries + queries."""
-        keys, key_pos = self.tokens(images, points, point_mask, lidar2img)
+        keys, key_pos = self.tokens(images, points, point_mask, lidar2img, present=present)
         anchors = self.anchors.weight[None].expand(keys.shape[0], -1, -1)
         if dn_reference is not None:
             anchors = torch.cat([dn_reference, anchors], dim=1)
@@ -166,11 +180,13 @@ class CMT(L.LightningModule):
                  dropout: float = 0.1, dn_groups: int = 3, dn_weight: float = 1.0, lr: float = 2e-4,
                  weight_decay: float = 0.01, cyclic_peak: float = 4.0, max_detections: int = 100,
                  bev_pe: str = "multiscale", pe_gain: float = 6.0, first_self_attention: bool = False,
-                 point_features: int = 4, eval_config: str = "synthetic") -> None:
+                 point_features: int = 4, eval_config: str = "synthetic", bn_stats: str = "present") -> None:
         super().__init__()
         self.save_hyperparameters()
         if test_drop not in (None, "points", "images"):
             raise ValueError(f"test_drop must be null, points or images, not {test_drop!r}")
+        if bn_stats not in ("present", "all"):
+            raise ValueError(f"bn_stats must be present or all, not {bn_stats!r}")
         self.network = CMTNetwork(modalities=modalities, num_classes=len(class_names),
                                   point_cloud_range=tuple(point_cloud_range), embed_dim=embed_dim, num_layers=num_layers,
                                   num_heads=num_heads, ffn_dim=ffn_dim, num_queries=num_queries, depth_num=depth_num,
@@ -184,19 +200,23 @@ class CMT(L.LightningModule):
         self.artifact_dir: Path | None = None
 
     # ---- training -------------------------------------------------------------------------------
-    def masked_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def masked_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor] | None]:
+        """ModalMask3D per sample: images, points and (``bn_stats="present"``) which samples kept each."""
         if not (self.hparams.modal_mask and self.hparams.modalities == "fusion"):
-            return batch["images"], batch["points"]
+            return batch["images"], batch["points"], None
         draw = torch.rand(batch["images"].shape[0], device=self.device)
-        return drop_modalities(batch["images"], batch["points"], drop_images=draw > 0.75,
-                               drop_points=(draw > 0.5) & (draw <= 0.75))
+        drop_images, drop_points = draw > 0.75, (draw > 0.5) & (draw <= 0.75)
+        images, points = drop_modalities(batch["images"], batch["points"], drop_images=drop_images, drop_points=drop_points)
+        present = {"images": ~drop_images, "points": ~drop_points} if self.hparams.bn_stats == "present" else None
+        return images, points, present
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        images, points = self.masked_inputs(batch)
+        images, points, present = self.masked_inputs(batch)
         dn = denoising_queries(batch["gt_labels"], batch["gt_boxes"], groups=self.hparams.dn_groups,
                                num_queries=self.hparams.num_queries, point_cloud_range=self.pc_range)
         outputs = self.network(images, points, batch["point_mask"], batch["lidar2img"],
-                               dn_reference=dn["reference"] if dn else None, attention_mask=dn["mask"] if dn else None)
+                               dn_reference=dn["reference"] if dn else None, attention_mask=dn["mask"] if dn else None,
+                               present=present)
         pad = dn["pad"] if dn else 0
         losses = {}
         for index, (logits, codes) in enumerate(outputs):
@@ -215,7 +235,9 @@ class CMT(L.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        # fused: one kernel over all parameters; the default per-tensor loop on CPU was ~10 % of a step
+        fused = all(parameter.device.type in ("cpu", "cuda") for parameter in self.parameters())
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, fused=fused)
         # cyclic: lr -> peak x lr over 40 % of the steps, cosine down to 1e-4 x lr
         schedule = cyclic(optimizer, total_steps=self.trainer.estimated_stepping_batches, peak=hp.cyclic_peak)
         return {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -18,7 +18,10 @@ A method (``methods.<name>.class_path`` in a spec) is a ``LightningModule`` that
 A datamodule (``data.class_path``) is a ``LightningDataModule`` whose ``__init__`` takes
 ``dataset`` (a dataset name of the spec), ``data_dir`` and ``cache_dir`` (both may be ``None``), and
 which has a ``test_dataloader``; a ``val_dataloader`` over data held out of training lets
-``litbench sweep`` calibrate on it.
+``litbench sweep`` calibrate on it. A datamodule may define ``model_init_args() -> dict`` (e.g.
+``{"num_classes": 7}`` read from a COCO json): the runner passes each of those values to every
+model it builds on that data (the method's and its stages') whose ``__init__`` takes that argument
+and whose config does not set it, so a user's dataset needs no matching ``--set`` per stage.
 
 ``contract_problems(spec)`` checks a spec's classes against this without running anything.
 """
@@ -92,3 +95,31 @@ def contract_problems(spec: BenchmarkSpec) -> list[str]:
             if isinstance(cls, type) and not _accepts(cls, stage.pass_as):
                 problems.append(f"{stage_where}: pass_as {stage.pass_as!r} is not an __init__ argument of {cls.__name__}")
     return problems
+
+
+def linked_model_config(model_config: dict, datamodule: object) -> dict:
+    """``model_config`` with the datamodule's ``model_init_args()`` filled in where the model's
+    ``__init__`` takes them and the config leaves them unset (an explicit value wins)."""
+    describe = getattr(datamodule, "model_init_args", None)
+    if describe is None:
+        return model_config
+    init_args = dict(model_config.get("init_args") or {})
+    model_class = load_class(model_config["class_path"])
+    missing = {name: value for name, value in describe().items()
+               if name not in init_args and _takes_argument(model_class, name)}
+    return {**model_config, "init_args": {**init_args, **missing}} if missing else model_config
+
+
+def _takes_argument(cls: type, name: str) -> bool:
+    """``cls(name=...)`` reaches an ``__init__`` that names ``name``: its own, or a base class's
+    through ``**kwargs`` (a fine-tuning module that forwards its network arguments)."""
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters
+        if name in parameters:
+            return True
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return False
+    return False

@@ -36,7 +36,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.cli import instantiate_class
 
 from benchmarks.process import configure_process
-from benchmarks.contract import StageModule
+from benchmarks.contract import StageModule, linked_model_config
 from benchmarks.costs import CostMeter, PeakRSSSampler, count_parameters, matmul_probe_flops
 from benchmarks.peak_flops import device_peak_flops
 from benchmarks.resolve import identity_of, stage_config
@@ -161,7 +161,7 @@ def _build_stages(config: dict[str, Any], cache: StageCache, root_dir: Path) -> 
         def build(folder: Path, stage: dict[str, Any] = stage) -> Path:
             pl.seed_everything(stage["seed"], workers=True, verbose=False)
             datamodule = instantiate_class((), config["data"])
-            model = instantiate_class((), stage["model"])
+            model = instantiate_class((), linked_model_config(stage["model"], datamodule))
             meter = CostMeter()
             trainer = _make_trainer(stage["trainer"], root_dir=root_dir, callbacks=[meter], profiler=meter.profiler)
             fit_started = time.perf_counter()
@@ -264,7 +264,7 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
             _use_validation_split(datamodule)
         model_config = {"class_path": config["model"]["class_path"],
                         "init_args": {**config["model"].get("init_args", {}), **injected}}
-        model = instantiate_class((), model_config)
+        model = instantiate_class((), linked_model_config(model_config, datamodule))
         shutil.rmtree(staging, ignore_errors=True)
         model.artifact_dir = staging
         meter = CostMeter()

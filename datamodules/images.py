@@ -145,7 +145,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
                  generated_test_size: int = 500, generated_seed: int = 0) -> None:
         super().__init__()
         if dataset not in DATASETS:
-            raise ValueError(f"unknown image dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+            raise ValueError(f"unknown image dataset {dataset!r}; choose one of {', '.join(DATASETS)} (a folder of "
+                             "your own: --datasets imagefolder --set data.init_args.folder=FOLDER, an ImageFolder "
+                             "tree FOLDER/{train,val}/<class>/ under --data-dir; see `litbench datasets`)")
         # image_size/channels stay out of the hyper-parameters: Lightning merges datamodule and model
         # hparams for the logger and refuses a key with two values (None here, 32 in the model).
         self.save_hyperparameters(ignore=["image_size", "channels"])

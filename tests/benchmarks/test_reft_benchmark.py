@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks.cli import main
 from leaderboard.records import read_record
@@ -69,9 +70,10 @@ def test_smoke_ddp_matches_one_process(tmp_path: Path) -> None:
         assert two.metrics[name] == pytest.approx(one.metrics[name], abs=1e-4), name
 
 
-def test_bring_your_own_coco_hint_is_the_command_that_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A COCO json with 3 classes (the shared fruits & nuts set): the first run's failure says what
-    to add, and adding exactly that makes the same run succeed."""
+def test_bring_your_own_coco_takes_its_class_count_from_the_json(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A COCO json with 3 classes (the shared fruits & nuts set) runs with no class count given: the
+    datamodule's ``model_init_args`` reaches the base stage and the method (issue 32)."""
     from tests_support import shared_data_root
 
     monkeypatch.setenv("LITBENCH_NUM_THREADS", "1")
@@ -80,9 +82,8 @@ def test_bring_your_own_coco_hint_is_the_command_that_works(tmp_path: Path, monk
                "--data-dir", str(shared_data_root(fruits)), "--results", str(tmp_path / "results"),
                "--cache-dir", str(tmp_path / "cache"), "--set", f"data.init_args.train_json={fruits}",
                "--set", f"data.init_args.test_json={fruits}", "--set", "data.init_args.novel_classes=[fig]"]
-    assert main(command) == 1
+    assert main(command) == 0
     record = read_record(tmp_path / "results/reft/coco-json/reft_1shot/smoke/seed-0.json")
-    hint = record.error["message"].split("rerun with ")[1].split()
-    assert hint == ["--set", "model.init_args.num_classes=3", "--set", "stages.base.model.init_args.num_classes=3"]
-    assert main([*command, *hint]) == 0
-    assert read_record(tmp_path / "results/reft/coco-json/reft_1shot/smoke/seed-0.json").ok
+    assert record.ok
+    base = torch.load(record.stages["base"]["artifact"], map_location="cpu", weights_only=True)
+    assert base["architecture"]["num_classes"] == 3

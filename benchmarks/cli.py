@@ -448,10 +448,10 @@ def _cmd_verify(args: argparse.Namespace, console: Console) -> int:
         progress=lambda line: console.print(f"verify: {line}", markup=False),
         cache_dir=Path(args.cache_dir).resolve() if args.cache_dir else None)
     table = Table(title="litbench verify")
-    for column in VERIFY_HEADER[:7]:
+    for column in VERIFY_HEADER[:8]:
         table.add_column(column)
     for verification, path in written:
-        table.add_row(*verification_row(verification)[:7])
+        table.add_row(*verification_row(verification)[:8])
     console.print(table)
     for verification, path in written:
         console.print(f"verification record: {path}")

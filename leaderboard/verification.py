@@ -11,11 +11,13 @@ import pandas as pd
 
 from leaderboard.records import CorruptRecordError, VerificationRecord, read_verification
 
-VERIFY_TITLE = "Verification on another machine"
+VERIFY_TITLE = "Verification (committed records re-run)"
 VERIFY_CAPTION = ("`litbench verify`: a seeded sample of ok records re-run from their own configs (same config hash) "
                   "on the machine named, metric by metric against the originals; 'verdicts equal' judges every claim "
                   "again with the re-runs in place of the originals; 'twice here' re-runs each record a second time "
-                  "on that machine (--twice): runs that differ there are nondeterministic on one machine")
+                  "on that machine (--twice): runs that differ there are nondeterministic on one machine; 'caveats' counts "
+                  "re-runs that reused a cached stage (not re-run itself) or executed code changed since the original's "
+                  "commit (a difference there is not only the machine's)")
 # Metrics measured on the wall clock (images/s): they differ run to run by nature, so they do not
 # count against bit-identity and are left out of "largest difference".
 TIMED_METRIC_NAMES = ("throughput", "latency")
@@ -27,7 +29,7 @@ def is_timed_metric(name: str) -> bool:
 
 
 VERIFY_HEADER = ["benchmark", "profile", "runs re-run", "bit-identical", "largest difference", "verdicts equal",
-                 "twice here", "original machine", "this machine", "verified"]
+                 "twice here", "caveats", "original machine", "this machine", "verified"]
 
 
 def latest_verifications(results_dir: str | Path, problems: list[str]) -> list[VerificationRecord]:
@@ -73,7 +75,7 @@ def _machine(hardware: dict, software: dict, threads: int | None = None) -> str:
     if hardware.get("gpu_names"):
         parts.append(", ".join(map(str, hardware["gpu_names"])))
     if threads:
-        parts.append(f"{threads} torch threads")
+        parts.append(f"{threads} torch thread{'s' if threads != 1 else ''}")
     parts.append(f"torch {software.get('torch')}")
     return ", ".join(parts)
 
@@ -87,14 +89,20 @@ def verification_row(record: VerificationRecord) -> list[str]:
     twice = [run["twice"] for run in runs if run.get("twice")]
     twice_text = f"{sum(bool(t['identical']) for t in twice)} / {len(twice)} identical" if twice else "—"
     skipped = f" ({len(record.skipped)} skipped)" if record.skipped else ""
-    changed_code = sum(run.get("code_changed_files") is None or run["code_changed_files"] > 0 for run in runs)
-    skipped += f" ({changed_code} on changed code)" if changed_code else ""
     originals = "; ".join(_machine(m["hardware"], m["software"]) for m in record.original_machines) or "—"
     here = record.machine
     return [record.benchmark, record.profile, f"{len(runs)}{skipped}", f"{identical} / {len(runs)}",
-            largest_difference(record), verdicts, twice_text, originals,
+            largest_difference(record), verdicts, twice_text, caveats(record), originals,
             _machine(here.get("hardware", {}), here.get("software", {}), here.get("torch_threads")),
             record.created_at[:16]]
+
+
+def caveats(record: VerificationRecord) -> str:
+    """``1 reused a cached stage; 2 on changed code`` (or —)."""
+    stages = sum(bool(run["rerun"].get("stages_reused")) for run in record.runs)
+    changed = sum(run.get("code_changed_files") is None or run["code_changed_files"] > 0 for run in record.runs)
+    parts = ([f"{stages} reused a cached stage"] if stages else []) + ([f"{changed} on changed code"] if changed else [])
+    return "; ".join(parts) or "—"
 
 
 def verification_rows(records: list[VerificationRecord]) -> list[list[str]]:

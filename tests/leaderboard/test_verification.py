@@ -20,7 +20,7 @@ MACHINE = {"hardware": {"cpu": "Other CPU", "cores": 8, "gpu_names": []}, "softw
 def verification(*, created_at: str, spread: float, identical: bool) -> VerificationRecord:
     run = {"run_id": "b/Cora/ours/cpu/seed-0", "method": "ours", "dataset": "Cora", "seed": 0, "config_hash": "h",
            "code_changed_files": 0, "status": "ok", "error": None, "identical": identical, "max_abs_diff": {"acc": 0.0 if identical else spread},
-           "original": {"metrics": {}, "finished_at": "", "git_sha": None}, "rerun": {"metrics": {}, "run_s": 1.0},
+           "original": {"metrics": {}, "finished_at": "", "git_sha": None}, "rerun": {"metrics": {}, "run_s": 1.0, "stages_reused": []},
            "twice": {"identical": True, "max_abs_diff": {"acc": 0.0}}}
     claim = {"claim": "beats-km", "dataset": "Cora", "profile": "cpu", "metric": "acc", "verdict_original": "reproduced",
              "verdict_rerun": "reproduced", "equal": True, "detectable": 0.01, "spread": spread}
@@ -50,7 +50,7 @@ def test_latest_verification_is_shown_and_a_large_spread_is_noted_on_the_claim(b
     write(board, verification(created_at="2026-12-02T00:00:00+00:00", spread=0.2, identical=False), "20261202T000000")
     paths = build_leaderboard(board, tmp_path / "out", specs={"b": SPEC})
     markdown = paths["markdown"].read_text()
-    section = markdown[markdown.index("Verification on another machine"):]
+    section = markdown[markdown.index("Verification (committed records re-run)"):]
     rows = [line for line in section.splitlines() if line.startswith("| b |")]
     assert len(rows) == 1  # the latest only
     assert "| 0 / 1 |" in rows[0] and "acc 0.2 (b/Cora/ours/cpu/seed-0)" in rows[0] and "Other CPU, 8 cores" in rows[0]
@@ -64,7 +64,7 @@ def test_a_spread_within_the_detectable_effect_adds_no_note(board: Path, tmp_pat
     write(board, verification(created_at="2026-12-02T00:00:00+00:00", spread=0.001, identical=False), "20261202T000000")
     markdown = build_leaderboard(board, tmp_path / "out", specs={"b": SPEC})["markdown"].read_text()
     claim_line = next(line for line in markdown.splitlines() if line.startswith("| beats-km"))
-    assert "re-run spread" not in claim_line and "Verification on another machine" in markdown
+    assert "re-run spread" not in claim_line and "Verification (committed records re-run)" in markdown
 
 
 def test_a_corrupt_verification_record_is_a_problem_not_a_crash(board: Path, tmp_path: Path) -> None:
@@ -73,7 +73,7 @@ def test_a_corrupt_verification_record_is_a_problem_not_a_crash(board: Path, tmp
     path.write_text(json.dumps({"schema": "litbench.verification-record/1", "benchmark": "b"}))
     markdown = build_leaderboard(board, tmp_path / "out", specs={"b": SPEC})["markdown"].read_text()
     assert "verification fields differ from the schema" in markdown
-    assert "Verification on another machine" not in markdown
+    assert "Verification (committed records re-run)" not in markdown
 
 
 def test_timed_metrics_and_changed_code_are_told_apart() -> None:
@@ -84,7 +84,7 @@ def test_timed_metrics_and_changed_code_are_told_apart() -> None:
     record.runs[0]["code_changed_files"] = 3
     record.timed_metrics = ["throughput"]
     row = verification_row(record)
-    assert row[2] == "1 (1 on changed code)" and row[4] == "0"
+    assert row[2] == "1" and row[4] == "0" and row[7] == "1 on changed code"
 
 
 def test_the_schema_round_trips_and_rejects_wrong_types() -> None:

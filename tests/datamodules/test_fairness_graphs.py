@@ -226,3 +226,56 @@ def test_an_unknown_csv_that_does_not_parse_names_the_file(tmp_path: Path) -> No
     (tmp_path / "x.csv").write_bytes(b"a,b\n1,2,3,4\n\xff\xfe")
     with pytest.raises(ValueError, match="x.csv cannot be read as a NIFTY csv"):
         read_feature_table(tmp_path / "x.csv")
+
+
+# -- the presets and your own graph: one description (FairDatasetFormat) -------------------------
+def test_presets_are_descriptions_and_graph_format_overrides_them() -> None:
+    from dataclasses import replace
+
+    from datamodules.fairness_graph_files import FORMATS, resolve_format
+
+    assert resolve_format("Bail") == FORMATS["bail"] == resolve_format("recidivism")
+    assert resolve_format("Bail", {"split_seed": 3}) == replace(FORMATS["bail"], split_seed=3)
+    assert FORMATS["german"].protected_value == "Female" and FORMATS["pokec_z"].edge_ids == "id"
+    own = resolve_format("mine", {"label": "y", "sensitive": "s", "drop": ["note"]})
+    assert (own.key, own.table_name, own.edge_name, own.folders, own.drop) == \
+        ("mine", "mine.csv", "mine_edges.txt", ("fair_mine", "mine"), ("note",))
+
+
+@pytest.mark.parametrize("description, message", [
+    (None, r"unknown fairness dataset 'mine' and no description of it: the presets are fair-sbm-synthetic, German"),
+    ({"label": "y"}, r"missing sensitive"),
+    ({"label": "y", "sensitive": "s", "colour": "red"}, r"unknown field\(s\) colour"),
+    ({"label": "y", "sensitive": "s", "split": "random"}, r"split must be one of capped_half"),
+    ({"label": "y", "sensitive": "s", "edge_ids": "id"}, r"edge_ids='id' needs id_column"),
+])
+def test_an_incomplete_description_is_one_line(description, message) -> None:
+    with pytest.raises(ValueError, match=message) as error:
+        FairGraphDataModule("mine", graph_format=description)
+    assert "\n" not in str(error.value)
+
+
+def test_own_graph_with_ids_text_sensitive_and_its_own_file_names(tmp_path: Path) -> None:
+    folder = tmp_path / "loans"
+    folder.mkdir()
+    pd.DataFrame({"uid": [7, 3, 9, 4, 5, 8], "amount": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+                  "sex": ["F", "M", "f", "M", "F", "M"], "repaid": [1, 0, 1, 1, 0, 0]}).to_csv(
+        folder / "table.csv", index=False)
+    (folder / "links.tsv").write_text("7\t3\n9\t8\n")
+    datamodule = FairGraphDataModule("loans", data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"), graph_format={
+        "label": "repaid", "sensitive": "sex", "protected_value": "F", "id_column": "uid", "edge_ids": "id",
+        "features_file": "table.csv", "edges_file": "links.tsv", "split": "thirty_twenty_fifty"})
+    datamodule.setup()
+    graph = datamodule.graph
+    assert graph.x.shape == (6, 2)  # amount and sex (s stays a feature, as in Bail); uid is an id, not a feature
+    assert graph.sensitive.tolist() == [1, 0, 1, 0, 1, 0] and graph.y.tolist() == [1, 0, 1, 1, 0, 0]
+    assert {(0, 1), (1, 0), (2, 5), (5, 2)} <= {tuple(e) for e in graph.edge_index.T.tolist()}
+    assert datamodule.dataset_name == "loans"
+
+
+def test_text_sensitive_column_without_protected_value_names_the_fix(tmp_path: Path) -> None:
+    (tmp_path / "g").mkdir()
+    pd.DataFrame({"a": [0.0, 1.0], "s": ["x", "y"], "y": [0, 1]}).to_csv(tmp_path / "g" / "g.csv", index=False)
+    (tmp_path / "g" / "g_edges.txt").write_text("0 1\n")
+    with pytest.raises(ValueError, match="protected_value"):
+        read_fair_graph("g", tmp_path, tmp_path, FairGraphDataModule("g", graph_format={"label": "y", "sensitive": "s"}).format)

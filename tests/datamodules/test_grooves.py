@@ -120,3 +120,27 @@ def test_damaged_gmd_files_stop_prepare_data_with_one_line(tmp_path, damage: str
         GrooveDataModule(dataset="gmd-paper", data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache")).prepare_data()
     message = str(error.value)
     assert "\n" not in message and damaged in message and "magenta.tensorflow.org" in message
+
+
+def test_midi_folder_reads_a_multi_track_file_like_gmd(tmp_path) -> None:
+    """A DAW-style file (meta track + drum track + a melodic track on another channel) reads as the
+    drum lines it holds: the melodic notes are dropped, the timing of the drums is kept."""
+    import mido
+
+    from datamodules.drumroll import drumroll_to_midi, midi_to_drumroll
+
+    lines = generate_procedural_groove("funk", random.Random(1))
+    midi = drumroll_to_midi(lines)
+    piano = mido.MidiTrack([mido.Message("note_on", channel=0, note=38, velocity=90, time=60),
+                            mido.Message("note_on", channel=0, note=38, velocity=0, time=500)])
+    midi.tracks.append(piano)
+    assert midi_to_drumroll(grooves.drum_track_only(midi)) == lines
+    for split in ("train", "dev", "test"):
+        (tmp_path / "mine" / split).mkdir(parents=True)
+        midi.save(tmp_path / "mine" / split / "a.mid")
+    datamodule = GrooveDataModule("mine", data_dir=str(tmp_path), cache_dir=str(tmp_path / "cache"))
+    datamodule.setup()
+    assert datamodule.grooves["test"] == [("a", lines)]
+    with pytest.raises(FileNotFoundError, match="missing dev, test"):
+        (tmp_path / "half" / "train").mkdir(parents=True)
+        GrooveDataModule("half", data_dir=str(tmp_path)).prepare_data()

@@ -199,3 +199,35 @@ def test_a_broken_cifar_zip_stops_prepare_data_with_one_line(tmp_path: Path) -> 
     with pytest.raises(ValueError) as error:
         datamodule.prepare_data()
     assert "cifar10_test_jpg.zip" in str(error.value) and "corrupt" in str(error.value) and "\n" not in str(error.value)
+
+
+# -- presets and databases of your own: one description (ScoreFileFormat) -------------------------
+def test_presets_keep_their_rules_and_own_databases_need_a_score_file_and_scale() -> None:
+    from datamodules.iqa import score_file_format
+
+    assert score_file_format("LIVE") == DATABASES["LIVE"] and DATABASES["LIVE"].min_score == 0.0
+    assert DATABASES["KonIQ-10k"].resize == (384, 512) and DATABASES["CSIQ"].resize is None
+    own = score_file_format("mine", score_file="m.csv", grade_rule="mos100")
+    assert (own.file, own.grade_rule, own.min_score, own.resize) == ("m.csv", "mos100", None, None)
+    for kwargs, message in (({}, "no description of it: the presets are synthetic, generated, LIVE"),
+                            ({"score_file": "m.csv"}, "no grade_rule"),
+                            ({"score_file": "m.csv", "grade_rule": "stars"}, "unknown IQA grade_rule 'stars'")):
+        with pytest.raises(ValueError, match=message):
+            IQADataModule("mine", **kwargs)
+
+
+def test_own_database_with_bare_file_names_and_no_reference_column(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(images / f"{index}.jpg")
+    pd.DataFrame({"dis_img_path": [f"{i}.jpg" for i in range(5)], "score": [10, 20, 30, 40, 50]}).to_csv(
+        tmp_path / "mine.csv", index=False)
+    datamodule = IQADataModule("mine", data_dir=str(tmp_path), score_file="mine.csv", grade_rule="mos100",
+                               image_dir="photos", patch_size=32, test_fraction=0.4, split_seed=0)
+    datamodule.prepare_data()
+    datamodule.setup()
+    assert datamodule.grade_rule == "mos100"
+    assert len(datamodule.splits["train"].paths) + len(datamodule.splits["test"].paths) == 5  # each image a content
+    assert datamodule.splits["test"][0][0].shape == (datamodule.hparams.test_patches, 3, 32, 32)

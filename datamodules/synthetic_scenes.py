@@ -229,10 +229,10 @@ class SyntheticScenesDataModule(L.LightningDataModule):
         self.image_height, self.image_width = image_height, image_width
         self.splits: dict[str, SceneDataset] = {}
         if dataset in NUSCENES_DATASETS:  # its hooks serve the real data (``nuscenes``: NuScenesDataModule options)
-            from datamodules.nuscenes import NuScenesDataModule
+            from datamodules.nuscenes import nuscenes_from_options
 
-            self.real = NuScenesDataModule(dataset=dataset, data_dir=data_dir, cache_dir=cache_dir, batch_size=batch_size,
-                                           eval_batch_size=eval_batch_size, num_workers=num_workers, **(nuscenes or {}))
+            self.real = nuscenes_from_options(dataset=dataset, options=nuscenes, data_dir=data_dir, cache_dir=cache_dir,
+                                              batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers)
             for hook in ("prepare_data", "setup", "train_dataloader", "val_dataloader", "test_dataloader"):
                 setattr(self, hook, getattr(self.real, hook))
 

@@ -38,6 +38,7 @@ float32 [B, N_max, 5] zero-padded with ``point_mask`` bool [B, N_max], ``lidar2i
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Sequence
@@ -233,3 +234,13 @@ class NuScenesDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+
+def nuscenes_from_options(*, dataset: str, options: dict | None, **common) -> NuScenesDataModule:
+    """A ``NuScenesDataModule`` for another datamodule's ``nuscenes`` options (the CMT spec's
+    ``data.init_args.nuscenes``) plus the arguments they share; an unknown option is a one-line error."""
+    known = [name for name in inspect.signature(NuScenesDataModule).parameters if name not in common and name != "dataset"]
+    unknown = sorted(set(options or {}) - set(known))
+    if unknown:
+        raise ValueError(f"unknown nuscenes option {unknown[0]!r} in data.init_args.nuscenes: choose from {', '.join(known)}")
+    return NuScenesDataModule(dataset=dataset, **common, **(options or {}))

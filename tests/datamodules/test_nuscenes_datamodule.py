@@ -222,6 +222,8 @@ def test_the_cmt_spec_data_class_routes_nuscenes_to_this_datamodule(install: Pat
     routed = next(iter(module.test_dataloader()))
     for key in ("images", "points", "lidar2img", "gt_boxes", "gt_labels", "gt_attributes", "scene_index"):
         assert torch.equal(routed[key], batch[key]), key
+    with pytest.raises(ValueError, match="unknown nuscenes option 'sweep' in data.init_args.nuscenes: choose from .*sweeps"):
+        SyntheticScenesDataModule(dataset="nuscenes-mini", data_dir=str(install), nuscenes={"sweep": 10})
 
 
 def test_the_one_sample_dataset_reads_the_shared_folder_as_both_splits(shared_root: Path, batch: dict,

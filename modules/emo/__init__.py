@@ -44,6 +44,9 @@ Deviations from the official code (each deliberate):
 6. Baselines: MobileNetV2 at width 0.75 (1.37M params at 10 classes; the paper spec's
    ``mobilenetv2_050`` has 0.70M once its 1000-class head is gone), MobileViT-XXS; EdgeNeXt-XXS only
    in ``full`` (its 4×4/4 patchify stem has no stride-2 conv to remove for the 32² geometry).
+7. Speed options, same function: the networks run channels-last (NHWC) and AdamW uses torch's
+   fused kernel (``channels_last`` / ``fused_adamw``, both on by default; the official code runs
+   NCHW with timm's per-tensor AdamW under GPU AMP).
 """
 
 from __future__ import annotations
@@ -93,16 +96,19 @@ class MobileRecipeClassifier(TimmStepSchedule, ImageClassifier):
 
     def __init__(self, *, num_classes: int, in_channels: int, image_size: int, label_smoothing: float,
                  lr: float, weight_decay: float, warmup_epochs: float, warmup_lr: float, min_lr: float,
-                 ema_decay: float | None) -> None:
+                 ema_decay: float | None, channels_last: bool = True, fused_adamw: bool = True) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                          label_smoothing=label_smoothing)
         self.lr, self.weight_decay = lr, weight_decay
+        self.channels_last, self.fused_adamw = channels_last, fused_adamw
         self.warmup_epochs, self.warmup_lr, self.min_lr = warmup_epochs, warmup_lr, min_lr
         self.ema_decay = ema_decay
         self.network_ema: ModelEmaV3 | None = None
 
     def _finish_network(self) -> None:
         """Call at the end of a subclass ``__init__`` once ``self.network`` exists."""
+        if self.channels_last:  # NHWC: oneDNN's depthwise/1×1 convolutions run ~1.4× faster on CPU
+            self.network = self.network.to(memory_format=torch.channels_last)
         if self.ema_decay:
             self.network_ema = ModelEmaV3(self.network, decay=self.ema_decay)
 
@@ -111,6 +117,8 @@ class MobileRecipeClassifier(TimmStepSchedule, ImageClassifier):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         network = self.network if self.training or self.network_ema is None else self.network_ema.module
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return network(images)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -125,7 +133,9 @@ class MobileRecipeClassifier(TimmStepSchedule, ImageClassifier):
 
     def configure_optimizers(self) -> dict[str, Any]:
         groups = param_groups_weight_decay(self.network, weight_decay=self.weight_decay)
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.999), eps=1e-8)
+        # fused: one kernel for every parameter (same update rule) instead of a per-tensor loop
+        fused = {"fused": True} if self.fused_adamw else {}
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.999), eps=1e-8, **fused)
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total_steps / max(1, self.trainer.max_epochs or 1)
         # per iteration, as the official trainer; timm's recipe counts the cosine from step 0
@@ -143,10 +153,12 @@ class EMOClassifier(MobileRecipeClassifier):
                  attn_pre: bool = True, attention: list[bool] | None = None, drop_path: float | None = None,
                  label_smoothing: float = 0.1, lr: float = 6e-3, weight_decay: float = 0.05,
                  warmup_epochs: float = 20, warmup_lr: float = 1e-6, min_lr: float = 1e-6,
-                 ema_decay: float | None = None) -> None:
+                 ema_decay: float | None = None, channels_last: bool = True,
+                 fused_adamw: bool = True) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                          label_smoothing=label_smoothing, lr=lr, weight_decay=weight_decay,
-                         warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr, ema_decay=ema_decay)
+                         warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr, ema_decay=ema_decay,
+                         channels_last=channels_last, fused_adamw=fused_adamw)
         self.save_hyperparameters()
         if variant not in EMO_CONFIGS:
             raise ValueError(f"unknown EMO variant {variant!r} (known: {', '.join(EMO_CONFIGS)})")
@@ -166,10 +178,12 @@ class SmallImageTimmClassifier(MobileRecipeClassifier):
                  image_size: int = 32, early_strides_removed: int | None = None, drop_path: float = 0.0,
                  label_smoothing: float = 0.1, lr: float = 6e-3, weight_decay: float = 0.05,
                  warmup_epochs: float = 20, warmup_lr: float = 1e-6, min_lr: float = 1e-6,
-                 ema_decay: float | None = None, model_kwargs: dict[str, Any] | None = None) -> None:
+                 ema_decay: float | None = None, channels_last: bool = True,
+                 fused_adamw: bool = True, model_kwargs: dict[str, Any] | None = None) -> None:
         super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
                          label_smoothing=label_smoothing, lr=lr, weight_decay=weight_decay,
-                         warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr, ema_decay=ema_decay)
+                         warmup_epochs=warmup_epochs, warmup_lr=warmup_lr, min_lr=min_lr, ema_decay=ema_decay,
+                         channels_last=channels_last, fused_adamw=fused_adamw)
         self.save_hyperparameters()
         extra = {"drop_path_rate": drop_path} if drop_path else {}
         self.network = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_channels,

@@ -231,3 +231,32 @@ def test_tiny_training_beats_chance() -> None:
     with torch.no_grad():
         accuracy = (module(images[400:]).argmax(1) == data.labels[400:]).float().mean().item()
     assert accuracy > 0.5
+
+
+def _layout_sensitive_conv_weights(network: nn.Module) -> list[torch.Tensor]:
+    """Conv weights whose NCHW and NHWC layouts differ (more than one input channel and a k > 1)."""
+    return [m.weight for m in network.modules()
+            if isinstance(m, nn.Conv2d) and m.weight.shape[1] > 1 and m.weight.shape[-1] > 1]
+
+
+@pytest.mark.parametrize("make", [lambda: EMOClassifier(variant="emo_1m_half"),
+                                  lambda: SmallImageTimmClassifier(model_name="mobilevit_xxs")])
+def test_speed_options_channels_last_and_fused_adamw_keep_the_function(make) -> None:
+    torch.manual_seed(0)
+    module = make()
+    convs = _layout_sensitive_conv_weights(module.network)
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    optimizer = _with_stub_trainer(module, steps=10, epochs=1)["optimizer"]
+    assert optimizer.defaults["fused"] is True
+    # The same weights in NCHW give the same logits: a layout change, not a different function.
+    reference = make()
+    reference.network.load_state_dict(module.network.state_dict())
+    reference.channels_last = False
+    reference.network = reference.network.to(memory_format=torch.contiguous_format)
+    images = torch.randn(4, 3, 32, 32)
+    module.eval(), reference.eval()
+    with torch.no_grad():
+        assert torch.allclose(module(images), reference(images), atol=1e-4)
+    plain = type(module)(**{**dict(module.hparams), "channels_last": False, "fused_adamw": False})
+    assert not any(w.is_contiguous(memory_format=torch.channels_last) for w in _layout_sensitive_conv_weights(plain.network))
+    assert not _with_stub_trainer(plain, steps=10, epochs=1)["optimizer"].defaults["fused"]

@@ -11,6 +11,6 @@ from datamodules.nuscenes.render import render_keyframe
 
 __all__ = ["ATTRIBUTE_NAMES", "CAMERA_NAMES", "INFO_FILES", "NUSCENES_CLASSES", "NUSCENES_DATASETS", "ONE_SAMPLE_FOLDER",
            "CameraView", "InfoFile", "LidarSweep", "NuScenesDataModule", "NuScenesKeyframe", "NuScenesKeyframes",
-           "box_corners", "collate_keyframes", "find_info_files", "lidar_to_image_matrix", "load_info_file", "nuscenes_from_options",
-           "project_to_image", "read_info_file", "read_lidar_points", "read_one_sample", "render_keyframe",
-           "resized_intrinsic"]
+           "box_corners", "collate_keyframes", "find_info_files", "lidar_to_image_matrix", "load_info_file",
+           "nuscenes_from_options", "project_to_image", "read_info_file", "read_lidar_points", "read_one_sample",
+           "render_keyframe", "resized_intrinsic"]

@@ -98,17 +98,13 @@ def load_split_infos(paths: dict[str, Path], dataset: str) -> dict[str, InfoFile
 
 def load_points(keyframe, *, sweeps: int) -> np.ndarray:
     """float32 N x 5 (x, y, z, intensity / 255, time lag s) of the keyframe and ``sweeps - 1`` earlier sweeps."""
-    clouds = []
-    for index, sweep in enumerate([None] + keyframe.sweeps[:max(0, sweeps - 1)]):
-        raw = read_lidar_points(keyframe.lidar_path if sweep is None else sweep.path)
-        lag = 0.0
-        if sweep is not None:
-            raw = raw[np.hypot(raw[:, 0], raw[:, 1]) >= SWEEP_REMOVE_RADIUS]  # the ego car's own returns
-            lag = sweep.time_lag
-        xyz = raw[:, :3].astype(np.float64)
-        if sweep is not None:
-            xyz = xyz @ sweep.sensor2lidar[:3, :3].T + sweep.sensor2lidar[:3, 3]
-        clouds.append(np.concatenate([xyz, raw[:, 3:4] / 255.0, np.full((len(xyz), 1), lag)], axis=1))
+    raw = read_lidar_points(keyframe.lidar_path)
+    clouds = [np.concatenate([raw[:, :3], raw[:, 3:4] / 255.0, np.zeros((len(raw), 1))], axis=1)]
+    for sweep in keyframe.sweeps[:max(0, sweeps - 1)]:
+        raw = read_lidar_points(sweep.path)
+        raw = raw[np.hypot(raw[:, 0], raw[:, 1]) >= SWEEP_REMOVE_RADIUS]  # the ego car's own returns
+        xyz = raw[:, :3].astype(np.float64) @ sweep.sensor2lidar[:3, :3].T + sweep.sensor2lidar[:3, 3]
+        clouds.append(np.concatenate([xyz, raw[:, 3:4] / 255.0, np.full((len(raw), 1), sweep.time_lag)], axis=1))
     return np.concatenate(clouds).astype(np.float32)
 
 

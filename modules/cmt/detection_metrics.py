@@ -238,7 +238,8 @@ class NuScenesDetectionMetric(Metric):
 
     def compute(self) -> dict[str, float]:
         samples = np.unique(self._rows(self.samples, 1)[:, 0]).astype(np.int64)
-        predictions, ground_truth = self._rows(self.predictions, PREDICTION_COLUMNS), self._rows(self.ground_truth, GT_COLUMNS)
+        predictions = self._rows(self.predictions, PREDICTION_COLUMNS)
+        ground_truth = self._rows(self.ground_truth, GT_COLUMNS)
         if self.config == OFFICIAL_CONFIG:
             return official_detection_scores(predictions, ground_truth, samples.tolist(), class_names=self.class_names)
         return detection_scores(predictions[:, :12], ground_truth[:, :11], samples.tolist(),

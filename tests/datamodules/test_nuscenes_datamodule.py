@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.nuscenes import (CAMERA_NAMES, INFO_FILES, NUSCENES_CLASSES, NuScenesDataModule, load_info_file,
-                                  project_to_image, read_one_sample)
+from datamodules.nuscenes import (ATTRIBUTE_NAMES, CAMERA_NAMES, INFO_FILES, NUSCENES_CLASSES, NuScenesDataModule,
+                                  load_info_file, project_to_image, read_one_sample)
 from datamodules.nuscenes.datamodule import load_points
 from tests_support import shared_data_root
 
@@ -72,6 +72,12 @@ def test_batch_has_the_documented_shapes(batch: dict) -> None:
                                                                    NUSCENES_CLASSES.index("barrier")]))
     assert bool((batch["gt_attributes"][0][no_attribute] == -1).all())
     assert int((batch["gt_attributes"][0] >= 0).sum()) >= 35
+    # Each matched attribute belongs to its box's class family (the match is by projected centre).
+    family = {"pedestrian": "pedestrian.", "bicycle": "cycle.", "motorcycle": "cycle."}
+    for label, attribute in zip(batch["gt_labels"][0].tolist(), batch["gt_attributes"][0].tolist()):
+        if attribute >= 0:
+            name = NUSCENES_CLASSES[label]
+            assert ATTRIBUTE_NAMES[attribute].startswith(family.get(name, "vehicle.")), (name, ATTRIBUTE_NAMES[attribute])
     assert batch["scene_index"].tolist() == [0]
 
 

@@ -28,7 +28,8 @@ score) and ground truth (the same without score); sample ids must be unique acro
   these differences: (1) the class range is measured from the LiDAR origin (boxes are in the LiDAR
   frame; nuScenes' ego origin is 0.94 m behind it); (2) GT boxes without LiDAR + radar points are
   dropped by the datamodule (the same valid flag the devkit uses); bicycles / motorcycles in bike
-  racks are not removed (that needs the map-free ``sample_annotation`` tables); (3) GT attributes
+  racks are not removed (that needs the ``static_object.bicycle_rack`` annotations of the nuScenes
+  tables); (3) GT attributes
   come from the rows (12th column; -1 = unknown, which the devkit's ``attr_acc`` ignores, as it
   does for the 0.4 % of nuScenes annotations without one); predicted attributes are mmdetection3d's
   rule (``predicted_attribute``: moving / stopped by a 0.2 m/s speed threshold) unless a 13th

@@ -29,12 +29,12 @@ score) and ground truth (the same without score); sample ids must be unique acro
   frame; nuScenes' ego origin is 0.94 m behind it); (2) GT boxes without LiDAR + radar points are
   dropped by the datamodule (the same valid flag the devkit uses); bicycles / motorcycles in bike
   racks are not removed (that needs the ``static_object.bicycle_rack`` annotations of the nuScenes
-  tables); (3) GT attributes
-  come from the rows (12th column; -1 = unknown, which the devkit's ``attr_acc`` ignores, as it
-  does for the 0.4 % of nuScenes annotations without one); predicted attributes are mmdetection3d's
-  rule (``predicted_attribute``: moving / stopped by a 0.2 m/s speed threshold) unless a 13th
-  column gives them; (4) velocities are compared in the LiDAR frame (AVE is a norm of the
-  difference, so the frame does not matter). Samples above 500 boxes keep their 500 best-scored.
+  tables); (3) GT attributes come from the rows (12th column; -1 = unknown, which the devkit's
+  ``attr_acc`` ignores, as it does for the 0.4 % of nuScenes annotations without one); predicted
+  attributes are mmdetection3d's rule (``predicted_attribute``: moving / stopped by a 0.2 m/s speed
+  threshold) unless a 13th column gives them; (4) velocities are compared in the LiDAR frame (AVE
+  is a norm of the difference, so the frame does not matter). Samples above 500 boxes keep their
+  500 best-scored.
 """
 
 from __future__ import annotations

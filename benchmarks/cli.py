@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=_positive_seconds, default=None, metavar="SECONDS",
                      help="kill a run after this long and record it as failed (runs then use their own process)")
     run.add_argument("--force", action="store_true", help="rerun even when an identical ok record exists")
+    run.add_argument("--compile", action="store_true",
+                     help="train and test each method's module under torch.compile (part of the config hash)")
     run.add_argument("--dry-run", action="store_true",
                      help="show what would run, be skipped, or cannot run (e.g. missing data), and run nothing")
 
@@ -238,7 +240,7 @@ def _cmd_run(args: argparse.Namespace, console: Console) -> int:
     broken_stems, broken_selected = _drop_broken_specs(args, names, broken)
     names = [name for name in names if name not in broken_stems]
     hardware = {"accelerator": args.accelerator, "devices": _devices(args.devices), "strategy": args.strategy,
-                "num_nodes": args.num_nodes, "precision": args.precision}
+                "num_nodes": args.num_nodes, "precision": args.precision, "compile": args.compile or None}
     plans = []
     for name in names:
         chosen = suite_selection.get(name, {})

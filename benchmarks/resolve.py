@@ -152,7 +152,9 @@ def resolve_run(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str,
     for layer in layers:
         trainer = deep_merge(trainer, layer.trainer)
         init_args = deep_merge(init_args, layer.init_args)
-    trainer = deep_merge(trainer, {k: v for k, v in (hardware or {}).items() if v is not None})
+    hardware = dict(hardware or {})
+    compile_model = hardware.pop("compile", None)  # a run option (torch.compile), not a Trainer argument
+    trainer = deep_merge(trainer, {k: v for k, v in hardware.items() if v is not None})
 
     data_args = deep_merge(spec.data.init_args, profile_spec.data_init_args)
     data_args["dataset"] = dataset
@@ -182,6 +184,8 @@ def resolve_run(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str,
         "litbench": {"benchmark": spec.name, "method": method, "role": method_spec.role, "dataset": dataset,
                      "profile": profile, "seed": seed, "stages": stages},
     }
+    if compile_model:  # absent unless asked for, so other runs' config hashes stay what they were
+        config["litbench"]["compile"] = True
     if evaluate_on != "test":  # absent for test runs, so their config hashes stay what they were
         config["litbench"]["evaluate_on"] = evaluate_on
     unmatched_stage_sets = [assignment for assignment in sets if not apply_set(config, assignment)]

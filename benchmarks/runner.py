@@ -267,6 +267,9 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
         model = instantiate_class((), linked_model_config(model_config, datamodule))
         shutil.rmtree(staging, ignore_errors=True)
         model.artifact_dir = staging
+        # Opt-in torch.compile of the method's module (`litbench run --compile`); Lightning trains the
+        # compiled module and unwraps it where it needs the LightningModule itself.
+        trained = torch.compile(model) if meta.get("compile") else model
         meter = CostMeter()
         logger = _wandb_logger(config, mode=wandb_mode, project=wandb_project, save_dir=results_dir)
         trainer = _make_trainer(config["trainer"], root_dir=root_dir, callbacks=[meter], logger=logger,
@@ -276,10 +279,10 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
         with PeakRSSSampler() as rss:
             fit_started = time.perf_counter()
             if getattr(model, "requires_fit", True):
-                trainer.fit(model, datamodule=datamodule)
+                trainer.fit(trained, datamodule=datamodule)
             fit_s = time.perf_counter() - fit_started
             eval_started = time.perf_counter()
-            results = trainer.test(model, datamodule=datamodule, verbose=False)
+            results = trainer.test(trained, datamodule=datamodule, verbose=False)
             eval_s = time.perf_counter() - eval_started
         record.metrics = _test_metrics(results)
         if not record.metrics:

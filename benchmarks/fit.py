@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, instantiate_class
 
+from benchmarks.contract import linked_model_config
 from benchmarks.spec import SpecError
 
 # Modules that moved when a paper's files became a package (modules/<paper>/): records keep the class
@@ -59,6 +60,8 @@ def fit_from_config(path: str | Path) -> dict[str, float]:
     for key in ("model", "data"):
         lightning_config[key] = {**lightning_config[key],
                                  "class_path": current_class_path(lightning_config[key]["class_path"])}
+    # Values the data decides (a COCO json's or an ImageFolder's class count), as `litbench run` fills them.
+    lightning_config["model"] = linked_model_config(lightning_config["model"], instantiate_class((), lightning_config["data"]))
     trainer = dict(lightning_config.get("trainer", {}))
     trainer.update({"logger": False, "enable_checkpointing": False})
     lightning_config["trainer"] = trainer

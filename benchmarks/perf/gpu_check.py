@@ -10,12 +10,14 @@ Steps (each a normal ``litbench run``, so every run writes an ordinary record un
 2. ``dcagc-cora``: DCAGC full on Cora, 3 seeds, DCAGC and the two k-means baselines;
 3. ``reliant-bail``: RELIANT full on Bail, 2 seeds;
 4. ``cmt-steps`` / ``tinymim-steps``: one CMT and one TinyMIM training of the full-profile
-   models, capped by steps (TinyMIM on generated ImageNet-shaped images: ImageNet does not travel);
+   models, capped by steps (CMT on the shared nuScenes keyframe, TinyMIM on generated
+   ImageNet-shaped images: nuScenes and ImageNet do not travel);
 5. ``throughput``: EMO-1M at 224² on generated ImageNet-shaped images through the same runner, so
    samples/s and MFU are measured on a real-size vision model rather than smoke toys.
 
-The data (Planetoid Cora, NIFTY Bail; ~4 MB) must be under ``--data-dir`` on the device machine:
-copy ``../shared/data/{planetoid,fair_bail}`` into an ignored folder of the checkout and carry it.
+The data (Planetoid Cora, NIFTY Bail, the nuScenes keyframe; ~6 MB) must be under ``--data-dir`` on
+the device machine: copy ``../shared/data/{planetoid,fair_bail,nuscenes_one_sample}`` into an
+ignored folder of the checkout and carry it.
 At the end one table (step, benchmark, method, dataset, runs ok/failed, samples/s, GFLOP/s, MFU)
 is printed from the records; the exit status is 1 when any run failed, 2 for bad usage.
 """
@@ -58,7 +60,8 @@ STEPS = [
         "--set", "trainer.check_val_every_n_epoch=100"]),
     CheckStep("reliant-bail", ["reliant"], "full", options=["--datasets", "Bail", "--seeds", "2"]),
     CheckStep("cmt-steps", ["cmt"], "full", options=[
-        "--seeds", "1", "--methods", "cmt", "--set", "stages.fused.trainer.max_steps=300",
+        "--datasets", "nuscenes-one-sample", "--seeds", "1", "--methods", "cmt",
+        "--set", "stages.fused.trainer.max_steps=300",
         "--set", "trainer.max_steps=300"]),
     CheckStep("tinymim-steps", ["tinymim"], "full", options=[
         "--seeds", "1", "--methods", "tinymim", *GENERATED_IMAGENET, "--set", "data.init_args.train_size=6400",
@@ -105,7 +108,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results-gpu", help="records go to RESULTS/<step>/")
-    parser.add_argument("--data-dir", default=None, help="holds planetoid/ and fair_bail/ (see the module docstring)")
+    parser.add_argument("--data-dir", default=None, help="holds planetoid/, fair_bail/ and nuscenes_one_sample/ (see the module docstring)")
     parser.add_argument("--accelerator", default="gpu", choices=["gpu", "cpu"])
     parser.add_argument("--only", nargs="+", choices=[step.name for step in STEPS], help="run these steps only")
     parser.add_argument("--dry-run", action="store_true", help="show what each step would run, run nothing")

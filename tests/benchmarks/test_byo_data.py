@@ -262,3 +262,14 @@ def test_datasets_view_lists_formats_presets_layout_and_command(capsys: pytest.C
         assert expected in text, expected
     assert main(["datasets", "nope"]) == 2
     _one_line_usage_error(capsys, "unknown benchmark 'nope'")
+
+
+def test_litbench_fit_fills_the_class_count_of_an_image_folder_record(tmp_path: Path) -> None:
+    """`litbench fit --config RECORD` builds the model as `litbench run` did: 12 classes from the
+    folder (the model's default of 10 would index past its logits)."""
+    write_image_folder(tmp_path / "data", "twelve", classes=12, per_class=2)
+    assert _run(tmp_path, "lrpet", "imagefolder", "lrpet", "data.init_args.folder=twelve", "data.init_args.image_size=32",
+                "trainer.max_epochs=1", "model.init_args.depth=8") == 0
+    record = tmp_path / "results" / "lrpet" / "imagefolder" / "lrpet" / "cpu" / "seed-0.json"
+    assert read_record(record).ok
+    assert main(["fit", "--config", str(record)]) == 0

@@ -15,7 +15,7 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
 1. Sizes are the paper spec's small-scale profile: a 4-block CNN instead of VoVNet-99 + CPFPN
    (one stride-16 level, as the official head uses only one; one conv-BN-ReLU per stride-2 block),
    pillars of 0.5 m with mean features + a 3-conv 2D CNN to stride 4 instead of 0.075 m voxels +
-   SECOND (no sparse convolution on CPU; the ``cpu`` profile uses 0.25 m pillars, see 12), d = 128,
+   SECOND (no sparse convolution on CPU), d = 128,
    3 decoder layers, 4 heads, FFN 256, 150 queries, 16 depth bins over 1-20 m, 3 DN groups,
    top-100 detections. No image-backbone pretraining (no FCOS3D / nuImages weights).
 2. Box-code quirk **fixed** (see ``modules/cmt/matching.py``): the z-anchored output learns cz,
@@ -56,9 +56,6 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
     where one zeroed sample would shift the batch and running statistics of every real one.
     Statistics come from the present samples; the zeroed ones are normalised with them (as at test
     time, when a sensor is removed and BN uses its running statistics).
-12. The ``cpu`` profile uses 0.25 m pillars (1 m BEV tokens at stride 4) instead of the small-scale
-    spec's 0.5 m (2 m tokens): with 2 m tokens the 0.4-0.7 m cones and pedestrians are sub-token,
-    while the official tokens (0.6 m) are about a pedestrian's size [scale choice, by geometry].
 """
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.formats import DatasetFormat
+from datamodules.loaders import loader_options
 from datamodules.paths import default_cache_dir
 from datamodules.synthetic_shapes import NOVEL_SHAPES, write_synthetic_shapes
 
@@ -390,8 +391,7 @@ class CocoInstanceSegmentationDataModule(L.LightningDataModule):
             sampler = DistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                          shuffle=shuffle, seed=self.shot_seed)
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=collate_instances,
-                          persistent_workers=self.num_workers > 0)
+                          collate_fn=collate_instances, **loader_options(self.num_workers))
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

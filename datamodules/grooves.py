@@ -62,6 +62,7 @@ from datamodules.drumroll import (DrumrollTokenizer, LINES_PER_BAR, NUM_COLUMNS,
                                   prompt_and_completion, read_info_csv, read_midi_from_zip, select_paper_files)
 from datamodules.formats import DatasetFormat
 from datamodules.integrity import verify_md5
+from datamodules.loaders import loader_options
 
 GMD_DATASET, PROCEDURAL_DATASET = "gmd-paper", "procedural-grooves"
 PRESETS = (GMD_DATASET, PROCEDURAL_DATASET)  # any other name is a MIDI folder
@@ -419,7 +420,7 @@ class GrooveDataModule(pl.LightningDataModule):
             raise ValueError(f"batch_size {batch_size} must be divisible by the {world_size} devices")
         sampler = ShardedSampler(len(items), shuffle=shuffle, seed=self.shuffle_seed, rank=rank, world_size=world_size)
         return DataLoader(ListDataset(items), batch_size=batch_size // world_size if shuffle else batch_size,
-                          sampler=sampler, collate_fn=collate_sequences, num_workers=self.num_workers)
+                          sampler=sampler, collate_fn=collate_sequences, **loader_options(self.num_workers))
 
     def train_dataloader(self) -> DataLoader:
         module = self.trainer.lightning_module if self.trainer else None

@@ -53,6 +53,7 @@ from datamodules.formats import DatasetFormat
 from datamodules.image_sources import (CIFAR10_JPG_ZIPS, FASHION_MNIST_CLASSES, IDX_FILES,
                                        MNIST_CLASSES, ImageArrays, cached_arrays, first_existing_folder,
                                        generate_gratings, read_cifar10_jpg_zip, read_cifar10_pickle, read_idx_pair)
+from datamodules.loaders import loader_options
 from datamodules.paths import default_cache_dir
 
 # Per-dataset channel statistics of the training images (the values everyone uses for these sets).
@@ -316,8 +317,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
         if not self.splits:
             self.setup()
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
+                          **loader_options(self.num_workers))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)

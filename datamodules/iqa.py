@@ -77,6 +77,7 @@ from sklearn.model_selection import GroupShuffleSplit
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.formats import DatasetFormat
+from datamodules.loaders import loader_options
 from datamodules.paths import default_cache_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -408,7 +409,7 @@ class IQADataModule(L.LightningDataModule):
         if not self.splits:
             self.setup()
         return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0)
+                          **loader_options(self.hparams.num_workers))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True, batch_size=self.batch_size)

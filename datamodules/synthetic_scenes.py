@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.loaders import loader_options
 from datamodules.nuscenes import NUSCENES_DATASETS as NUSCENES_VERSIONS, box_corners, lidar_to_image_matrix
 
 CLASS_NAMES = ("car", "pedestrian", "traffic_cone")
@@ -245,7 +246,7 @@ class SyntheticScenesDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, *, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_scenes,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          **loader_options(self.num_workers))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.scenes("train", self.train_size), batch_size=self.batch_size, shuffle=True)

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.loaders import loader_options
 from datamodules.nuscenes.geometry import lidar_to_image_matrix, resized_intrinsic
 from datamodules.nuscenes.infos import (CAMERA_NAMES, NUSCENES_CLASSES, ONE_SAMPLE_FOLDER, InfoFile, load_info_file,
                                        read_lidar_points)
@@ -220,7 +221,7 @@ class NuScenesDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: Dataset, *, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_keyframes,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+                          **loader_options(self.num_workers))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.split("train"), batch_size=self.batch_size, shuffle=True)

@@ -100,7 +100,8 @@ def hardware_info(trainer_config: dict[str, Any], world_size: int | None) -> dic
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     return {"cpu": cpu, "cores": os.cpu_count(), "accelerator": trainer_config.get("accelerator"),
             "devices": trainer_config.get("devices"), "strategy": trainer_config.get("strategy"),
-            "num_nodes": trainer_config.get("num_nodes"), "world_size": world_size, "gpu_names": gpus}
+            "num_nodes": trainer_config.get("num_nodes"), "world_size": world_size, "gpu_names": gpus,
+            "torch_threads": torch.get_num_threads()}  # a CPU run's speed (and last float digits) depend on it
 
 
 def _training_rates(meter: CostMeter, trainer_config: dict[str, Any]) -> dict[str, Any]:

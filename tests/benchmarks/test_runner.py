@@ -198,3 +198,11 @@ def test_a_run_that_trains_nothing_reports_the_speed_of_its_last_trained_stage()
                                                "achieved_gflops": 2.5, "probe_gflops": 50.0, "mfu": 0.05,
                                                "metered_stage": "dense"}
     assert _rates_of_trained_stage({"old": {"key": "b"}}) == {}
+
+
+def test_the_hardware_a_record_names_includes_the_torch_thread_count(monkeypatch) -> None:
+    from benchmarks.runner import hardware_info
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
+    info = hardware_info({"accelerator": "cpu", "devices": 1}, world_size=1)
+    assert info["torch_threads"] == 3 and info["accelerator"] == "cpu" and info["cores"] >= 1

@@ -206,3 +206,17 @@ def test_the_hardware_a_record_names_includes_the_torch_thread_count(monkeypatch
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     info = hardware_info({"accelerator": "cpu", "devices": 1}, world_size=1)
     assert info["torch_threads"] == 3 and info["accelerator"] == "cpu" and info["cores"] >= 1
+
+
+@pytest.mark.parametrize("groups", [1, 4, 16])
+def test_the_flop_counter_counts_a_grouped_convolution_step_as_three_forwards(groups: int) -> None:
+    """Hand count: forward 2·N·H·W·C_out·(C_in/groups)·k²; the input and the weight gradients cost
+    one forward each. torch's own formula counts the weight gradient `groups` times over."""
+    from benchmarks.costs import flop_counter
+
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, groups=groups, bias=False)
+    images = torch.randn(2, 16, 8, 8, requires_grad=True)
+    with flop_counter() as counter:
+        conv(images).sum().backward()
+    forward = 2 * 2 * 8 * 8 * 16 * (16 // groups) * 9
+    assert counter.get_total_flops() == 3 * forward

@@ -1,6 +1,6 @@
 """``litbench perf parity``: its arguments and what it runs and prints. The measurement itself is in
 ``parity``; it writes a perf record under ``RESULTS/perf/parity/``, which the leaderboard shows.
-(Suite wall time is recorded by every ``litbench run``; GPU throughput by ``perf.gpu_smoke``.)"""
+(Suite wall time is recorded by every ``litbench run``; GPU throughput by ``perf.gpu_check``.)"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The prepared device check: everything issue 28 asks of one GPU, in one command of <= 8 minutes.
 
     python -m benchmarks.perf.gpu_check --data-dir DATA [--results results-gpu] [--only STEP ...]
+    python -m benchmarks.perf.gpu_check --only smoke-bf16 emo reliant   # smoke steps of some benchmarks
     python -m benchmarks.perf.gpu_check --accelerator cpu --dry-run   # what it would run (CI)
 
 Steps (each a normal ``litbench run``, so every run writes an ordinary record under
@@ -43,8 +44,11 @@ class CheckStep:
     precision: str = "bf16-mixed"
     options: list[str] = field(default_factory=list)  # further `litbench run` arguments
 
-    def argv(self, *, accelerator: str, results: Path, data_dir: str | None, dry_run: bool) -> list[str]:
-        return ["run", *self.benchmarks, "--profile", self.profile, "--accelerator", accelerator, "--devices", "1",
+    def argv(self, *, accelerator: str, results: Path, data_dir: str | None, dry_run: bool,
+             smoke_benchmarks: list[str] | None = None) -> list[str]:
+        # A step without fixed benchmarks (the smoke steps) runs every benchmark, or those named.
+        benchmarks = self.benchmarks or list(smoke_benchmarks or [])
+        return ["run", *benchmarks, "--profile", self.profile, "--accelerator", accelerator, "--devices", "1",
                 "--precision", self.precision, "--results", str(results / self.name), "--wandb", "disabled",
                 *(["--data-dir", data_dir] if data_dir else []), *self.options, *(["--dry-run"] if dry_run else [])]
 
@@ -107,6 +111,7 @@ def format_summary(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("benchmarks", nargs="*", help="smoke steps: these benchmarks only (default: every benchmark)")
     parser.add_argument("--results", default="results-gpu", help="records go to RESULTS/<step>/")
     parser.add_argument("--data-dir", default=None, help="holds planetoid/, fair_bail/ and nuscenes_one_sample/ (see the module docstring)")
     parser.add_argument("--accelerator", default="gpu", choices=["gpu", "cpu"])
@@ -119,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     for step in steps:
         print(f"gpu_check: step {step.name}", flush=True)
         codes.append(litbench_main(step.argv(accelerator=args.accelerator, results=results, data_dir=args.data_dir,
-                                              dry_run=args.dry_run)))
+                                              dry_run=args.dry_run, smoke_benchmarks=args.benchmarks)))
     if not args.dry_run:
         print(format_summary(summary_rows(results, steps)))
     if any(code == 2 for code in codes):

@@ -1,5 +1,5 @@
 """One GPU, fp32 and bf16-mixed: the toy benchmark's smoke runs record the device and precision
-(skipped on a machine without CUDA; `python -m benchmarks.perf.gpu_smoke` runs every benchmark)."""
+(skipped on a machine without CUDA; `python -m benchmarks.perf.gpu_check` runs every benchmark)."""
 
 from __future__ import annotations
 

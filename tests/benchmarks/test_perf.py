@@ -154,35 +154,24 @@ def test_a_multi_benchmark_suite_record_shows_a_row_per_benchmark_and_the_total(
     assert "broken.json: unreadable perf record (JSONDecodeError); delete it or rerun the `litbench run`" in markdown
 
 
-def test_gpu_smoke_summary_reads_rate_and_mfu_from_records(tmp_path: Path) -> None:
-    from benchmarks.perf.gpu_smoke import summarise
-    from leaderboard.records import RecordStore, RunRecord
-
-    store = RecordStore(tmp_path)
-    for method, rate, mfu in (("emo_1m", 5000.0, 0.21), ("mobilenetv2", 7000.0, None)):
-        store.write(RunRecord(benchmark="emo", method=method, role="proposed", dataset="generated", profile="smoke",
-                              seed=0, status="ok", config={}, config_hash="0" * 16,
-                              cost={"train_samples_per_s": rate, "mfu": mfu}))
-    assert summarise(str(tmp_path)) == [("emo", "emo_1m", "generated", 5000.0, 0.21, "ok"),
-                                        ("emo", "mobilenetv2", "generated", 7000.0, None, "ok")]
-
-
-def test_gpu_smoke_runs_bf16_autocast_and_prints_the_rates_it_recorded(toy_env, tmp_path: Path, capsys) -> None:
-    """The script's whole path on CPU (bf16 autocast works there too): runs recorded at bf16-mixed,
-    and the printed table is the records' samples/s."""
-    from benchmarks.perf.gpu_smoke import main as gpu_smoke_main
+def test_device_check_smoke_step_runs_bf16_autocast_and_prints_the_rates_it_recorded(toy_env, tmp_path: Path, capsys) -> None:
+    """The device check's smoke-bf16 step, restricted to one benchmark, on CPU (bf16 autocast works
+    there too): runs recorded at bf16-mixed, and the printed table is the records' samples/s."""
+    from benchmarks.perf.gpu_check import main as gpu_check_main
     from leaderboard.records import RecordStore
 
     # exit 1: the toy benchmark's `broken` method fails on purpose; the others are recorded
-    assert gpu_smoke_main(["toy", "--accelerator", "cpu", "--results", str(tmp_path)]) == 1
+    assert gpu_check_main(["toy", "--only", "smoke-bf16", "--accelerator", "cpu", "--results", str(tmp_path)]) == 1
+    assert {record.benchmark for record in RecordStore(tmp_path).iter_records()} == {"toy"}
     records = [record for record in RecordStore(tmp_path).iter_records() if record.method != "broken"]
     assert records and all(record.status == "ok" and record.config["trainer"]["precision"] == "bf16-mixed"
                            for record in records)
     printed = capsys.readouterr().out.splitlines()
     trained = next(record for record in records if record.cost.get("train_samples_per_s"))
-    line = next(line for line in printed if line.split()[:2] == [trained.benchmark, trained.method]
-                and f"{trained.cost['train_samples_per_s']:.1f}" in line)
-    assert line.split()[-1] == "ok"
+    rates = [record.cost["train_samples_per_s"] for record in records if record.method == trained.method]
+    line = next(line for line in printed if line.split()[:3] == ["smoke-bf16", trained.benchmark, trained.method])
+    assert line.split()[6] == f"{sum(rates) / len(rates):.1f}"  # the mean of that method's records
+    assert line.split()[4:6] == [str(len(rates)), "0"]  # this method's runs: all ok, none failed
     # No GPU peak on CPU: the ceiling is the run's matmul probe.
     assert trained.cost["mfu"] == pytest.approx(trained.cost["achieved_gflops"] / trained.cost["probe_gflops"])
 

@@ -31,7 +31,9 @@ Batches are ``(images float32 [B, C, H, W], labels int64)``. In-memory datasets 
 augmentation (``augment``: random crop from a zero-padded image, pad = ``image_size // 8`` i.e. 4 at
 32×32, plus horizontal flip; training batches only) and normalisation with the dataset's mean/std run
 on the whole batch in ``on_after_batch_transfer`` — on the accelerator when there is one — so
-the loader only indexes tensors. Lightning inserts a ``DistributedSampler`` under DDP.
+the loader only indexes tensors, one gather per batch (``datamodules/batched.py``). With
+``device_resident=True`` (in-memory datasets) every split's images move to the accelerator once and
+the loader sends only indices and labels. Lightning inserts a ``DistributedSampler`` under DDP.
 
 ``data_dir`` defaults to env ``LITBENCH_DATA``; ``cache_dir`` (decoded arrays, downloads) to env
 ``LITBENCH_CACHE``, else ``$XDG_CACHE_HOME/litbench``.
@@ -47,8 +49,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
+from datamodules.batched import BatchedTensorDataset, DeviceResidentImages, ResidentSplit, keep_batch
 from datamodules.formats import DatasetFormat
 from datamodules.image_sources import (CIFAR10_JPG_ZIPS, FASHION_MNIST_CLASSES, IDX_FILES,
                                        MNIST_CLASSES, ImageArrays, cached_arrays, first_existing_folder,
@@ -143,12 +146,15 @@ class ImageClassificationDataModule(L.LightningDataModule):
                  augment: bool = True, normalize: bool = True, image_size: int | None = None,
                  channels: int | None = None, split_seed: int = 0, download: bool = False,
                  folder: str = "imagenet", t10k_test_size: int = 2000, generated_train_size: int = 2500,
-                 generated_test_size: int = 500, generated_seed: int = 0) -> None:
+                 generated_test_size: int = 500, generated_seed: int = 0, device_resident: bool = False) -> None:
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"unknown image dataset {dataset!r}; choose one of {', '.join(DATASETS)} (a folder of "
                              "your own: --datasets imagefolder --set data.init_args.folder=FOLDER, an ImageFolder "
                              "tree FOLDER/{train,val}/<class>/ under --data-dir; see `litbench datasets`)")
+        if device_resident and dataset == "imagefolder":
+            raise ValueError("device_resident needs an in-memory dataset; imagefolder is read lazily from disk "
+                             "(leave data.init_args.device_resident false, use loader workers instead)")
         # image_size/channels stay out of the hyper-parameters: Lightning merges datamodule and model
         # hparams for the logger and refuses a key with two values (None here, 32 in the model).
         self.save_hyperparameters(ignore=["image_size", "channels"])
@@ -156,7 +162,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.data_dir = Path(data_dir or os.environ.get("LITBENCH_DATA", "data"))
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
-        self.num_workers = num_workers
+        self.num_workers, self.device_resident = num_workers, device_resident
+        self._resident: DeviceResidentImages | None = None
         self.train_size, self.val_size, self.test_size = train_size, val_size, test_size
         self.augment, self.normalize = augment, normalize
         self.channels, self.split_seed, self.download = channels, split_seed, download
@@ -283,8 +290,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
         test_index = stratified_indices(test.labels, self.test_size, seed=self.split_seed)
         for name, arrays in (("train", train_pool.subset(train_index)), ("val", train_pool.subset(val_index)),
                              ("test", test.subset(test_index))):
-            self.splits[name] = TensorDataset(arrays.images, arrays.labels)
+            self.splits[name] = BatchedTensorDataset(arrays.images, arrays.labels)
         self._set_stats(train_pool.subset(train_index).images)
+        if self.device_resident:
+            self._resident = DeviceResidentImages(self.splits)
 
     def _setup_folder(self) -> None:
         root = self.data_dir / self.folder
@@ -317,7 +326,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def _loader(self, split: str, *, shuffle: bool, batch_size: int) -> DataLoader:
         if not self.splits:
             self.setup()
-        return DataLoader(self.splits[split], batch_size=batch_size, shuffle=shuffle,
+        dataset = self._resident.split(split) if self._resident is not None else self.splits[split]
+        batched = isinstance(dataset, (BatchedTensorDataset, ResidentSplit))  # imagefolder: per-sample + collate
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=keep_batch if batched else None,
                           **loader_options(self.num_workers))
 
     def train_dataloader(self) -> DataLoader:
@@ -342,5 +353,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch
+        if self._resident is not None:  # the loader sent global indices; the images wait on the device
+            images = self._resident.gather(images)
         training = self.trainer is not None and self.trainer.training
         return self.to_model_input(images, train=training), labels

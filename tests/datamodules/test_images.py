@@ -163,3 +163,61 @@ def test_generated_data_is_balanced_and_normalised(tmp_path: Path) -> None:
     normalised = module.to_model_input(module.splits["train"].tensors[0], train=False)
     assert torch.allclose(normalised.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
     assert torch.allclose(normalised.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-3)
+
+
+def _transferred_batches(module: ImageClassificationDataModule, *, seed: int, count: int) -> list[tuple]:
+    """The first ``count`` training batches as the model sees them (after the transfer hook, in
+    training mode: augmented), seeded."""
+    from types import SimpleNamespace
+
+    module.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(seed)
+    batches = []
+    for index, batch in zip(range(count), module.train_dataloader()):
+        batches.append(module.on_after_batch_transfer(batch, 0))
+    return batches
+
+
+def test_batched_fetch_gives_the_per_sample_loaders_batches() -> None:
+    """One gather per batch (``__getitems__``) yields exactly what per-sample indexing + collate does."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from datamodules.batched import BatchedTensorDataset, keep_batch
+
+    images, labels = torch.arange(50 * 2 * 2).view(50, 1, 2, 2), torch.arange(50) % 7
+    torch.manual_seed(3)
+    per_sample = list(DataLoader(TensorDataset(images, labels), batch_size=8, shuffle=True))
+    torch.manual_seed(3)
+    batched = list(DataLoader(BatchedTensorDataset(images, labels), batch_size=8, shuffle=True, collate_fn=keep_batch))
+    assert len(batched) == len(per_sample) == 7
+    for (x, y), (x_ref, y_ref) in zip(batched, per_sample):
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+def test_device_resident_loader_sends_indices_and_the_model_sees_the_same_batches(tmp_path: Path) -> None:
+    host = make("generated", tmp_path, val_size=100, batch_size=32)
+    resident = make("generated", tmp_path, val_size=100, batch_size=32, device_resident=True)
+    indices, labels = next(iter(resident.train_dataloader()))
+    assert indices.dtype == torch.long and indices.shape == (32,)  # no image crosses the loader
+    test_indices, _ = next(iter(resident.test_dataloader()))
+    assert test_indices.min() >= len(resident.splits["train"]) + len(resident.splits["val"])  # test's offset
+    # shuffling and augmentation draw from the global RNG in the same order, so a seed gives
+    # identical (augmented) model inputs
+    for (x, y), (x_ref, y_ref) in zip(_transferred_batches(resident, seed=5, count=3),
+                                      _transferred_batches(host, seed=5, count=3)):
+        assert x.dtype == torch.float32 and torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+def test_device_resident_store_follows_the_batch_to_its_device(tmp_path: Path) -> None:
+    module = make("generated", tmp_path, val_size=100, device_resident=True)
+    store = module._resident
+    expected = module.splits["val"].tensors[0][[4, 0]]
+    assert torch.equal(store.gather(torch.tensor([store.offsets["val"] + 4, store.offsets["val"]])), expected)
+    # "meta" stands in for an accelerator: the store moves once, to the indices' device
+    gathered = store.gather(torch.tensor([0, 1], device="meta"))
+    assert gathered.device.type == "meta" and store.images.device.type == "meta"
+
+
+def test_device_resident_is_refused_for_a_lazily_read_folder() -> None:
+    with pytest.raises(ValueError, match="device_resident needs an in-memory dataset"):
+        ImageClassificationDataModule(dataset="imagefolder", device_resident=True)

@@ -62,3 +62,40 @@ def test_coco_json_has_no_validation_split() -> None:
                                                        train_json=fruits, test_json=fruits, novel_classes=["fig"],
                                                        synthetic_val_images=300)
     assert not datamodule.has_validation_split
+
+
+def test_instance_masks_lie_on_their_objects_pixels_also_after_the_flip(tmp_path: Path) -> None:
+    """Each annotated mask covers one flat-coloured object (the generator paints an object in one colour
+    plus noise of std 6, the background is a gradient plus noise of std 12), so the pixels under a
+    correctly aligned mask vary little, while a transposed or shifted mask straddles object and
+    background; the training flip moves image and masks together (issue 27 diagnosis)."""
+    import torch
+    from types import SimpleNamespace
+
+    from datamodules.coco_instances import IMAGENET_MEAN, IMAGENET_STD, collate_instances
+
+    datamodule = FewShotInstanceSegmentationDataModule(cache_dir=str(tmp_path), synthetic_train_images=24,
+                                                       synthetic_test_images=4, synthetic_seed=5)
+    datamodule.setup()
+    items = [datamodule.base_set[index] for index in range(24)]
+
+    def spread(image: torch.Tensor, mask: torch.Tensor) -> float:  # mean over channels of the pixel std under the mask
+        return float(image.float()[:, mask].std(1).mean())
+
+    masks = [(item["image"], mask) for item in items for mask in item["masks"] if mask.sum() >= 30]
+    assert len(masks) >= 20
+    aligned = np.median([spread(image, mask) for image, mask in masks])
+    transposed = np.median([spread(image, mask.T) for image, mask in masks])
+    shifted = np.median([spread(image, mask.roll(4, dims=1)) for image, mask in masks])
+    assert aligned < 9 < min(transposed, shifted)
+    # the random horizontal flip of a training batch keeps every mask on its object
+    datamodule.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    batch = datamodule.on_after_batch_transfer(collate_instances(items), 0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    flipped = [not torch.equal(after, before["masks"]) for after, before in zip(batch["masks"], items)]
+    assert any(flipped) and not all(flipped)
+    pixels = (batch["image"] * std + mean) * 255
+    after = [spread(image, mask) for image, masks_of in zip(pixels, batch["masks"]) for mask in masks_of if mask.sum() >= 30]
+    assert np.median(after) == pytest.approx(aligned, abs=0.5)

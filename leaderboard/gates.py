@@ -15,7 +15,8 @@ Kinds (exactly one per gate):
 
 - ``min`` / ``above``: the value is ≥ / > a fixed level (a chance level, or a sanity level that
   the paper spec states);
-- ``max`` / ``below``: the value is ≤ / < a fixed level;
+- ``max`` / ``below``: the value is ≤ / < a fixed level (fixed levels are compared at float32, the
+  precision the metrics are computed in, so a top-1 of exactly 0.45 meets ``min: 0.45``);
 - ``reference_metric``: the value beats another metric *of the same run* — a trivial reference that
   the module computes from the data and records (majority-class rate, one-cluster accuracy, ...),
   by more than ``by`` (default 0), in the metric's direction from ``metrics.higher_is_better``;
@@ -40,6 +41,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 from leaderboard.formatting import format_number
@@ -202,8 +204,11 @@ def _passes(gate: Gate, value: float, *, reference: float, higher_is_better: dic
     if math.isnan(value):
         return False
     if gate.kind in FIXED_KINDS:
-        return {"min": value >= gate.level, "above": value > gate.level,
-                "max": value <= gate.level, "below": value < gate.level}[gate.kind]
+        # Metrics are computed in float32 (torchmetrics): 900/2000 is stored as 0.44999998..., so a
+        # fixed level is compared at that precision, or a value exactly at `min: 0.45` would fail it.
+        value, level = float(np.float32(value)), float(np.float32(gate.level))
+        return {"min": value >= level, "above": value > level,
+                "max": value <= level, "below": value < level}[gate.kind]
     if math.isnan(reference):
         return False
     sign = 1.0 if higher_is_better[gate.metric] else -1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from leaderboard.claims import INCONCLUSIVE, INVALID, NOT_REPRODUCED, REPRODUCED, MalformedClaimError, judge_claims
@@ -34,6 +35,21 @@ def test_a_fixed_floor_makes_a_clear_win_invalid_when_one_seed_did_not_learn(wri
     assert row["diff_mean"] == pytest.approx(0.11)  # the numbers are still shown, the verdict is withheld
     # without the gate the same records reproduce the claim
     assert _judge(results_dir, []).iloc[0]["verdict"] == REPRODUCED
+
+
+def test_a_float32_metric_exactly_at_a_fixed_floor_meets_it_but_is_not_above_it(write_run, results_dir) -> None:
+    """900 of 2,000 correct is top-1 0.45, which a float32 metric stores as 0.44999998807907104."""
+    at_floor = float(np.float32(900 / 2000))
+    assert at_floor < 0.45
+    _write(write_run, "ours", [{"acc": 0.8}] * 3)
+    _write(write_run, "base", [{"acc": 0.6}, {"acc": at_floor}, {"acc": 0.6}], role="baseline")
+    assert _judge(results_dir, [{"id": "learned", "metric": "acc", "min": 0.45}]).iloc[0]["verdict"] == REPRODUCED
+    row = _judge(results_dir, [{"id": "learned", "metric": "acc", "above": 0.45}]).iloc[0]
+    assert row["verdict"] == INVALID and row["reason"].endswith("0.450 on 1/3 seeds")
+    # one float32 step below the floor still fails it
+    below = float(np.nextafter(np.float32(0.45), np.float32(0)))
+    _write(write_run, "base", [{"acc": 0.6}, {"acc": below}, {"acc": 0.6}], role="baseline")
+    assert _judge(results_dir, [{"id": "learned", "metric": "acc", "min": 0.45}]).iloc[0]["verdict"] == INVALID
 
 
 def test_above_is_strict_and_a_missing_metric_fails_its_gate(write_run, results_dir) -> None:

@@ -35,8 +35,11 @@ RUN_COLUMNS = ("run_id", "error_type", "error_message")
 SYSTEM_COLUMNS = (
     "accelerator", "devices", "world_size", "num_nodes", "strategy", "cpu", "gpu_names",
     "python_version", "torch_version", "lightning_version", "torchmetrics_version",
-    "git_sha", "git_dirty", "config_hash", "started_at", "finished_at", "artifacts",
+    "git_sha", "git_dirty", "config_hash", "started_at", "finished_at", "artifacts", "metered_stage",
 )
+# Cost entries that are labels, not numbers: the runner names the cached stage whose training speed a
+# run that trained nothing itself reports (benchmarks/runner.py); they become plain text columns.
+COST_LABELS = ("metered_stage",)
 
 # record.software key -> frame column; "torch" alone would read like a tensor, not a version.
 _SOFTWARE_COLUMNS = {
@@ -125,7 +128,11 @@ def _record_row(record: RunRecord, *, problems: list[str]) -> dict[str, Any]:
     row["error_message"] = str(error.get("message") or "") if not record.ok else ""
     for name, value in metrics.items():
         row[metric_column(str(name))] = _number(value, where=f"{record.run_id}: metric {name!r}", problems=problems)
+    for name in COST_LABELS:
+        row[name] = str(cost[name]) if cost.get(name) is not None else ""
     for name, value in cost.items():
+        if name in COST_LABELS:
+            continue
         row[cost_column(str(name))] = _number(value, where=f"{record.run_id}: cost {name!r}", problems=problems)
     for name in _HARDWARE_COLUMNS:
         row[name] = hardware.get(name)

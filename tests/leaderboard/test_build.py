@@ -95,6 +95,18 @@ def test_load_frame_is_tidy_and_reports_corrupt_records(populated: Path) -> None
     assert all("\n" not in line for line in problems)
 
 
+def test_a_stage_label_in_cost_is_a_text_column_not_a_problem(write_run, results_dir: Path) -> None:
+    """A run that trained nothing names the cached stage whose speed it reports (`metered_stage`)."""
+    write_run(benchmark="b", method="tested", role="proposed", seed=0, cost={"fit_s": 0.0, "metered_stage": "base",
+                                                                            "train_samples_per_s": 120.0})
+    write_run(benchmark="b", method="trained", role="baseline", seed=0, cost={"fit_s": 3.0, "metered_stage": None})
+    frame, problems = load_frame(results_dir)
+    assert problems == []
+    rows = frame.set_index("method")
+    assert rows.loc["tested", "metered_stage"] == "base" and rows.loc["trained", "metered_stage"] == ""
+    assert rows.loc["tested", "cost/train_samples_per_s"] == 120.0 and "cost/metered_stage" not in frame.columns
+
+
 def test_markdown_tables(populated: Path, tmp_path: Path) -> None:
     paths = build_leaderboard(populated, tmp_path / "out", specs={"alpha": ALPHA_SPEC})
     markdown = paths["markdown"].read_text()

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modules.cmt.matching import denoising_losses, denoising_queries, matched_losses, top_detections
+from modules.cmt.matching import denoising_losses, denoising_queries, match_layers, matched_losses, top_detections
 from modules.cmt.model import (CoordinatesEncoding, DecoderLayer, DetectionHead, ImageBackbone, PillarBackbone)
 from modules.cmt.detection_metrics import NuScenesDetectionMetric
 from modules.common.schedules import cyclic
@@ -215,10 +215,13 @@ class CMT(L.LightningModule):
                                dn_reference=dn["reference"] if dn else None, attention_mask=dn["mask"] if dn else None,
                                present=present)
         pad = dn["pad"] if dn else 0
+        assignments = match_layers(torch.stack([logits[:, pad:].detach() for logits, _ in outputs]),
+                                   torch.stack([codes[:, pad:].detach() for _, codes in outputs]),
+                                   batch["gt_labels"], batch["gt_boxes"])
         losses = {}
-        for index, (logits, codes) in enumerate(outputs):
-            losses[f"cls_{index}"], losses[f"reg_{index}"] = matched_losses(logits[:, pad:], codes[:, pad:],
-                                                                            batch["gt_labels"], batch["gt_boxes"])
+        for index, ((logits, codes), assignment) in enumerate(zip(outputs, assignments)):
+            losses[f"cls_{index}"], losses[f"reg_{index}"] = matched_losses(
+                logits[:, pad:], codes[:, pad:], batch["gt_labels"], batch["gt_boxes"], assignment=assignment)
             if dn:
                 dn_cls, dn_reg = denoising_losses(logits[:, :pad], codes[:, :pad], dn)
                 losses[f"dn_cls_{index}"] = self.hparams.dn_weight * dn_cls

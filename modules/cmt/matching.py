@@ -5,12 +5,20 @@ The official code compares the head's (center 2, height 1, dim 3, rot 2, vel 2) 
 layout (cx, cy, log w, log l, cz, log h, ...), so its z-anchored "height" output learns log w and
 dim[1] learns cz. Here the quirk is **fixed**: the target layout follows the head's order, so the
 z-anchored output learns cz (the code weights keep their positions: 2, 2, then 1s, 0.2 for velocity).
+
+Matching: the official assigner solves each sample of each decoder layer with its own host copy of
+the cost matrix; ``match_layers`` builds all L x B cost matrices on the device and copies them once
+per step (same assignments, same losses: tests/modules/test_cmt.py compares it with per-sample
+matching), and the losses take their avg factors from host counts, so a training step has a fixed,
+small number of device syncs.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torchvision.ops import sigmoid_focal_loss
@@ -36,63 +44,123 @@ def decode_boxes(code: torch.Tensor) -> torch.Tensor:
 
 def focal_cost(logits: torch.Tensor, labels: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
     """mmdet's FocalLossCost [Q, M]: a (1-p)^g (-log p) - (1-a) p^g (-log(1-p)) at each GT's class."""
+    return class_focal_cost(logits, eps=eps)[:, labels]
+
+
+def class_focal_cost(logits: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
+    """The focal matching cost of every query for every class [..., Q, C]."""
     probability = logits.sigmoid()
     negative = -(1 - probability + eps).log() * (1 - FOCAL_ALPHA) * probability.pow(FOCAL_GAMMA)
     positive = -(probability + eps).log() * FOCAL_ALPHA * (1 - probability).pow(FOCAL_GAMMA)
-    return positive[:, labels] - negative[:, labels]
+    return positive - negative
+
+
+def matching_costs(logits: torch.Tensor, box_codes: torch.Tensor, gt_labels: torch.Tensor,
+                   gt_codes: torch.Tensor) -> torch.Tensor:
+    """Matching cost of N independent problems [N, Q, M]: 2.0 focal + 0.25 weighted L1 over the first 8
+    code dims (velocity excluded), from [N, Q, C] logits, [N, Q, 10] codes, padded GT labels [N, M]
+    (-1 = pad; their columns are filled but never used) and codes [N, M, 10]. NaN/inf are guarded
+    (issue #83)."""
+    weights = box_codes.new_tensor(CODE_WEIGHTS[:8])
+    l1 = torch.cdist(box_codes[..., :8] * weights, gt_codes[..., :8] * weights, p=1)
+    index = gt_labels.clamp(min=0)[:, None, :].expand(-1, logits.shape[1], -1)
+    cost = CLS_WEIGHT * class_focal_cost(logits).gather(2, index) + REG_WEIGHT * l1
+    return torch.nan_to_num(cost.float(), nan=1e8, posinf=1e8, neginf=-1e8)
+
+
+def solve_assignments(cost: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """scipy's optimal assignment of each problem [N, Q, M] over its valid GT columns [N, M]:
+    (query indices, GT column indices) per problem."""
+    solutions = []
+    for problem_cost, problem_valid in zip(cost, valid):
+        columns = np.flatnonzero(problem_valid)
+        queries, picked = linear_sum_assignment(problem_cost[:, columns])
+        solutions.append((queries, columns[picked]))
+    return solutions
 
 
 @torch.no_grad()
 def hungarian_match(logits: torch.Tensor, box_codes: torch.Tensor, gt_labels: torch.Tensor,
                     gt_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Query and GT indices of the optimal assignment (one sample): cost = 2.0 focal + 0.25 weighted
-    L1 over the first 8 code dims (velocity excluded); NaN/inf costs are guarded (issue #83)."""
-    if len(gt_labels) == 0:
-        empty = torch.zeros(0, dtype=torch.long, device=logits.device)
-        return empty, empty
-    weights = box_codes.new_tensor(CODE_WEIGHTS[:8])
-    l1 = torch.cdist(box_codes[:, :8] * weights, gt_codes[:, :8] * weights, p=1)
-    cost = CLS_WEIGHT * focal_cost(logits, gt_labels) + REG_WEIGHT * l1
-    cost = torch.nan_to_num(cost.float(), nan=1e8, posinf=1e8, neginf=-1e8)
-    queries, targets = linear_sum_assignment(cost.cpu().numpy())
+    """Query and GT indices of the optimal assignment of one sample ([Q, C], [Q, 10], [M], [M, 10])."""
+    cost = matching_costs(logits[None], box_codes[None], gt_labels[None], gt_codes[None])
+    (queries, targets), = solve_assignments(cost.cpu().numpy(), np.ones((1, len(gt_labels)), dtype=bool))
     return (torch.as_tensor(queries, dtype=torch.long, device=logits.device),
             torch.as_tensor(targets, dtype=torch.long, device=logits.device))
 
 
-def classification_loss(logits: torch.Tensor, targets: torch.Tensor, *, avg_factor: float) -> torch.Tensor:
-    """2.0 x sigmoid focal loss summed over queries and classes / avg_factor; target -1... = background."""
-    one_hot = torch.zeros_like(logits)
+@dataclass(frozen=True)
+class Assignment:
+    """The matched (sample, query, GT column) index triples of one decoder layer over a batch, on the
+    model's device; ``count`` (the number of matches) is a host int, so losses need no device sync."""
+
+    sample: torch.Tensor
+    query: torch.Tensor
+    target: torch.Tensor
+
+    @property
+    def count(self) -> int:
+        return self.sample.shape[0]
+
+
+@torch.no_grad()
+def match_layers(logits: torch.Tensor, box_codes: torch.Tensor, gt_labels: torch.Tensor,
+                 gt_boxes: torch.Tensor) -> list[Assignment]:
+    """Hungarian assignments of every decoder layer and sample ([L, B, Q, C] logits, [L, B, Q, 10]
+    codes, padded GT labels [B, M] and boxes [B, M, 9]) with one device-to-host copy of all L x B cost
+    matrices and one host-to-device copy of all indices: on a GPU a copy per sample and layer (a
+    stream sync each) dominated a small model's step."""
+    layers, batch = logits.shape[:2]
+    labels = gt_labels.repeat(layers, 1)
+    codes = encode_boxes(gt_boxes).repeat(layers, 1, 1)
+    cost = matching_costs(logits.flatten(0, 1), box_codes.flatten(0, 1), labels, codes)
+    solutions = solve_assignments(cost.cpu().numpy(), (labels >= 0).cpu().numpy())
+    samples = np.arange(layers * batch) % batch
+    triples = [np.stack([np.full_like(queries, sample), queries, targets])
+               for sample, (queries, targets) in zip(samples, solutions)]
+    counts = [sum(triple.shape[1] for triple in triples[layer * batch:(layer + 1) * batch]) for layer in range(layers)]
+    indices = torch.as_tensor(np.concatenate(triples, axis=1).astype(np.int64)).to(logits.device, non_blocking=True)
+    return [Assignment(*layer_indices) for layer_indices in indices.split(counts, dim=1)]
+
+
+def classification_loss(logits: torch.Tensor, targets: torch.Tensor, *, avg_factor: float,
+                        weight: torch.Tensor | None = None) -> torch.Tensor:
+    """2.0 x sigmoid focal loss summed over queries and classes / avg_factor; target -1 = background;
+    ``weight`` [N] (0/1) leaves rows out without boolean indexing (no device sync)."""
     positive = targets >= 0
-    one_hot[positive.nonzero(as_tuple=True) + (targets[positive],)] = 1.0
-    loss = sigmoid_focal_loss(logits, one_hot, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, reduction="sum")
-    return CLS_WEIGHT * loss / max(avg_factor, 1.0)
+    one_hot = torch.nn.functional.one_hot(targets.clamp(min=0), logits.shape[-1]).to(logits.dtype) * positive[:, None]
+    loss = sigmoid_focal_loss(logits, one_hot, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, reduction="none")
+    if weight is not None:
+        loss = loss * weight[:, None]
+    return CLS_WEIGHT * loss.sum() / max(avg_factor, 1.0)
 
 
-def regression_loss(box_codes: torch.Tensor, target_codes: torch.Tensor, *, avg_factor: float) -> torch.Tensor:
-    """0.25 x sum of code-weighted |pred - target| / avg_factor (rows = matched queries)."""
+def regression_loss(box_codes: torch.Tensor, target_codes: torch.Tensor, *, avg_factor: float,
+                    weight: torch.Tensor | None = None) -> torch.Tensor:
+    """0.25 x sum of code-weighted |pred - target| / avg_factor (rows = matched queries; rows with a
+    non-finite target, or weight 0, add nothing)."""
     weights = box_codes.new_tensor(CODE_WEIGHTS)
-    finite = torch.isfinite(target_codes).all(dim=-1)
-    loss = ((box_codes[finite] - target_codes[finite]).abs() * weights).sum()
-    return REG_WEIGHT * loss / max(avg_factor, 1.0)
+    keep = torch.isfinite(target_codes).all(dim=-1)
+    if weight is not None:
+        keep = keep & weight.bool()
+    difference = torch.where(keep[:, None], box_codes - target_codes.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+    return REG_WEIGHT * (difference.abs() * weights).sum() / max(avg_factor, 1.0)
 
 
 def matched_losses(logits: torch.Tensor, box_codes: torch.Tensor, gt_labels: torch.Tensor,
-                   gt_boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                   gt_boxes: torch.Tensor, *, assignment: Assignment | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One decoder layer's (cls, reg) loss over a batch: [B, Q, C] logits, [B, Q, 10] codes, padded
-    GT labels [B, M] (-1 = pad) and boxes [B, M, 9]. cls avg factor = N_pos + 0.1 N_neg."""
+    GT labels [B, M] (-1 = pad) and boxes [B, M, 9]; ``assignment`` from ``match_layers`` (matched
+    here when not given). cls avg factor = N_pos + 0.1 N_neg."""
+    if assignment is None:
+        assignment, = match_layers(logits.detach()[None], box_codes.detach()[None], gt_labels, gt_boxes)
     targets = torch.full(logits.shape[:2], -1, dtype=torch.long, device=logits.device)
-    predicted, wanted = [], []
-    for sample in range(logits.shape[0]):
-        valid = gt_labels[sample] >= 0
-        labels, codes = gt_labels[sample][valid], encode_boxes(gt_boxes[sample][valid])
-        queries, matched = hungarian_match(logits[sample].detach(), box_codes[sample].detach(), labels, codes)
-        targets[sample, queries] = labels[matched]
-        predicted.append(box_codes[sample, queries])
-        wanted.append(codes[matched])
-    positives = int((targets >= 0).sum())
+    targets[assignment.sample, assignment.query] = gt_labels[assignment.sample, assignment.target]
+    positives = assignment.count
     negatives = targets.numel() - positives
     cls = classification_loss(logits.flatten(0, 1), targets.flatten(), avg_factor=positives + BACKGROUND_CLASS_WEIGHT * negatives)
-    reg = regression_loss(torch.cat(predicted), torch.cat(wanted), avg_factor=positives)
+    wanted = encode_boxes(gt_boxes[assignment.sample, assignment.target])
+    reg = regression_loss(box_codes[assignment.sample, assignment.query], wanted, avg_factor=positives)
     return cls, reg
 
 
@@ -104,7 +172,9 @@ def denoising_queries(gt_labels: torch.Tensor, gt_boxes: torch.Tensor, *, groups
     the half size) has L2 norm > 0.75 is relabelled background. Returns normalised reference points
     [B, pad, 3], targets (labels [B, pad] with -1 = background, boxes [B, pad, 9], valid [B, pad])
     and the self-attention mask [pad + Q, pad + Q] (True = blocked), or None when G = 0."""
-    max_gt = int((gt_labels >= 0).sum(dim=1).max()) if gt_labels.numel() else 0
+    # one host copy: the GT count of every sample gives both the group size and the DN avg factor
+    valid_gt = (gt_labels >= 0).cpu()
+    max_gt = int(valid_gt.sum(dim=1).max()) if gt_labels.numel() else 0
     if groups <= 0 or max_gt == 0:
         return None
     groups = min(groups, num_queries // max_gt)
@@ -126,17 +196,17 @@ def denoising_queries(gt_labels: torch.Tensor, gt_boxes: torch.Tensor, *, groups
         start, end = group * max_gt, (group + 1) * max_gt
         mask[start:end, :start] = True
         mask[start:end, end:pad] = True
-    return {"reference": reference, "labels": noisy_labels, "boxes": boxes, "valid": valid, "mask": mask, "pad": pad}
+    return {"reference": reference, "labels": noisy_labels, "boxes": boxes, "valid": valid, "mask": mask, "pad": pad,
+            "count": groups * int(valid_gt[:, :max_gt].sum())}
 
 
 def denoising_losses(logits: torch.Tensor, box_codes: torch.Tensor, dn: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """DN (cls, reg) loss of one layer: every valid DN query regresses to its GT (background-relabelled
     ones too, as in the official code); cls avg factor N_dn * (pi/6) * 0.75^3 (paper spec)."""
-    valid = dn["valid"]
-    count = int(valid.sum())
-    targets = dn["labels"][valid]
-    cls = classification_loss(logits[valid], targets, avg_factor=count * math.pi / 6 * DN_SPLIT ** 3)
-    reg = regression_loss(box_codes[valid], encode_boxes(dn["boxes"][valid]), avg_factor=count)
+    valid, count = dn["valid"].flatten().float(), dn["count"]
+    cls = classification_loss(logits.flatten(0, 1), dn["labels"].flatten(), weight=valid,
+                              avg_factor=count * math.pi / 6 * DN_SPLIT ** 3)
+    reg = regression_loss(box_codes.flatten(0, 1), encode_boxes(dn["boxes"]).flatten(0, 1), weight=valid, avg_factor=count)
     return cls, reg
 
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from modules.cmt import CMT
-from modules.cmt.matching import (classification_loss, decode_boxes, denoising_queries, encode_boxes, focal_cost,
-                                  hungarian_match, matched_losses, regression_loss)
+from modules.cmt.matching import (classification_loss, decode_boxes, denoising_losses, denoising_queries, encode_boxes,
+                                  focal_cost, hungarian_match, match_layers, matched_losses, regression_loss)
 from modules.cmt.model import CoordinatesEncoding, pos2embed
 from modules.cmt.detection_metrics import NuScenesDetectionMetric, detection_scores, nd_score
 
@@ -56,6 +56,59 @@ def test_losses_on_a_hand_made_case() -> None:
     assert cls.item() == pytest.approx(2.0 * focal.item() / 1.1, rel=1e-5)
     assert reg.item() == pytest.approx(0.5, rel=1e-5)
     assert classification_loss(logits[0], torch.tensor([0, -1]), avg_factor=1.1).item() == pytest.approx(cls.item())
+
+
+def _per_sample_losses(logits: torch.Tensor, codes: torch.Tensor, gt_labels: torch.Tensor,
+                       gt_boxes: torch.Tensor) -> tuple[float, float]:
+    """The straightforward reference: one ``hungarian_match`` per sample on its unpadded GT, losses
+    on boolean-indexed rows (one host copy per sample, the cost that ``match_layers`` removes)."""
+    targets = torch.full(logits.shape[:2], -1, dtype=torch.long)
+    predicted, wanted = [], []
+    for sample in range(logits.shape[0]):
+        valid = gt_labels[sample] >= 0
+        labels, gt_codes = gt_labels[sample][valid], encode_boxes(gt_boxes[sample][valid])
+        queries, matched = hungarian_match(logits[sample], codes[sample], labels, gt_codes)
+        targets[sample, queries] = labels[matched]
+        predicted.append(codes[sample, queries])
+        wanted.append(gt_codes[matched])
+    positives = int((targets >= 0).sum())
+    cls = classification_loss(logits.flatten(0, 1), targets.flatten(), avg_factor=positives + 0.1 * (targets.numel() - positives))
+    return cls.item(), regression_loss(torch.cat(predicted), torch.cat(wanted), avg_factor=positives).item()
+
+
+def test_batched_matching_of_all_layers_equals_per_sample_matching() -> None:
+    torch.manual_seed(3)
+    layers, batch, queries, classes = 3, 4, 12, 3
+    gt_labels = torch.tensor([[0, 2, 1, -1, -1], [1, -1, -1, -1, -1], [-1, -1, -1, -1, -1], [2, 2, 0, 1, 0]])
+    gt_boxes = torch.rand(batch, 5, 9) * 10 - 5
+    gt_boxes[..., 3:6] = torch.rand(batch, 5, 3) + 0.3
+    gt_boxes[gt_labels < 0] = 0.0
+    logits = torch.randn(layers, batch, queries, classes)
+    codes = encode_boxes(gt_boxes[:, :1].expand(batch, queries, 9)) + torch.randn(batch, queries, 10)
+    codes = codes[None] + torch.randn(layers, batch, queries, 10)
+    assignments = match_layers(logits, codes, gt_labels, gt_boxes)
+    assert [assignment.count for assignment in assignments] == [9] * layers  # 3 + 1 + 0 + 5 GTs, each matched once
+    for layer, assignment in enumerate(assignments):
+        cls, reg = matched_losses(logits[layer], codes[layer], gt_labels, gt_boxes, assignment=assignment)
+        expected_cls, expected_reg = _per_sample_losses(logits[layer], codes[layer], gt_labels, gt_boxes)
+        assert cls.item() == pytest.approx(expected_cls, rel=1e-5) and reg.item() == pytest.approx(expected_reg, rel=1e-5)
+        # the GT column of each match holds the label it was matched to (padding is never matched)
+        assert (gt_labels[assignment.sample, assignment.target] >= 0).all()
+
+
+def test_denoising_losses_leave_padding_out() -> None:
+    torch.manual_seed(0)
+    labels = torch.tensor([[0, 1, -1], [2, -1, -1]])
+    boxes = torch.rand(2, 3, 9) + 0.5
+    dn = denoising_queries(labels, boxes, groups=3, num_queries=10, point_cloud_range=torch.tensor(RANGE))
+    assert dn["count"] == 9  # 3 GTs x 3 groups, counted on the host
+    logits, codes = torch.randn(2, dn["pad"], 3), torch.randn(2, dn["pad"], 10)
+    cls, reg = denoising_losses(logits, codes, dn)
+    valid = dn["valid"]
+    expected_cls = classification_loss(logits[valid], dn["labels"][valid], avg_factor=9 * math.pi / 6 * 0.75 ** 3)
+    expected_reg = regression_loss(codes[valid], encode_boxes(dn["boxes"][valid]), avg_factor=9)
+    assert cls.item() == pytest.approx(expected_cls.item(), rel=1e-5)
+    assert reg.item() == pytest.approx(expected_reg.item(), rel=1e-5)
 
 
 def test_box_code_round_trip() -> None:

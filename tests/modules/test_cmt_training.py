@@ -74,3 +74,29 @@ def test_validation_scenes_are_their_own_split() -> None:
     # Deterministic: a fresh datamodule serves the same validation scenes.
     again = SyntheticScenesDataModule(train_size=4, val_size=6, test_size=6, eval_batch_size=6)
     assert torch.equal(next(iter(again.val_dataloader()))["images"], val["images"])
+
+
+def test_a_training_step_copies_to_the_host_a_fixed_number_of_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU every ``.cpu()`` is a stream sync: the matching must not copy once per sample and
+    decoder layer (it did: B x L copies), whatever the batch size and depth."""
+    from datamodules.synthetic_scenes import collate_scenes, generate_scene
+
+    copies = []
+    original_cpu = torch.Tensor.cpu
+
+    def counting_cpu(tensor, *args, **kwargs):
+        copies.append(tuple(tensor.shape))
+        return original_cpu(tensor, *args, **kwargs)
+
+    counts = {}
+    for batch_size, layers in ((2, 1), (5, 3)):
+        batch = collate_scenes([generate_scene(split_seed=0, split="train", index=i) for i in range(batch_size)])
+        torch.manual_seed(0)
+        model = CMT(modalities="fusion", modal_mask=False, **{**TINY, "num_layers": layers}).train()
+        copies.clear()
+        monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
+        loss = model.training_step(batch, 0)
+        monkeypatch.undo()
+        assert torch.isfinite(loss)
+        counts[(batch_size, layers)] = len(copies)
+    assert counts[(2, 1)] == counts[(5, 3)] <= 3  # DN's GT counts, the cost matrices, the valid GT columns

@@ -11,14 +11,13 @@ trains the method once per value and seed with ``--set PARAM=VALUE``, scores eve
 datamodule's validation split (``evaluate_on="val"``: the run's own ``test_step`` on validation
 batches, so no test label is ever seen), and writes the records and a summary that names the
 chosen value (format: ``leaderboard.calibration``). The summary keeps the exact command, so a
-reader can re-run the sweep; the leaderboard shows whether the profile uses the chosen value.
+reader can re-run the sweep; the leaderboard shows whether the committed records ran with the chosen value.
 Stages are shared with ordinary runs through the same stage cache (a teacher does not depend on
 which split the student is scored on).
 """
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +27,7 @@ import numpy as np
 from benchmarks.launch import LaunchOptions, plan_runs
 from benchmarks.resolve import parse_set, resolve_run
 from benchmarks.spec import BenchmarkSpec, SpecError
-from leaderboard.calibration import CALIBRATION_DIR, CALIBRATION_SCHEMA
+from leaderboard.calibration import CALIBRATION_DIR, CALIBRATION_SCHEMA, config_value
 from leaderboard.records import STATUS_OK, RecordStore, utc_now, write_json_atomic
 
 
@@ -43,23 +42,8 @@ def _slug(text: str) -> str:
 def profile_value(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str, parameters: list[str]) -> Any:
     """What the profile resolves the parameters to today (one value, or a list for several)."""
     config = resolve_run(spec, method=method, dataset=dataset, profile=profile, seed=0).config
-    values = [_lookup(config, parameter) for parameter in parameters]
+    values = [config_value(config, parameter) for parameter in parameters]
     return values[0] if len(values) == 1 else values
-
-
-def _lookup(config: dict[str, Any], parameter: str) -> Any:
-    """The resolved value at ``parameter`` (None when the profile leaves it to the class default)."""
-    parts, _ = parse_set(f"{parameter}=0")
-    if parts[0] == "stages":
-        node: Any = next((stage for stage in config["litbench"]["stages"] if stage["name"] == parts[1]), None)
-        parts = parts[2:]
-    else:
-        node = config
-    for part in parts:
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return copy.deepcopy(node)
 
 
 def run_sweep(specs: dict[str, BenchmarkSpec], *, benchmark: str, method: str, parameters: list[str], values: list[str],

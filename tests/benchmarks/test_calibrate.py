@@ -57,6 +57,31 @@ def test_sweep_records_stay_out_of_the_leaderboard_which_shows_the_choice(toy_en
     assert "Calibration sweeps" in paths["html"].read_text()
 
 
+def _sweep_row(board: Path) -> str:
+    markdown = (board / "LEADERBOARD.md").read_text()
+    return next(line for line in markdown.splitlines() if line.startswith("| toy | linear | linear | smoke | model.init_args.lr"))
+
+
+def test_the_sweep_row_says_what_the_committed_records_ran_with(toy_env, tmp_path: Path) -> None:
+    """The sweep stores the profile's value at sweep time; a profile changed to the chosen value
+    afterwards must not read as "differs": the row reads the records' configs."""
+    results = tmp_path / "results"
+    assert _sweep(results) == 0
+    build_leaderboard(results, tmp_path / "none")
+    assert "| 0.3 | no smoke records (the profile had 0.1 when swept) |" in _sweep_row(tmp_path / "none")
+    assert main(["run", "toy", "--profile", "smoke", "--methods", "linear", "--set", "model.init_args.lr=0.3",
+                 "--results", str(results), "--wandb", "disabled"]) == 0
+    build_leaderboard(results, tmp_path / "chosen")
+    assert "| 0.3 | 0.3 (= chosen) |" in _sweep_row(tmp_path / "chosen")
+    # one seed re-run at another value: the row says the records are mixed
+    record_path = results / "toy" / "linear" / "linear" / "smoke" / "seed-1.json"
+    record = json.loads(record_path.read_text())
+    record["config"]["model"]["init_args"]["lr"] = 0.1
+    record_path.write_text(json.dumps(record))
+    build_leaderboard(results, tmp_path / "mixed")
+    assert "| 0.3 | mixed: 0.3, 0.1 |" in _sweep_row(tmp_path / "mixed")
+
+
 def test_sweep_bad_input_is_a_one_line_error(toy_env, tmp_path: Path, capsys) -> None:
     results = tmp_path / "results"
     assert main(["sweep", "toy", "linear", "--param", "model.init_args.lr", "--values", "0.1",

@@ -123,6 +123,9 @@ def sweep_row(summary: dict[str, Any], *, record_values: list[Any]) -> list[str]
         uses = "mixed: " + ", ".join(_value_text(value) for value in record_values)
     elif chosen is None:
         uses = _value_text(record_values[0])
+    elif _unset(record_values[0]):
+        # a value the configs leave to the class default cannot be compared from the records alone
+        uses = f"{_value_text(record_values[0])} (— = the class default, not in the records' configs)"
     else:
         uses = f"{_value_text(record_values[0])} ({'= chosen' if record_values[0] == chosen else 'differs from the chosen value'})"
     return [str(summary["benchmark"]), str(summary["method"]), str(summary["dataset"]), str(summary["profile"]),
@@ -131,7 +134,13 @@ def sweep_row(summary: dict[str, Any], *, record_values: list[Any]) -> list[str]
 
 
 def _value_text(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_value_text(item) for item in value) + "]"
     return "—" if value is None else json.dumps(value) if not isinstance(value, str) else value
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and None in value)
 
 
 def _float(value: Any) -> float:

@@ -140,3 +140,13 @@ def test_calibration_refuses_a_datamodule_whose_validation_split_is_switched_off
     held_out = AttributedGraphDataModule(sbm_num_nodes=30, sbm_num_features=9, val_fraction=0.3)
     _use_validation_split(held_out)
     assert next(iter(held_out.test_dataloader())).eval_mask.sum() == 9  # the validation nodes
+
+
+def test_a_value_left_to_the_class_default_is_not_called_different() -> None:
+    from leaderboard.calibration import sweep_row
+
+    summary = {"benchmark": "toy", "method": "linear", "dataset": "linear", "profile": "smoke", "parameter": "a+b",
+               "metric": "mse", "higher_is_better": False, "chosen": ["x", True], "profile_value": [None, True],
+               "values": [], "command": "litbench sweep ..."}
+    assert sweep_row(summary, record_values=[[None, True]])[7] == "[—, true] (— = the class default, not in the records' configs)"
+    assert sweep_row(summary, record_values=[["y", True]])[7] == "[y, true] (differs from the chosen value)"

@@ -153,7 +153,8 @@ def resolve_run(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str,
         trainer = deep_merge(trainer, layer.trainer)
         init_args = deep_merge(init_args, layer.init_args)
     hardware = dict(hardware or {})
-    compile_model = hardware.pop("compile", None)  # a run option (torch.compile), not a Trainer argument
+    # torch.compile is a run option (the profile's `compile`, or `--compile`), not a Trainer argument
+    compile_model = hardware.pop("compile", None) or profile_spec.compile
     trainer = deep_merge(trainer, {k: v for k, v in hardware.items() if v is not None})
 
     data_args = deep_merge(spec.data.init_args, profile_spec.data_init_args)
@@ -174,7 +175,7 @@ def resolve_run(spec: BenchmarkSpec, *, method: str, dataset: str, profile: str,
         stage_seed = stage.seed if stage.seed is not None else (seed if stage.per_seed else 0)
         stages.append({"name": stage.name, "pass_as": stage.pass_as, "seed": stage_seed,
                        "model": {"class_path": stage.class_path, "init_args": stage_args},
-                       "trainer": stage_trainer})
+                       "trainer": stage_trainer, **({"compile": True} if compile_model else {})})
 
     config: dict[str, Any] = {
         "seed_everything": seed,
@@ -205,5 +206,7 @@ def check_stage_sets(plans: list[RunPlan], sets: list[str] | tuple[str, ...]) ->
 
 def stage_config(run_config: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
     """The config a stage artifact depends on: the stage itself and the data it trains on."""
+    # `compile` only when set, so the cache keys of eager stages stay what they were
     return {"name": stage["name"], "seed": stage["seed"], "model": stage["model"], "trainer": stage["trainer"],
-            "data": identity_of({"data": run_config["data"]})["data"]}
+            "data": identity_of({"data": run_config["data"]})["data"],
+            **({"compile": True} if stage.get("compile") else {})}

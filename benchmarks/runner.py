@@ -166,7 +166,7 @@ def _build_stages(config: dict[str, Any], cache: StageCache, root_dir: Path) -> 
             meter = CostMeter()
             trainer = _make_trainer(stage["trainer"], root_dir=root_dir, callbacks=[meter], profiler=meter.profiler)
             fit_started = time.perf_counter()
-            trainer.fit(model, datamodule=datamodule)
+            trainer.fit(torch.compile(model) if stage.get("compile") else model, datamodule=datamodule)
             # The stage's training cost travels with its cached artifact, so every run that reuses
             # the stage (a cache hit) still reports what training it cost and how fast it ran.
             write_json_atomic(folder / STAGE_COST_FILE, {"fit_s": round(time.perf_counter() - fit_started, 4),

@@ -69,6 +69,7 @@ def test_a_new_spec_runs_in_the_shipped_smoke_suite_without_a_suite_edit(toy_env
     (("workers: 2}", "workers: two}"), "profiles.full.workers: expected a positive integer"),
     (("primary: mse", "primary: acc"), "metrics.primary 'acc' has no entry"),
     (("include_methods: [linear, mean]", "include_methods: [linear, nosuch]"), "include_methods: unknown method 'nosuch'"),
+    (("include_methods: [linear, mean]", "include_methods: [linear, mean], compile: yes please"), "cpu.compile: expected true or false"),
     (("class_path: toy_modules.ToyMeanBaseline", "class_path: ToyMeanBaseline"), "must be a dotted path"),
 ])
 def test_malformed_spec_is_one_line_error(tmp_path: Path, mutation: tuple[str, str], message: str) -> None:

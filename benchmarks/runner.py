@@ -238,7 +238,7 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
                 spec_snapshot: dict[str, Any] | None = None, write: bool = True) -> RunRecord:
     """Run one resolved config; write its record (rank 0 only) and return it. Never raises for a
     failing run: the failure is the record."""
-    run_started = time.perf_counter()
+    run_started, run_cpu_started = time.perf_counter(), time.process_time()
     quiet_lightning()
     meta = config["litbench"]
     results_dir, cache_dir = Path(results_dir), Path(cache_dir)
@@ -310,6 +310,7 @@ def execute_run(config: dict[str, Any], *, results_dir: str | Path, cache_dir: s
     # everything of this run but the record write (harness overhead = run_s - stage_s - fit_s - eval_s)
     if record.ok:
         record.cost["run_s"] = round(time.perf_counter() - run_started, 4)
+        record.cost["cpu_s"] = round(time.process_time() - run_cpu_started, 4)
     world_size = trainer.world_size if trainer is not None else None
     record.hardware = hardware_info(config["trainer"], world_size)
     record.finished_at = utc_now()

@@ -13,7 +13,7 @@ Fields (schema ``litbench.run-record/1``)::
 
     schema, run_id, benchmark, method, role, dataset, profile, seed, status (ok|failed),
     error {type, message, traceback_tail} | null, metrics {name: value},
-    cost {fit_s, eval_s, stage_s, run_s, train_samples_per_s, data_share, peak_rss_mb, peak_gpu_mb, params, flops,
+    cost {fit_s, eval_s, stage_s, run_s, cpu_s, train_samples_per_s, data_share, peak_rss_mb, peak_gpu_mb, params, flops,
           achieved_gflops, probe_gflops, mfu},
     hardware {cpu, cores, accelerator, devices, strategy, num_nodes, world_size, gpu_names},
     software {python, torch, lightning, torchmetrics, torch_geometric, timm, git_sha, git_dirty},
@@ -26,7 +26,10 @@ paths relative to the results folder, under ``<run_id>.artifacts/`` next to the 
 
 ``cost.run_s`` is the run's whole wall time (stages, setup, logger, fit, test; not the record write);
 ``cost.stage_s`` the time spent building (or fetching) its cached stages, so
-``run_s - stage_s - fit_s - eval_s`` is the harness's overhead. ``cost.data_share`` is the fraction of
+``run_s - stage_s - fit_s - eval_s`` is the harness's overhead. ``cost.cpu_s`` is the CPU time of the
+run's process over the same span (all its threads; not loader worker processes): on a machine shared
+with other jobs wall time grows with the load, CPU time much less, so ``sum(cpu_s) / cores`` bounds
+what a suite of one-thread runs takes on idle cores. ``cost.data_share`` is the fraction of
 training time spent fetching, transferring and augmenting batches (Lightning's data actions, timed by
 ``benchmarks.costs.DataWaitProfiler``; records before it counted every gap between steps, module hooks
 such as LRPET's projection included). ``cost.achieved_gflops`` is the training GFLOP/s (``flops``
@@ -61,7 +64,7 @@ VERIFY_SCHEMA = "litbench.verification-record/1"
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
-COST_KEYS = ("fit_s", "eval_s", "stage_s", "run_s", "train_samples_per_s", "data_share", "peak_rss_mb", "peak_gpu_mb", "params",
+COST_KEYS = ("fit_s", "eval_s", "stage_s", "run_s", "cpu_s", "train_samples_per_s", "data_share", "peak_rss_mb", "peak_gpu_mb", "params",
              "flops", "achieved_gflops", "probe_gflops", "mfu")
 
 

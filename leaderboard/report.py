@@ -206,7 +206,8 @@ def summary_sections(frame: pd.DataFrame, *, results_dir: str, problems: list[st
     """The summary's tables that have rows: calibration sweeps, wall times, Lightning-vs-plain parity."""
     sections = [
         Section(CALIBRATION_TITLE, CALIBRATION_CAPTION, CALIBRATION_HEADER, sweep_rows(results_dir, problems)),
-        Section("Wall time", "ok runs run one after another; overhead = time outside stages, fit and test",
+        Section("Wall time", "ok runs run one after another; CPU time = the run processes' own (load inflates it least); "
+                "overhead = time outside stages, fit and test",
                 SUITE_TIME_HEADER, suite_time_rows(frame)),
         Section("Suite wall time", "each `litbench run`, as it ran: parallel workers, stages built or reused",
                 SUITE_RUNS_HEADER, suite_run_rows(results_dir, problems)),
@@ -218,13 +219,15 @@ def summary_sections(frame: pd.DataFrame, *, results_dir: str, problems: list[st
     return [section for section in sections if section.rows]
 
 
-SUITE_TIME_HEADER = ["benchmark", "profile", "ok runs", "wall (sum of runs)", "harness overhead", "data share"]
+SUITE_TIME_HEADER = ["benchmark", "profile", "ok runs", "wall (sum of runs)", "CPU time (sum of runs)", "harness overhead",
+                     "data share"]
 
 
 def suite_time_rows(frame: pd.DataFrame) -> list[list[str]]:
     """Per benchmark and profile, from the ok records: the sequential wall time of its runs
-    (``cost.run_s``), the share of it outside stages, fit and test (harness overhead: setup, logger, record)
-    and the mean share of training time spent waiting for data."""
+    (``cost.run_s``), their process CPU time (``cost.cpu_s``: what load on a shared machine inflates
+    least), the share of wall time outside stages, fit and test (harness overhead: setup, logger,
+    record) and the mean share of training time spent waiting for data."""
     needed = [cost_column(name) for name in ("run_s", "fit_s", "eval_s", "data_share")]
     if any(column not in frame for column in needed):
         return []
@@ -235,10 +238,21 @@ def suite_time_rows(frame: pd.DataFrame) -> list[list[str]]:
         stage = runs[cost_column("stage_s")].fillna(0) if cost_column("stage_s") in runs else 0.0
         inside = (runs[cost_column("fit_s")].fillna(0) + runs[cost_column("eval_s")].fillna(0) + stage).sum()
         data_share = runs[cost_column("data_share")].mean()
-        rows.append([str(benchmark), str(profile), str(len(runs)), format_seconds(wall),
+        rows.append([str(benchmark), str(profile), str(len(runs)), format_seconds(wall), _cpu_time_cell(runs),
                      f"{100 * (wall - inside) / wall:.1f}%" if wall > 0 else MISSING,
                      MISSING if is_missing(data_share) else f"{100 * data_share:.1f}%"])
     return rows
+
+
+def _cpu_time_cell(runs: pd.DataFrame) -> str:
+    """Sum of the runs' process CPU time; "(n of N runs)" when older records lack it."""
+    if cost_column("cpu_s") not in runs:
+        return MISSING
+    measured = runs[cost_column("cpu_s")].dropna()
+    if measured.empty:
+        return MISSING
+    total = format_seconds(measured.sum())
+    return total if len(measured) == len(runs) else f"{total} ({len(measured)} of {len(runs)} runs)"
 
 
 def artifact_groups(runs: pd.DataFrame) -> list[ArtifactGroup]:

@@ -47,6 +47,7 @@ def test_run_records_every_run_and_a_rerun_skips_them(toy_env, tmp_path: Path, c
     built, reused = (first[f"toy/linear/finetuned/smoke/seed-{s}.json"]["cost"] for s in (0, 1))
     assert built["stage_s"] > reused["stage_s"] >= 0  # training the stage is timed apart from fit and overhead
     assert built["run_s"] >= built["stage_s"] + built["fit_s"] + built["eval_s"]
+    assert built["cpu_s"] > reused["cpu_s"] > 0  # the process CPU time of the run, stage training included
     # The stage's own training was metered, and the run that reused it reports the same cost.
     assert stages[0]["cost"] == stages[1]["cost"] and stages[0]["cost"]["fit_s"] > 0
     assert stages[0]["cost"]["train_samples_per_s"] > 0 and stages[0]["cost"]["flops"] > 0

@@ -180,7 +180,7 @@ def test_csv_files(populated: Path, tmp_path: Path) -> None:
     columns = list(results[0])
     assert columns[:7] == ["benchmark", "method", "role", "dataset", "profile", "seed", "status"]
     assert columns[7:10] == ["metric/acc", "metric/fid", "metric/loss"]
-    assert columns[10:23] == ["cost/fit_s", "cost/eval_s", "cost/stage_s", "cost/run_s", "cost/train_samples_per_s", "cost/data_share",
+    assert columns[10:24] == ["cost/fit_s", "cost/eval_s", "cost/stage_s", "cost/run_s", "cost/cpu_s", "cost/train_samples_per_s", "cost/data_share",
                               "cost/peak_rss_mb", "cost/peak_gpu_mb", "cost/params", "cost/flops", "cost/achieved_gflops",
                               "cost/probe_gflops", "cost/mfu"]
     assert len(results) == 14
@@ -351,14 +351,15 @@ def test_leaderboard_reads_records_only() -> None:
 
 def test_wall_time_overhead_and_data_share_per_benchmark_and_profile(write_run, results_dir: Path, tmp_path: Path) -> None:
     for seed, (run_s, stage_s, fit_s, eval_s, share) in enumerate([(10.0, 0.0, 8.0, 1.0, 0.04), (20.0, 5.0, 12.0, 1.0, 0.06)]):
+        cpu = {"cpu_s": 9.0} if seed == 0 else {}  # a record from before cpu_s was recorded has none
         write_run(benchmark="alpha", method="ours", role="proposed", seed=seed, metrics={"acc": 0.5},
-                  cost={"run_s": run_s, "stage_s": stage_s, "fit_s": fit_s, "eval_s": eval_s, "data_share": share})
+                  cost={"run_s": run_s, "stage_s": stage_s, "fit_s": fit_s, "eval_s": eval_s, "data_share": share, **cpu})
     write_run(benchmark="alpha", method="ours", role="proposed", seed=2, error_type="RuntimeError")
     paths = build_leaderboard(results_dir, tmp_path / "out", specs={"alpha": ALPHA_SPEC})
     markdown = paths["markdown"].read_text()
     # wall 30 s, inside stages+fit+test 27 s -> 10% overhead; data share mean of 4% and 6%
     row = next(line for line in markdown.splitlines() if line.startswith("| alpha | cpu |"))
-    assert [cell.strip() for cell in row.strip("|").split("|")] == ["alpha", "cpu", "2", "30.0", "10.0%", "5.0%"]
+    assert [cell.strip() for cell in row.strip("|").split("|")] == ["alpha", "cpu", "2", "30.0", "9.0 (1 of 2 runs)", "10.0%", "5.0%"]
     assert "<h3>Wall time</h3>" in paths["html"].read_text()
 
 

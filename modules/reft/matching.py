@@ -6,9 +6,10 @@ averaged over pixels, solved with ``scipy.optimize.linear_sum_assignment``. Loss
 ``2.0 * CE(class; no-object weight 0.1) + 5.0 * BCE(mask) + 5.0 * Dice(mask)`` with the mask terms
 summed over matched pairs and divided by the number of ground-truth masks, and
 ``Dice = 1 - (2 * sum(sigma(m) * g) + 1) / (sum(sigma(m)) + sum(g) + 1)``.
-Deviation (the paper spec's small-scale profile): costs and losses use every pixel of the 16x16
-mask-feature grid (ground truth area-downsampled to it, i.e. soft targets) instead of 12,544
-(importance-)sampled points; the number of masks is not all-reduced across DDP ranks.
+Deviation (the paper spec's small-scale profile): costs and losses use every pixel of the
+mask-feature grid (e.g. 16x16 at 64 px and mask stride 4; ground truth area-downsampled to it, i.e.
+soft targets) instead of 12,544 (importance-)sampled points; the number of masks is not all-reduced
+across DDP ranks.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from scipy.optimize import linear_sum_assignment
 def pairwise_sigmoid_bce(mask_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """[..., Q, P] logits x [G, P] targets in [0, 1] -> [..., Q, G] mean-over-pixels BCE of every pair."""
     pixels = mask_logits.shape[-1]
-    positive = F.binary_cross_entropy_with_logits(mask_logits, torch.ones_like(mask_logits), reduction="none")
-    negative = F.binary_cross_entropy_with_logits(mask_logits, torch.zeros_like(mask_logits), reduction="none")
+    positive = F.softplus(-mask_logits)  # BCE against target 1
+    negative = positive + mask_logits  # BCE against target 0: softplus(x) = softplus(-x) + x (one transcendental pass)
     return (positive @ targets.T + negative @ (1 - targets).T) / pixels
 
 

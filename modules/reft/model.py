@@ -2,10 +2,11 @@
 
 Blocks (the paper spec's small-scale profile; see ``modules/reft/__init__.py`` for the deviations list):
 
-* ``ConvBackbone`` — 4 stages (32-64-96-128 channels) at strides 4 / 8 / 16 / 32, GroupNorm.
+* ``ConvBackbone`` — 4 stages (32-64-96-128 channels) at ``feature_strides`` (Mask2Former's
+  4 / 8 / 16 / 32 by default), GroupNorm.
 * ``FPNPixelDecoder`` — an FPN in place of the 6-layer MSDeformAttn pixel decoder: the three
-  decoder-input scales (strides 32, 16, 8, low resolution first as in Mask2Former) plus the
-  stride-4 mask features.
+  decoder-input scales (e.g. strides 32, 16, 8, low resolution first as in Mask2Former) plus the
+  mask features at the finest stride (e.g. 4).
 * ``MaskedAttentionLayer`` — Mask2Former's decoder layer: masked cross-attention to one scale
   (a query only sees pixels where its previous mask prediction is > 0.5; a query whose mask is
   empty sees everything), then self-attention, then FFN, each residual + post-LayerNorm.
@@ -51,15 +52,31 @@ def conv_norm_relu(in_channels: int, out_channels: int, *, stride: int = 1, kern
                          nn.GroupNorm(min(8, out_channels), out_channels), nn.ReLU(inplace=True))
 
 
-class ConvBackbone(nn.Module):
-    """Features at strides 4, 8, 16 and 32 (``widths`` channels)."""
+def stage_strides(feature_strides: Sequence[int]) -> list[int]:
+    """Per-layer strides (stem, then each stage) that put the four stage outputs at ``feature_strides``
+    (each a power of two at least as large as the one before; the stem takes at most a factor 2)."""
+    if len(feature_strides) != 4 or any(s < 1 or s & (s - 1) for s in feature_strides) \
+            or any(b < a for a, b in zip(feature_strides, feature_strides[1:])):
+        raise ValueError(f"feature_strides must be 4 non-decreasing powers of two, got {tuple(feature_strides)}")
+    stem = min(2, feature_strides[0])
+    previous, strides = stem, [stem]
+    for stride in feature_strides:
+        strides.append(stride // previous)
+        previous = stride
+    return strides
 
-    def __init__(self, *, widths: Sequence[int] = (32, 64, 96, 128), in_channels: int = 3) -> None:
+
+class ConvBackbone(nn.Module):
+    """Four stages of ``widths`` channels at ``feature_strides`` (Mask2Former's 4 / 8 / 16 / 32 by default)."""
+
+    def __init__(self, *, widths: Sequence[int] = (32, 64, 96, 128), in_channels: int = 3,
+                 feature_strides: Sequence[int] = (4, 8, 16, 32)) -> None:
         super().__init__()
-        self.stem = conv_norm_relu(in_channels, widths[0], stride=2)
+        stem_stride, *strides = stage_strides(feature_strides)
+        self.stem = conv_norm_relu(in_channels, widths[0], stride=stem_stride)
         stages, previous = [], widths[0]
-        for width in widths:
-            stages.append(nn.Sequential(conv_norm_relu(previous, width, stride=2), conv_norm_relu(width, width)))
+        for width, stride in zip(widths, strides):
+            stages.append(nn.Sequential(conv_norm_relu(previous, width, stride=stride), conv_norm_relu(width, width)))
             previous = width
         self.stages = nn.ModuleList(stages)
 
@@ -72,7 +89,8 @@ class ConvBackbone(nn.Module):
 
 
 class FPNPixelDecoder(nn.Module):
-    """Top-down FPN: returns ([stride 32, 16, 8] features, stride-4 mask features), all ``dim`` channels."""
+    """Top-down FPN: returns (the three coarsest backbone scales, coarsest first: the decoder inputs, e.g. strides
+    32 / 16 / 8; the finest scale as the mask features, e.g. stride 4), all ``dim`` channels."""
 
     def __init__(self, *, in_channels: Sequence[int], dim: int) -> None:
         super().__init__()
@@ -88,7 +106,7 @@ class FPNPixelDecoder(nn.Module):
             if top_down is not None:
                 lateral = lateral + F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
             top_down = self.output[level](lateral)
-            outputs.append(top_down)  # strides 32, 16, 8, 4
+            outputs.append(top_down)  # coarsest first
         return outputs[:3], self.mask_features(outputs[3])
 
 
@@ -228,10 +246,11 @@ class QueryInstanceSegmenter(nn.Module):
 
     def __init__(self, *, num_classes: int, dim: int = 64, num_queries: int = 20, num_heads: int = 4,
                  ffn_dim: int = 256, num_layers: int = 3, widths: Sequence[int] = (32, 64, 96, 128),
-                 feature_reference: str | None = None, instance_reference: bool = False) -> None:
+                 mask_stride: int = 4, feature_reference: str | None = None, instance_reference: bool = False) -> None:
         super().__init__()
         self.num_classes, self.num_heads, self.dim = num_classes, num_heads, dim
-        self.backbone = ConvBackbone(widths=widths)
+        # Mask2Former's pyramid: masks at mask_stride, the decoder at 8x / 4x / 2x it (4 -> 32 / 16 / 8)
+        self.backbone = ConvBackbone(widths=widths, feature_strides=tuple(mask_stride * 2 ** level for level in range(4)))
         self.pixel_decoder = FPNPixelDecoder(in_channels=widths, dim=dim)
         self.query_features = nn.Embedding(num_queries, dim)
         self.query_position = nn.Embedding(num_queries, dim)

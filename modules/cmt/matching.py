@@ -59,21 +59,23 @@ def matching_costs(logits: torch.Tensor, box_codes: torch.Tensor, gt_labels: tor
                    gt_codes: torch.Tensor) -> torch.Tensor:
     """Matching cost of N independent problems [N, Q, M]: 2.0 focal + 0.25 weighted L1 over the first 8
     code dims (velocity excluded), from [N, Q, C] logits, [N, Q, 10] codes, padded GT labels [N, M]
-    (-1 = pad; their columns are filled but never used) and codes [N, M, 10]. NaN/inf are guarded
-    (issue #83)."""
+    (-1 = pad: their columns are +inf, every real cost is finite) and codes [N, M, 10]. NaN/inf of
+    real costs are guarded (issue #83)."""
     weights = box_codes.new_tensor(CODE_WEIGHTS[:8])
     l1 = torch.cdist(box_codes[..., :8] * weights, gt_codes[..., :8] * weights, p=1)
     index = gt_labels.clamp(min=0)[:, None, :].expand(-1, logits.shape[1], -1)
     cost = CLS_WEIGHT * class_focal_cost(logits).gather(2, index) + REG_WEIGHT * l1
-    return torch.nan_to_num(cost.float(), nan=1e8, posinf=1e8, neginf=-1e8)
+    cost = torch.nan_to_num(cost.float(), nan=1e8, posinf=1e8, neginf=-1e8)
+    # padding marked in the matrix itself, so one copy to the host carries it
+    return cost.masked_fill((gt_labels < 0)[:, None, :], float("inf"))
 
 
-def solve_assignments(cost: np.ndarray, valid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """scipy's optimal assignment of each problem [N, Q, M] over its valid GT columns [N, M]:
-    (query indices, GT column indices) per problem."""
+def solve_assignments(cost: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """scipy's optimal assignment of each problem [N, Q, M] over its GT columns that are not padding
+    (+inf): (query indices, GT column indices) per problem."""
     solutions = []
-    for problem_cost, problem_valid in zip(cost, valid):
-        columns = np.flatnonzero(problem_valid)
+    for problem_cost in cost:
+        columns = np.flatnonzero(np.isfinite(problem_cost[0])) if len(problem_cost) else np.zeros(0, dtype=np.int64)
         queries, picked = linear_sum_assignment(problem_cost[:, columns])
         solutions.append((queries, columns[picked]))
     return solutions
@@ -84,7 +86,7 @@ def hungarian_match(logits: torch.Tensor, box_codes: torch.Tensor, gt_labels: to
                     gt_codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Query and GT indices of the optimal assignment of one sample ([Q, C], [Q, 10], [M], [M, 10])."""
     cost = matching_costs(logits[None], box_codes[None], gt_labels[None], gt_codes[None])
-    (queries, targets), = solve_assignments(cost.cpu().numpy(), np.ones((1, len(gt_labels)), dtype=bool))
+    (queries, targets), = solve_assignments(cost.cpu().numpy())
     return (torch.as_tensor(queries, dtype=torch.long, device=logits.device),
             torch.as_tensor(targets, dtype=torch.long, device=logits.device))
 
@@ -114,7 +116,7 @@ def match_layers(logits: torch.Tensor, box_codes: torch.Tensor, gt_labels: torch
     labels = gt_labels.repeat(layers, 1)
     codes = encode_boxes(gt_boxes).repeat(layers, 1, 1)
     cost = matching_costs(logits.flatten(0, 1), box_codes.flatten(0, 1), labels, codes)
-    solutions = solve_assignments(cost.cpu().numpy(), (labels >= 0).cpu().numpy())
+    solutions = solve_assignments(cost.cpu().numpy())
     samples = np.arange(layers * batch) % batch
     triples = [np.stack([np.full_like(queries, sample), queries, targets])
                for sample, (queries, targets) in zip(samples, solutions)]

@@ -46,11 +46,9 @@ Deviations from the paper's setting (no official code exists to deviate from):
 6. Settings: gFSIS (K = 1 / 5 / 10) and FSIS (K = 5 / 10; the paper's FSIS also has K = 30, which
    the synthetic K-shot sets do not hold) are run; iFSIS (cosine classifier, distillation) is not
    implemented. FSIS reuses the gFSIS base stage unchanged (same per-seed cache entry).
-7. cpu profile: 300 fine-tuning iterations as the spec says, but 12 base epochs instead of its 8
-   (chosen on validation: at 8 one seed's from-scratch base model stayed far behind); the base-training
-   lr, the base length and the ft-head-only lr are chosen on the SynthShapes-FSIS validation split with ``litbench
-   sweep`` (``results/calibration/reft/``); the other arms fine-tune at lr 1e-3, which was set before
-   the validation split existed and is not re-chosen.
+7. cpu profile: the spec's 300 fine-tuning iterations; the base length (12 epochs, not the spec's 8),
+   base lr and ft-head-only lr are chosen on the validation split (``litbench sweep``, records in
+   ``results/calibration/reft/``); the other arms fine-tune at lr 1e-3, set before that split existed.
 8. Feature strides scaled with the image (``mask_stride``, default 4 = Mask2Former's): Mask2Former's
    decoder attends strides 32 / 16 / 8 and predicts masks at stride 4 of 512-1024 px images, i.e.
    maps 16-128 px wide; at 64 px those strides leave 2x2 / 4x4 / 8x8 maps in which a 10-28 px shape is

@@ -99,4 +99,4 @@ def test_a_training_step_copies_to_the_host_a_fixed_number_of_times(monkeypatch:
         monkeypatch.undo()
         assert torch.isfinite(loss)
         counts[(batch_size, layers)] = len(copies)
-    assert counts[(2, 1)] == counts[(5, 3)] <= 3  # DN's GT counts, the cost matrices, the valid GT columns
+    assert counts[(2, 1)] == counts[(5, 3)] == 2  # DN's GT counts, the cost matrices (padding marked in them)

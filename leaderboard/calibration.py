@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from leaderboard.formatting import format_mean_std
-from leaderboard.records import STATUS_OK
+from leaderboard.records import CorruptRecordError, read_record
 
 CALIBRATION_SCHEMA = "litbench.calibration/1"
 CALIBRATION_DIR = "calibration"
@@ -83,12 +83,12 @@ def recorded_values(results_dir: str | Path, summary: dict[str, Any]) -> list[An
     distinct: list[Any] = []
     for path in sorted(folder.glob("seed-*.json")):
         try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
+            record = read_record(path)
+        except CorruptRecordError:
             continue  # the run table reports unreadable records
-        if not isinstance(record, dict) or record.get("status") != STATUS_OK or not isinstance(record.get("config"), dict):
+        if not record.ok:
             continue
-        values = [config_value(record["config"], parameter) for parameter in parameters]
+        values = [config_value(record.config, parameter) for parameter in parameters]
         value = values[0] if len(values) == 1 else values
         if value not in distinct:
             distinct.append(value)

@@ -42,13 +42,9 @@ def decode_boxes(code: torch.Tensor) -> torch.Tensor:
                       code[..., 8:10]], dim=-1)
 
 
-def focal_cost(logits: torch.Tensor, labels: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
-    """mmdet's FocalLossCost [Q, M]: a (1-p)^g (-log p) - (1-a) p^g (-log(1-p)) at each GT's class."""
-    return class_focal_cost(logits, eps=eps)[:, labels]
-
-
 def class_focal_cost(logits: torch.Tensor, *, eps: float = 1e-12) -> torch.Tensor:
-    """The focal matching cost of every query for every class [..., Q, C]."""
+    """mmdet's FocalLossCost of every query for every class [..., Q, C]:
+    a (1-p)^g (-log p) - (1-a) p^g (-log(1-p))."""
     probability = logits.sigmoid()
     negative = -(1 - probability + eps).log() * (1 - FOCAL_ALPHA) * probability.pow(FOCAL_GAMMA)
     positive = -(probability + eps).log() * FOCAL_ALPHA * (1 - probability).pow(FOCAL_GAMMA)

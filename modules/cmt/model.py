@@ -65,7 +65,9 @@ class PresentSampleBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         if not bool(present.any()):
             return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        kept = x[present]
+        # statistics in fp32, as BatchNorm computes them under autocast (bf16 activations would not
+        # lerp into the fp32 running buffers); the output keeps the input's dtype, as BatchNorm's does
+        kept = x[present].float()
         mean, var = kept.mean(dim=(0, 2, 3)), kept.var(dim=(0, 2, 3), unbiased=False)
         with torch.no_grad():  # as nn.BatchNorm2d: running var is the unbiased estimate
             count = kept.numel() // kept.shape[1]
@@ -73,7 +75,8 @@ class PresentSampleBatchNorm2d(nn.BatchNorm2d):
             self.running_var.lerp_(var * count / max(count - 1, 1), self.momentum)
             self.num_batches_tracked.add_(1)
         shape = (1, -1, 1, 1)
-        return (x - mean.view(shape)) * (var.view(shape) + self.eps).rsqrt() * self.weight.view(shape) + self.bias.view(shape)
+        normalised = (x.float() - mean.view(shape)) * (var.view(shape) + self.eps).rsqrt()
+        return (normalised * self.weight.view(shape) + self.bias.view(shape)).to(x.dtype)
 
 
 def forward_with_presence(module: nn.Module, x: torch.Tensor, present: torch.Tensor | None) -> torch.Tensor:

@@ -34,6 +34,22 @@ def test_present_sample_batchnorm_takes_statistics_from_present_samples_only() -
     assert torch.allclose(PresentSampleBatchNorm2d(3)(features), torch.nn.BatchNorm2d(3)(features), atol=1e-6)
 
 
+def test_present_sample_batchnorm_under_bf16_autocast_keeps_fp32_statistics() -> None:
+    """bf16-mixed training (the GPU check's precision): a bf16 activation's statistics must update the
+    fp32 running buffers (an in-place lerp of bf16 into fp32 raised), and the output is bf16 like
+    BatchNorm2d's, close to the fp32 computation."""
+    torch.manual_seed(0)
+    features = torch.randn(4, 3, 5, 5) * 2 + 1
+    present = torch.tensor([True, False, True, True])
+    masked, reference = PresentSampleBatchNorm2d(3), PresentSampleBatchNorm2d(3)
+    low = features.bfloat16()
+    out = masked(low, present)
+    expected = reference(low.float(), present)
+    assert out.dtype == torch.bfloat16 and masked.running_mean.dtype == torch.float32
+    assert torch.allclose(out.float(), expected, atol=3e-2)
+    assert torch.allclose(masked.running_mean, reference.running_mean, atol=1e-6)
+
+
 @pytest.mark.parametrize("bn_stats, zeroed_sample_counts", [("present", False), ("all", True)])
 def test_masked_modal_training_keeps_zeroed_samples_out_of_the_backbone_statistics(
         bn_stats: str, zeroed_sample_counts: bool, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -91,15 +91,61 @@ def _blocks(config: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return blocks
 
 
+def _effective_arg(cls: type, init_args: dict[str, Any], key: str) -> Any:
+    """``init_args[key]``, else the default of the nearest ``__init__`` in the MRO that names it
+    (``CMTFromStage(**config)`` passes its arguments on to ``CMT``); ``inspect._empty`` if none does."""
+    if key in init_args:
+        return init_args[key]
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            parameter = inspect.signature(klass.__init__).parameters.get(key)
+            if parameter is not None and parameter.default is not inspect.Parameter.empty:
+                return parameter.default
+    return inspect.Parameter.empty
+
+
+def _comparable(value: Any) -> Any:
+    return tuple(_comparable(item) for item in value) if isinstance(value, (list, tuple)) else value
+
+
+def stage_architecture_problems(config: dict[str, Any]) -> list[str]:
+    """A method that loads a stage's checkpoint declares the arguments both must be built with
+    (``stage_shared_args`` on its class); it checks them when it loads, i.e. after the stage trained.
+    A value that differs (a sweep or ``--set`` of the stage's key alone) is caught here, before."""
+    model = config.get("model") or {}
+    if not model.get("class_path"):
+        return []
+    method_class = _import_class(model["class_path"])
+    shared = getattr(method_class, "stage_shared_args", ())
+    problems = []
+    for stage in config.get("litbench", {}).get("stages", []) if shared else []:
+        stage_model = stage.get("model") or {}
+        if not stage_model.get("class_path"):
+            continue
+        stage_class = _import_class(stage_model["class_path"])
+        for key in shared:
+            mine = _effective_arg(method_class, model.get("init_args") or {}, key)
+            theirs = _effective_arg(stage_class, stage_model.get("init_args") or {}, key)
+            if inspect.Parameter.empty in (mine, theirs) or _comparable(mine) == _comparable(theirs):
+                continue
+            name = stage["name"]
+            problems.append(f"stages.{name}.model.init_args.{key} is {theirs!r} but model.init_args.{key} is {mine!r}, and "
+                            f"{method_class.__name__} loads that stage's checkpoint only if they are equal: set both "
+                            f"(--set stages.{name}.model.init_args.{key}=V --set model.init_args.{key}=V, or one "
+                            "--param each in a sweep)")
+    return problems
+
+
 def config_problems(config: dict[str, Any]) -> list[str]:
-    """Every block of one resolved run config that would not construct, one line each."""
+    """Every block of one resolved run config that would not construct, one line each, then every
+    argument a method and the stage it loads disagree on."""
     problems = []
     for where, class_path, init_args in _blocks(config):
         label = f"{where}.init_args" if where.endswith(("model", "data")) else where
         problem = init_args_problem(class_path, init_args, where=label)
         if problem:
             problems.append(problem)
-    return problems
+    return problems or stage_architecture_problems(config)
 
 
 def check_configs(plans: list[Any]) -> None:

@@ -311,6 +311,9 @@ class CMTFromStage(CMT):
     """A CMT trained in a cached stage (``pass_as: checkpoint``), tested as it is (e.g. LiDAR removed)."""
 
     requires_fit = False
+    # built as the stage's network: checked here at load, and by the harness before the stage trains
+    stage_shared_args = ("modalities", "embed_dim", "num_layers", "num_queries", "depth_num", "class_names", "bev_pe",
+                         "first_self_attention")
 
     def __init__(self, *, checkpoint: str | None = None, **config: object) -> None:
         super().__init__(**config)
@@ -318,9 +321,7 @@ class CMTFromStage(CMT):
             raise ValueError("CMTFromStage needs checkpoint: declare the fused training stage "
                              "(stages: [{name: fused, ..., pass_as: checkpoint}]) in the spec")
         artifact = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        architecture = ("modalities", "embed_dim", "num_layers", "num_queries", "depth_num", "class_names", "bev_pe",
-                        "first_self_attention")
-        mismatched = [key for key in architecture if tuple(np.atleast_1d(artifact["hparams"][key])) !=
+        mismatched = [key for key in self.stage_shared_args if tuple(np.atleast_1d(artifact["hparams"][key])) !=
                       tuple(np.atleast_1d(self.hparams[key]))]
         if mismatched:
             raise ValueError(f"stage checkpoint {checkpoint} differs in {mismatched}; give the stage the method's architecture")

@@ -271,6 +271,7 @@ class FewShotFineTune(QueryInstanceSegmentation):
     """
 
     train_split = "few_shot"
+    stage_shared_args = ARCHITECTURE_KEYS  # the base stage's network: checked at load and by the harness before it trains
 
     def __init__(self, *, shots: int = 5, base_checkpoint: str | None = None, setting: str = "gfsis",
                  trainable: str = "all", train_supports_per_class: int = 1, support_gradients: bool = False,

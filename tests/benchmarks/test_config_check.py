@@ -49,3 +49,35 @@ def test_cli_stops_before_any_run_and_writes_no_record(toy_env, tmp_path: Path, 
     err = capsys.readouterr().err.strip()
     assert message in err and "nothing was run" in err and "\n" not in err
     assert not results.exists() or not list(results.rglob("seed-*.json"))
+
+
+def _cmt_plan(*sets: str):
+    specs = load_all_specs()
+    return plan_runs(specs, benchmarks=["cmt"], profile="cpu", methods=["cmt_no_lidar"], seeds=1, sets=list(sets),
+                     cache_dir="/tmp/litbench-check")[0]
+
+
+def test_a_stage_built_unlike_the_method_that_loads_it_is_caught_before_it_trains() -> None:
+    """CMTFromStage loads the fused stage's checkpoint only if both were built alike; a sweep of the
+    stage's key alone used to train the stage and fail at load. Default values count: the stage's
+    embed_dim (CMT's default 128) against the method's explicit 64."""
+    assert config_problems(_cmt_plan().config) == []
+    stage_only = config_problems(_cmt_plan("stages.fused.model.init_args.embed_dim=64").config)
+    assert stage_only == ["stages.fused.model.init_args.embed_dim is 64 but model.init_args.embed_dim is 128, and "
+                          "CMTFromStage loads that stage's checkpoint only if they are equal: set both "
+                          "(--set stages.fused.model.init_args.embed_dim=V --set model.init_args.embed_dim=V, "
+                          "or one --param each in a sweep)"]
+    assert "model.init_args.bev_pe" in config_problems(_cmt_plan("model.init_args.bev_pe=official").config)[0]
+    assert config_problems(_cmt_plan("stages.fused.model.init_args.embed_dim=64",
+                                     "model.init_args.embed_dim=64").config) == []
+    # keys the method does not share with its stage (training options) may differ
+    assert config_problems(_cmt_plan("stages.fused.model.init_args.lr=1e-3").config) == []
+
+
+def test_the_cli_stops_a_stage_only_architecture_sweep_before_training(tmp_path: Path, capsys) -> None:
+    results = tmp_path / "results"
+    code = main(["sweep", "reft", "reft_5shot", "--param", "stages.base.model.init_args.num_layers", "--values", "3,6",
+                 "--profile", "cpu", "--seeds", "1", "--results", str(results)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "stages.base.model.init_args.num_layers is 3 but model.init_args.num_layers is 6" in err
+    assert "\n" not in err and not results.exists()

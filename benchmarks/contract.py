@@ -13,7 +13,10 @@ A method (``methods.<name>.class_path`` in a spec) is a ``LightningModule`` that
   the run succeeds;
 * receives a cached stage's artifact path in the ``__init__`` argument named by the stage's
   ``pass_as``; a stage's own class may define ``save_stage_artifact(folder) -> Path`` to write
-  something other than a Lightning checkpoint.
+  something other than a Lightning checkpoint;
+* may set ``stage_shared_args`` (a tuple of ``__init__`` argument names) when it loads a stage's
+  network and needs it built alike: a run or sweep whose config gives the stage and the method
+  different values for one of them stops before the stage trains (``benchmarks/config_check.py``).
 
 A datamodule (``data.class_path``) is a ``LightningDataModule`` whose ``__init__`` takes
 ``dataset`` (a dataset name of the spec), ``data_dir`` and ``cache_dir`` (both may be ``None``), and
@@ -69,6 +72,9 @@ def method_problems(cls: type, *, where: str) -> list[str]:
         problems.append(f"{where}: {cls.__name__} has no test_step, so it can log no test/<metric>")
     if not isinstance(getattr(cls, "requires_fit", True), bool):
         problems.append(f"{where}: {cls.__name__}.requires_fit must be True or False")
+    shared = getattr(cls, "stage_shared_args", ())
+    if not (isinstance(shared, tuple) and all(isinstance(name, str) for name in shared)):
+        problems.append(f"{where}: {cls.__name__}.stage_shared_args must be a tuple of argument names")
     return problems
 
 

@@ -1,5 +1,5 @@
 """Tables of the perf records (``<results>/perf/<kind>/*.json``, schema ``records.PERF_SCHEMA``):
-``litbench perf parity``, and ``suite``, which every ``litbench run`` that ran something writes (its
+``litbench perf parity``, ``litbench perf step``, and ``suite``, which every ``litbench run`` that ran something writes (its
 wall time)."""
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ PARITY_HEADER = ["benchmark", "method", "dataset", "profile", "Lightning s/epoch
                  "steps", "measured"]
 SUITE_RUNS_HEADER = ["benchmarks", "profile", "wall", "runs ran / skipped / failed", "workers",
                      "stages built / reused", "part of", "load before → after (1 min)", "measured"]
+STEP_HEADER = ["benchmark", "measured", "profile", "threads", "eager ms/step", "compiled ms/step (warm-up)",
+               "compiled / eager", "eager GFLOP/s (matmul probe)", "top operators (eager, share of self time)", "measured at"]
+
+
 def _rows(results_dir: str, kind: str, row: Callable[[dict[str, Any]], Any], problems: list[str]) -> list[Any]:
     rows = []
     for path in sorted((Path(results_dir) / "perf" / kind).glob("*.json")):
@@ -78,3 +82,22 @@ def suite_run_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
 def parity_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
     """PARITY_HEADER rows (``litbench perf parity``); unreadable records become problems."""
     return _rows(results_dir, "parity", _parity_row, problems)
+
+
+def _step_row(record: dict[str, Any]) -> list[str]:
+    modes = record["modes"]
+    eager, compiled = modes.get("eager"), modes.get("compiled")
+    probe = record.get("probe_gflops")
+    rate = (f"{float(eager['achieved_gflops']):.1f}" + (f" ({float(probe):.0f})" if probe else "")
+            if eager and eager.get("achieved_gflops") else "—")
+    ops = ", ".join(f"{name.removeprefix('aten::')} {100 * float(share):.0f}%" for name, share in (eager or {}).get("top_ops", [])[:4])
+    speedup = record.get("compile_speedup")
+    return [str(record["benchmark"]), str(record["measured"]), str(record["profile"]), str(record["torch_threads"]),
+            f"{float(eager['ms_per_step']):.1f}" if eager else "—",
+            f"{float(compiled['ms_per_step']):.1f} ({float(compiled['first_steps_s']):.0f} s)" if compiled else "—",
+            f"{float(speedup):.2f}x" if speedup else "—", rate, ops or "—", str(record.get("measured_at", ""))[:16]]
+
+
+def step_rows(results_dir: str, problems: list[str]) -> list[list[str]]:
+    """STEP_HEADER rows (``litbench perf step``); unreadable records become problems."""
+    return _rows(results_dir, "step", _step_row, problems)

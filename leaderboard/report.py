@@ -21,7 +21,7 @@ from leaderboard.formatting import (MISSING, decimals_for, format_count, format_
                                     is_missing)
 from leaderboard.frame import cost_column, metric_column
 from leaderboard.calibration import CALIBRATION_CAPTION, CALIBRATION_HEADER, CALIBRATION_TITLE, sweep_rows
-from leaderboard.perf_tables import PARITY_HEADER, SUITE_RUNS_HEADER, parity_rows, suite_run_rows
+from leaderboard.perf_tables import PARITY_HEADER, STEP_HEADER, SUITE_RUNS_HEADER, parity_rows, step_rows, suite_run_rows
 from leaderboard.records import STATUS_FAILED, STATUS_OK, RunRecord
 
 GROUP_KEYS = ["benchmark", "dataset", "profile", "method"]
@@ -203,7 +203,8 @@ def build_report(frame: pd.DataFrame, *, specs: dict[str, dict[str, Any]], claim
 
 
 def summary_sections(frame: pd.DataFrame, *, results_dir: str, problems: list[str]) -> list[Section]:
-    """The summary's tables that have rows: calibration sweeps, wall times, Lightning-vs-plain parity."""
+    """The summary's tables that have rows: calibration sweeps, wall times, Lightning-vs-plain parity,
+    training-step measurements."""
     sections = [
         Section(CALIBRATION_TITLE, CALIBRATION_CAPTION, CALIBRATION_HEADER, sweep_rows(results_dir, problems)),
         Section("Wall time", "ok runs run one after another; CPU time = the run processes' own (load inflates it least); "
@@ -215,6 +216,11 @@ def summary_sections(frame: pd.DataFrame, *, results_dir: str, problems: list[st
                 "`litbench perf parity`; same model, data and seed; ratio = geometric mean of the per-pair ratios "
                 "of counterbalanced Lightning/plain pairs, 95% bootstrap interval over pairs",
                 PARITY_HEADER, parity_rows(results_dir, problems)),
+        Section("Training step", "`litbench perf step`: one process, the method's (or stage's) own step, optimiser and "
+                "precision; mean of the timed steps after warm-up (compilation happens in warm-up); operators by "
+                "self time over profiled steps; GFLOP/s = counted FLOPs per step / step time, beside the "
+                "process's fp32 matmul probe",
+                STEP_HEADER, step_rows(results_dir, problems)),
     ]
     return [section for section in sections if section.rows]
 

@@ -1,5 +1,6 @@
-"""``litbench perf parity``: its arguments and what it runs and prints. The measurement itself is in
-``parity``; it writes a perf record under ``RESULTS/perf/parity/``, which the leaderboard shows.
+"""``litbench perf parity`` and ``litbench perf step``: their arguments and what they run and print.
+The measurements are in ``parity`` and ``step``; each writes a perf record under
+``RESULTS/perf/<kind>/``, which the leaderboard shows.
 (Suite wall time is recorded by every ``litbench run``; GPU throughput by ``perf.gpu_check``.)"""
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ def add_perf_parser(commands: argparse._SubParsersAction, *, parser_class: type[
     parity.add_argument("--epochs", type=int, default=3)
     parity.add_argument("--repeats", type=int, default=3, help="Lightning/plain pairs, in counterbalanced order")
     parity.add_argument("--seed", type=int, default=0)
+    step = _measurement_parser(kinds, "step", help="one training step, eager and compiled: ms/step, FLOP/s, top operators",
+                               profile="cpu")
+    step.add_argument("--stage", default=None, help="measure this stage's training step instead of the method's")
+    step.add_argument("--modes", default="eager,compiled", help="comma-separated: eager, compiled (default both)")
+    step.add_argument("--warmup", type=int, default=5, help="steps before the clock (compilation happens here)")
+    step.add_argument("--steps", type=int, default=20, help="timed steps")
+    step.add_argument("--profiled-steps", type=int, default=5, help="steps under torch.profiler after the timed ones")
+    step.add_argument("--top", type=int, default=8, help="operators listed by self time")
+    step.add_argument("--seed", type=int, default=0)
 
 
 def run_perf_command(args: argparse.Namespace, console: Console) -> int:
@@ -49,7 +59,34 @@ def run_perf_command(args: argparse.Namespace, console: Console) -> int:
     plan = resolve_run(spec, method=args.method, dataset=dataset, profile=args.profile, seed=args.seed,
                        sets=args.sets, data_dir=args.data_dir)
     check_stage_sets([plan], args.sets)
+    if args.perf_command == "step":
+        return perf_step(args, plan, dataset, console)
     return perf_parity(args, plan, dataset, console)
+
+
+def perf_step(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:
+    from benchmarks.perf.records import write_perf_record
+    from benchmarks.perf.step import MODES, step_payload
+
+    modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    if not modes or any(mode not in MODES for mode in modes):
+        raise UsageError(f"--modes {args.modes!r}: give one or both of {', '.join(MODES)}, comma-separated")
+    if args.warmup < 1 or args.steps < 1 or args.profiled_steps < 0:
+        raise UsageError("--warmup and --steps must be at least 1, --profiled-steps at least 0")
+    payload = step_payload(plan.config, stage=args.stage, modes=modes, warmup=args.warmup, steps=args.steps,
+                           profiled_steps=args.profiled_steps, top=args.top)
+    name = f"{plan.benchmark}-{plan.method}{'-' + args.stage if args.stage else ''}-{dataset}-{args.profile}"
+    path = write_perf_record(Path(args.results), kind="step", name=name,
+                             payload={**payload, "config_hash": plan.config_hash})
+    for mode, timing in payload["modes"].items():
+        ops = ", ".join(f"{op} {100 * share:.0f}%" for op, share in timing["top_ops"][:4])
+        console.print(f"{payload['measured']} \\[{mode}]: {timing['ms_per_step']:.1f} ms/step, "
+                      f"{timing['achieved_gflops'] or 0:.1f} GFLOP/s (matmul probe {payload['probe_gflops']:.1f}), "
+                      f"warm-up {timing['first_steps_s']:.1f} s; top ops: {ops}")
+    if payload["compile_speedup"]:
+        console.print(f"compiled / eager speed-up: {payload['compile_speedup']:.2f}x")
+    console.print(f"perf record: {path}")
+    return EXIT_OK
 
 
 def perf_parity(args: argparse.Namespace, plan, dataset: str, console: Console) -> int:

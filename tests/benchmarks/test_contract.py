@@ -21,6 +21,7 @@ def test_every_shipped_spec_keeps_the_module_contract(name: str) -> None:
 
 class NoTestStep(pl.LightningModule):
     requires_fit = "yes"
+    stage_shared_args = "lr"  # one string, not a tuple of names
 
     def __init__(self, lr: float = 0.1) -> None:
         super().__init__()
@@ -48,5 +49,6 @@ def test_a_spec_that_breaks_the_contract_gets_one_line_per_problem(tmp_path: Pat
         "broken: data: FixedData has no test_dataloader",
         "broken: methods.a: NoTestStep has no test_step, so it can log no test/<metric>",
         "broken: methods.a: NoTestStep.requires_fit must be True or False",
+        "broken: methods.a: NoTestStep.stage_shared_args must be a tuple of argument names",
         "broken: methods.a.stages.pre: pass_as 'checkpoint' is not an __init__ argument of NoTestStep",
     ]

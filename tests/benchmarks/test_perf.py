@@ -238,3 +238,55 @@ def _git_repo_with_two_versions(root: Path, module: str, before: str, after: str
 
 
 
+
+
+def test_perf_step_times_the_methods_own_step_counts_its_flops_and_shows_on_the_leaderboard(
+        toy_env, tmp_path: Path, monkeypatch, capsys) -> None:
+    """The toy step sleeps 40 ms inside training_step, so the clock must read >= 40 ms per step; its
+    FLOPs are the 8 -> 1 linear layer's: forward addmm 2 x 64 x 8 and the weight gradient 2 x 64 x 8
+    (the input needs no gradient), 2,048 per step of 64 samples."""
+    from leaderboard.build import build_leaderboard
+
+    monkeypatch.setenv("TOY_SLEEP_S", "0.04")
+    assert main(["perf", "step", "toy", "linear", "--profile", "smoke", "--modes", "eager", "--warmup", "1",
+                 "--steps", "3", "--profiled-steps", "1", "--top", "3", "--results", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "perf/step/toy-linear-linear-smoke.json").read_text())
+    eager = record["modes"]["eager"]
+    assert list(record["modes"]) == ["eager"] and record["compile_speedup"] is None
+    assert eager["steps"] == 3 and eager["samples"] == 3 * 64 and eager["ms_per_step"] >= 40.0
+    assert eager["flops_per_step"] == 2 * (2 * 64 * 8)
+    assert eager["achieved_gflops"] == pytest.approx(2048 * 3 / eager["seconds"] / 1e9)
+    assert 1 <= len(eager["top_ops"]) <= 3 and all("#" not in name for name, _ in eager["top_ops"])
+    assert record["probe_gflops"] > 0 and "ms/step" in capsys.readouterr().out
+    markdown = build_leaderboard(tmp_path, tmp_path / "out")["markdown"].read_text()
+    row = next(line for line in markdown.splitlines() if line.startswith("| toy | linear | smoke |"))
+    assert row.split("|")[5].strip() == f"{eager['ms_per_step']:.1f}" and row.split("|")[6].strip() == "—"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["toy", "finetuned"], "trains on top of its stage(s) pretrain"),
+    (["toy", "finetuned", "--stage", "nope"], "has no stage 'nope' (stages: pretrain)"),
+    (["toy", "linear", "--modes", "jit"], "--modes 'jit'"),
+])
+def test_perf_step_bad_input_is_one_line_and_exit_2(toy_env, tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    assert main(["perf", "step", *argv, "--profile", "smoke", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not (tmp_path / "perf").exists()
+
+
+def test_perf_step_measures_a_stage(toy_env, tmp_path: Path) -> None:
+    assert main(["perf", "step", "toy", "finetuned", "--stage", "pretrain", "--profile", "smoke", "--modes", "eager",
+                 "--warmup", "1", "--steps", "2", "--profiled-steps", "0", "--results", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "perf/step/toy-finetuned-pretrain-linear-smoke.json").read_text())
+    assert record["measured"] == "finetuned (stage pretrain)" and record["modes"]["eager"]["steps"] == 2
+    assert record["modes"]["eager"]["top_ops"] == []  # no profiled steps, no operator list
+
+
+def test_perf_step_compiled_mode_reuses_the_eager_flop_count(toy_env, tmp_path: Path) -> None:
+    assert main(["perf", "step", "toy", "linear", "--profile", "smoke", "--warmup", "2", "--steps", "2",
+                 "--profiled-steps", "1", "--results", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "perf/step/toy-linear-linear-smoke.json").read_text())
+    eager, compiled = record["modes"]["eager"], record["modes"]["compiled"]
+    assert compiled["flops_per_step"] == eager["flops_per_step"] == 2048 and compiled["steps"] == 2
+    assert record["compile_speedup"] == pytest.approx(eager["ms_per_step"] / compiled["ms_per_step"])
+    assert not any("dynamo_timed" in name for name, _ in compiled["top_ops"])

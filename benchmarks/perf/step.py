@@ -93,9 +93,18 @@ class _StepClock(pl.Callback):
             self._close_profiler()
 
     def on_train_end(self, trainer, pl_module) -> None:
+        self._close_counter()
+        self._close_profiler()
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # the counter's module hooks are process-global: a leaked one would slow every later step
+        self._close_counter()
+        self._close_profiler()
+
+    def _close_counter(self) -> None:
         if self.counter is not None:
             self.counter.__exit__(None, None, None)
-        self._close_profiler()
+            self.counter = None
 
     def _close_profiler(self) -> None:
         if self.profiler is None:
@@ -111,13 +120,14 @@ def _synchronize() -> None:
 
 
 def top_operators(averages: Any, *, top: int) -> list[tuple[str, float]]:
-    """The ``top`` operators by self time (device time where the profile has it) with their share
-    of the total; profiler annotations (``ProfilerStep``, ``Optimizer.step#...``) are not operators."""
-    def self_time(event: Any) -> float:
-        device = getattr(event, "self_device_time_total", 0) or 0
-        return float(device or event.self_cpu_time_total)
-
+    """The ``top`` operators by self time (device time when the profile has any, else CPU time) with
+    their share of the total; profiler annotations (``Optimizer.step#...``) are not operators."""
     events = [event for event in averages if not _annotation(event.key)]
+    on_device = any(getattr(event, "self_device_time_total", 0) for event in events)
+
+    def self_time(event: Any) -> float:
+        return float(event.self_device_time_total if on_device else event.self_cpu_time_total)
+
     total = sum(self_time(event) for event in events)
     ranked = sorted(events, key=self_time, reverse=True)[:top]
     return [(event.key, self_time(event) / total) for event in ranked] if total else []

@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -121,12 +122,14 @@ def _worker_env(workers: int) -> dict[str, str]:
     return {**os.environ, "LITBENCH_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
 
 
-def stage_builders_first(plans: list[RunPlan]) -> list[RunPlan]:
-    """Order plans for a worker pool: first one run per distinct stage, then the rest in order.
+def stage_builders_first(plans: list[RunPlan], expected_s: dict[str, float] | None = None) -> list[RunPlan]:
+    """Order plans for a worker pool: first one run per distinct stage, then the rest; within each
+    group the longest expected runs first (``expected_s``: run id -> seconds), else plan order.
 
     A run that needs a stage another worker is building waits on the stage's lock with its core
     idle; putting the builders first lets the workers build different stages (e.g. one teacher
-    per seed) at the same time, and the runs that reuse them find them cached.
+    per seed) at the same time, and the runs that reuse them find them cached. Longest first: a
+    long run started last keeps one worker busy while the others have nothing left to do.
     """
     from benchmarks.resolve import stage_config
     from leaderboard.records import config_hash
@@ -140,7 +143,35 @@ def stage_builders_first(plans: list[RunPlan]) -> list[RunPlan]:
             builders.append(plan)
         else:
             rest.append(plan)
+    if expected_s:
+        def longest_first(group: list[RunPlan]) -> list[RunPlan]:
+            return sorted(group, key=lambda plan: -expected_s.get(plan.run_id, 0.0))  # stable: ties keep plan order
+        builders, rest = longest_first(builders), longest_first(rest)
     return builders + rest
+
+
+def expected_seconds(plans: list[RunPlan], store: RecordStore) -> dict[str, float]:
+    """Each run's expected run time: its previous record's ``cost.run_s`` (a rerun, a config
+    change), else the median of its method's known runs; empty unless every run gets a value
+    (then the order is the plan's)."""
+    known: dict[str, float] = {}
+    for plan in plans:
+        try:
+            record = store.load(plan.run_id)
+        except CorruptRecordError:  # reported (and never overwritten) where the run is planned
+            record = None
+        seconds = (record.cost or {}).get("run_s") if record is not None else None
+        if isinstance(seconds, (int, float)) and seconds > 0:
+            known[plan.run_id] = float(seconds)
+    by_method: dict[tuple[str, str], list[float]] = {}
+    for plan in plans:
+        if plan.run_id in known:
+            by_method.setdefault((plan.benchmark, plan.method), []).append(known[plan.run_id])
+    expected = dict(known)
+    for plan in plans:
+        if plan.run_id not in expected and (plan.benchmark, plan.method) in by_method:
+            expected[plan.run_id] = float(statistics.median(by_method[(plan.benchmark, plan.method)]))
+    return expected if len(expected) == len(plans) else {}
 
 
 def external_launch_rank() -> int | None:
@@ -374,5 +405,6 @@ class Launcher:
                 report(*one(plan))
             return
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for future in as_completed([pool.submit(one, plan) for plan in stage_builders_first(plans)]):
+            order = stage_builders_first(plans, expected_seconds(plans, self.store))
+            for future in as_completed([pool.submit(one, plan) for plan in order]):
                 report(*future.result())

@@ -454,3 +454,27 @@ def test_leaderboard_builds_past_a_broken_spec_and_exits_2(toy_env, tmp_path: Pa
     assert "toy.yaml" in capsys.readouterr().err
     # The claim is still judged, from the spec snapshot that every record carries.
     assert "beats-mean" in (out / "claims.csv").read_text()
+
+
+def test_a_worker_pool_starts_the_longest_expected_runs_first(toy_env, tmp_path: Path) -> None:
+    """Stage builders still go first; then, with every run's time known from its previous record
+    (a missing one takes its method's median), the longest first, so no long run starts last."""
+    from benchmarks.launch import expected_seconds, plan_runs, stage_builders_first
+    from benchmarks.spec import load_all_specs
+    from leaderboard.records import RecordStore, RunRecord
+
+    specs = load_all_specs()
+    plans = plan_runs(specs, benchmarks=["toy"], profile="full", methods=["linear", "finetuned"])
+    store = RecordStore(tmp_path)
+    seconds = {("linear", 0): 5.0, ("linear", 1): 50.0, ("finetuned", 0): 1.0}  # finetuned seed 1: no record
+    for plan in plans:
+        if (plan.method, plan.seed) in seconds:
+            store.write(RunRecord(benchmark=plan.benchmark, method=plan.method, role="proposed", dataset=plan.dataset,
+                                  profile=plan.profile, seed=plan.seed, status="failed", config={}, config_hash="old",
+                                  cost={"run_s": seconds[(plan.method, plan.seed)]}))
+    expected = expected_seconds(plans, store)
+    assert sorted(expected.values()) == [1.0, 1.0, 5.0, 50.0]  # finetuned seed 1 takes finetuned's median
+    order = [(plan.method, plan.seed) for plan in stage_builders_first(plans, expected)]
+    assert order == [("finetuned", 0), ("linear", 1), ("linear", 0), ("finetuned", 1)]
+    # Nothing known about a method: the plan order (after the stage builders), as before.
+    assert expected_seconds(plans, RecordStore(tmp_path / "empty")) == {}

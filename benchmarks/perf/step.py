@@ -135,8 +135,9 @@ def top_operators(averages: Any, *, top: int) -> list[tuple[str, float]]:
 
 def _annotation(key: str) -> bool:
     """A profiler range around ops (an optimiser step, compiler work), not an operator itself."""
-    return ("#" in key or "(dynamo_timed)" in key or key.startswith(("ProfilerStep", "PythonDispatchMode"))
-            or key in ("CompiledFunction", "Torch-Compiled Region"))
+    return ("#" in key or "(dynamo_timed)" in key
+            or key.startswith(("ProfilerStep", "PythonDispatchMode", "CompiledFunction", "Torch-Compiled Region",
+                            "TorchDynamo Cache Lookup")))
 
 
 def training_config(config: dict[str, Any], *, stage: str | None) -> tuple[dict[str, Any], dict[str, Any], str]:

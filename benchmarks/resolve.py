@@ -14,7 +14,11 @@ not change a result, but changing any hyper-parameter, dataset name, profile or 
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.util
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -205,8 +209,36 @@ def check_stage_sets(plans: list[RunPlan], sets: list[str] | tuple[str, ...]) ->
 
 
 def stage_config(run_config: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
-    """The config a stage artifact depends on: the stage itself and the data it trains on."""
+    """The config a stage artifact depends on: the stage itself, the data it trains on, and the
+    source of the code that trains it (``source_fingerprint`` of its model and data classes): a
+    stage cached by older code would otherwise feed new runs and sweeps as if it were current."""
     # `compile` only when set, so the cache keys of eager stages stay what they were
     return {"name": stage["name"], "seed": stage["seed"], "model": stage["model"], "trainer": stage["trainer"],
             "data": identity_of({"data": run_config["data"]})["data"],
+            "code": source_fingerprint(stage["model"]["class_path"], run_config["data"]["class_path"]),
             **({"compile": True} if stage.get("compile") else {})}
+
+
+@lru_cache(maxsize=None)
+def source_fingerprint(*class_paths: str) -> str:
+    """A hash of the source files that define these classes: for each, the package or module named
+    by its first two dotted parts (``modules.cmt`` -> every ``.py`` under ``modules/cmt/``;
+    ``datamodules.synthetic_scenes`` -> that file). Helpers imported from elsewhere are not in it."""
+    digest = hashlib.sha256()
+    for path in sorted({file for class_path in class_paths for file in _source_files(class_path)}):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _source_files(class_path: str) -> list[Path]:
+    parts = class_path.split(".")[:-1]  # the module path, without the class name
+    try:
+        spec = importlib.util.find_spec(".".join(parts[:2]))
+    except (ImportError, ValueError):  # an unimportable class is reported by the config check
+        spec = None
+    if spec is None:
+        return []
+    if spec.submodule_search_locations:  # a package: all of its source
+        return [file for folder in spec.submodule_search_locations for file in Path(folder).rglob("*.py")]
+    return [Path(spec.origin)] if spec.origin and spec.origin.endswith(".py") else []

@@ -1,7 +1,8 @@
 """Stage artifacts (a pretrained teacher, a distilled dataset, ...) cached by config hash.
 
 A stage's artifact lives in ``<cache>/stages/<name>-<key>/`` where ``key`` hashes the stage's
-resolved config (its model, trainer, seed and data). Every method and seed that asks for the same
+resolved config (its model, trainer, seed and data) and the source of the code that trains it
+(``benchmarks.resolve.stage_config``). Every method and seed that asks for the same
 stage config gets the same folder, so the stage is trained once. A folder only appears under its
 final name once complete (it is built under a ``.partial`` name and renamed), so a run killed while
 building a stage leaves nothing that a later run would mistake for a finished artifact.

@@ -147,3 +147,32 @@ def test_every_committed_record_names_classes_that_still_import() -> None:
         assert isinstance(load_class(current_class_path(class_path)), type), class_path
     assert "modules.reft_baselines.PrototypeClassifier" in class_paths or \
         "modules.reft.baselines.PrototypeClassifier" in class_paths
+
+
+def test_a_stage_cache_key_changes_with_the_source_of_the_code_that_trains_it(tmp_path, monkeypatch) -> None:
+    """A stage trained by older code must not be served to a run of newer code: editing any file of
+    the stage model's package, or the datamodule's file, gives the stage a new key."""
+    from benchmarks.resolve import source_fingerprint
+
+    package = tmp_path / "fakebench"
+    (package / "model").mkdir(parents=True)
+    (package / "__init__.py").write_text("from fakebench.model.net import Net\n")
+    (package / "model" / "__init__.py").write_text("")
+    (package / "model" / "net.py").write_text("class Net:\n    width = 8\n")
+    (tmp_path / "fakedata.py").write_text("class Data:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run_config = {"data": {"class_path": "fakedata.Data", "init_args": {}}}
+    stage = {"name": "pre", "seed": 0, "model": {"class_path": "fakebench.Net", "init_args": {}}, "trainer": {}}
+
+    def key() -> dict:
+        source_fingerprint.cache_clear()
+        return stage_config(run_config, stage)
+
+    first = key()
+    assert key() == first  # the same source: the same key
+    (package / "model" / "net.py").write_text("class Net:\n    width = 16\n")  # a file deep in the package
+    second = key()
+    assert second["code"] != first["code"] and {k: v for k, v in second.items() if k != "code"} == \
+        {k: v for k, v in first.items() if k != "code"}
+    (tmp_path / "fakedata.py").write_text("class Data:\n    size = 3\n")
+    assert key()["code"] != second["code"]

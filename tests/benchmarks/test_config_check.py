@@ -67,7 +67,7 @@ def test_a_stage_built_unlike_the_method_that_loads_it_is_caught_before_it_train
                           "CMTFromStage loads that stage's checkpoint only if they are equal: set both "
                           "(--set stages.fused.model.init_args.embed_dim=V --set model.init_args.embed_dim=V, "
                           "or one --param each in a sweep)"]
-    assert "model.init_args.bev_pe" in config_problems(_cmt_plan("model.init_args.bev_pe=official").config)[0]
+    assert "model.init_args.bev_pe" in config_problems(_cmt_plan("model.init_args.bev_pe=multiscale").config)[0]
     assert config_problems(_cmt_plan("stages.fused.model.init_args.embed_dim=64",
                                      "model.init_args.embed_dim=64").config) == []
     # keys the method does not share with its stage (training options) may differ

@@ -61,6 +61,7 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import lightning as L
@@ -102,7 +103,7 @@ class CMTNetwork(nn.Module):
                  embed_dim: int, num_layers: int, num_heads: int, ffn_dim: int, num_queries: int,
                  depth_num: int, depth_max: float, pillar_size: float, image_widths: tuple[int, ...],
                  bev_widths: tuple[int, ...], dropout: float, bev_pe: str = "multiscale", pe_gain: float = 6.0,
-                 first_self_attention: bool = False, point_features: int = 4) -> None:
+                 first_self_attention: bool = False, point_features: int = 4, token_norm: bool = False) -> None:
         super().__init__()
         if modalities not in ("fusion", "lidar", "camera"):
             raise ValueError(f"modalities must be fusion, lidar or camera, not {modalities!r}")
@@ -112,6 +113,9 @@ class CMTNetwork(nn.Module):
         self.pillar_backbone = (PillarBackbone(point_cloud_range=point_cloud_range, pillar_size=pillar_size,
                                                widths=bev_widths, embed_dim=embed_dim, point_features=point_features)
                                 if self.uses_lidar else None)
+        # token_norm (deviation 12): each modality's token content is LayerNorm'd before the PE is added
+        self.token_norms = nn.ModuleDict({name: nn.LayerNorm(embed_dim) for name, used in
+                                          (("bev", self.uses_lidar), ("image", self.uses_camera)) if used and token_norm})
         self.encoding = CoordinatesEncoding(embed_dim=embed_dim, point_cloud_range=point_cloud_range,
                                             depth_num=depth_num, depth_max=depth_max, bev_pe=bev_pe, pe_gain=pe_gain)
         self.anchors = nn.Embedding(num_queries, 3)
@@ -122,6 +126,9 @@ class CMTNetwork(nn.Module):
         self.heads = nn.ModuleList(DetectionHead(embed_dim=embed_dim, num_classes=num_classes,
                                                  point_cloud_range=point_cloud_range) for _ in range(num_layers))
 
+    def normalised_tokens(self, modality: str, tokens: torch.Tensor) -> torch.Tensor:
+        return self.token_norms[modality](tokens) if modality in self.token_norms else tokens
+
     def tokens(self, images: torch.Tensor, points: torch.Tensor, point_mask: torch.Tensor, lidar2img: torch.Tensor, *,
                present: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``present`` ({"images": [B] bool, "points": [B] bool}): the samples whose modality was not
@@ -129,11 +136,11 @@ class CMTNetwork(nn.Module):
         keys, key_pos, present = [], [], present or {}
         if self.uses_lidar:
             bev = self.pillar_backbone(points, point_mask, present.get("points"))  # [B, C, h, w]
-            keys.append(bev.flatten(2).transpose(1, 2))
+            keys.append(self.normalised_tokens("bev", bev.flatten(2).transpose(1, 2)))
             key_pos.append(self.encoding.bev_tokens_pe(bev.shape[-2:], bev.device).expand(bev.shape[0], -1, -1))
         if self.uses_camera:
             features = self.image_backbone((images - 0.5) / 0.25, present.get("images"))  # [B, V, C, h, w]
-            keys.append(features.permute(0, 1, 3, 4, 2).flatten(1, 3))
+            keys.append(self.normalised_tokens("image", features.permute(0, 1, 3, 4, 2).flatten(1, 3)))
             key_pos.append(self.encoding.image_tokens_pe(features.shape[-2:], images.shape[-2:], lidar2img))
         return torch.cat(keys, dim=1), torch.cat(key_pos, dim=1)
 
@@ -178,7 +185,8 @@ class CMT(L.LightningModule):
                  dropout: float = 0.1, dn_groups: int = 3, dn_weight: float = 1.0, lr: float = 2e-4,
                  weight_decay: float = 0.01, cyclic_peak: float = 4.0, max_detections: int = 100,
                  bev_pe: str = "multiscale", pe_gain: float = 6.0, first_self_attention: bool = False,
-                 point_features: int = 4, eval_config: str = "synthetic", bn_stats: str = "present") -> None:
+                 point_features: int = 4, eval_config: str = "synthetic", bn_stats: str = "present",
+                 token_norm: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         if test_drop not in (None, "points", "images"):
@@ -190,7 +198,8 @@ class CMT(L.LightningModule):
                                   num_heads=num_heads, ffn_dim=ffn_dim, num_queries=num_queries, depth_num=depth_num,
                                   depth_max=depth_max, pillar_size=pillar_size, image_widths=tuple(image_widths),
                                   bev_widths=tuple(bev_widths), dropout=dropout, bev_pe=bev_pe, pe_gain=pe_gain,
-                                  first_self_attention=first_self_attention, point_features=point_features)
+                                  first_self_attention=first_self_attention, point_features=point_features,
+                                  token_norm=token_norm)
         self.register_buffer("pc_range", torch.tensor(point_cloud_range, dtype=torch.float32), persistent=False)
         self.metrics = nn.ModuleDict({f"condition{suffix}": NuScenesDetectionMetric(class_names=class_names, config=eval_config)
                                       for suffix in CONDITIONS})
@@ -313,7 +322,7 @@ class CMTFromStage(CMT):
     requires_fit = False
     # built as the stage's network: checked here at load, and by the harness before the stage trains
     stage_shared_args = ("modalities", "embed_dim", "num_layers", "num_queries", "depth_num", "class_names", "bev_pe",
-                         "first_self_attention")
+                         "first_self_attention", "token_norm")
 
     def __init__(self, *, checkpoint: str | None = None, **config: object) -> None:
         super().__init__(**config)
@@ -321,8 +330,10 @@ class CMTFromStage(CMT):
             raise ValueError("CMTFromStage needs checkpoint: declare the fused training stage "
                              "(stages: [{name: fused, ..., pass_as: checkpoint}]) in the spec")
         artifact = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        mismatched = [key for key in self.stage_shared_args if tuple(np.atleast_1d(artifact["hparams"][key])) !=
-                      tuple(np.atleast_1d(self.hparams[key]))]
+        defaults = {name: parameter.default for name, parameter in inspect.signature(CMT.__init__).parameters.items()}
+        # an argument added after the artifact was saved had its default then
+        mismatched = [key for key in self.stage_shared_args
+                      if tuple(np.atleast_1d(artifact["hparams"].get(key, defaults[key]))) != tuple(np.atleast_1d(self.hparams[key]))]
         if mismatched:
             raise ValueError(f"stage checkpoint {checkpoint} differs in {mismatched}; give the stage the method's architecture")
         self.network.load_state_dict(artifact["state_dict"])

@@ -300,3 +300,67 @@ def test_convergence_choices_multiscale_pe_gain_and_first_layer_without_self_att
     assert model.network.layers[0].self_attention is None and model.network.layers[1].self_attention is not None
     assert CMT(modalities="lidar", embed_dim=16, num_layers=2, num_heads=2, ffn_dim=32, num_queries=8, depth_num=4,
                bev_widths=(8, 8, 8), first_self_attention=True).network.layers[0].self_attention is not None
+
+
+TINY = dict(embed_dim=16, num_layers=2, num_heads=2, ffn_dim=32, num_queries=8, depth_num=4,
+            image_widths=(8, 8, 8, 8), bev_widths=(8, 8, 8))
+
+
+def _two_scenes() -> dict:
+    from datamodules.synthetic_scenes import collate_scenes, generate_scene
+
+    return collate_scenes([generate_scene(split_seed=0, split="test", index=i) for i in range(2)])
+
+
+def test_token_norm_layer_normalises_each_modalitys_content_before_the_pe() -> None:
+    batch = _two_scenes()
+    torch.manual_seed(0)
+    normed = CMT(modalities="fusion", token_norm=True, **TINY).network.eval()
+    keys, _ = normed.tokens(batch["images"], batch["points"], batch["point_mask"], batch["lidar2img"])
+    # LayerNorm at initialisation (weight 1, bias 0): every token, BEV and image, has mean 0 and unit variance
+    assert torch.allclose(keys.mean(-1), torch.zeros(keys.shape[:2]), atol=1e-5)
+    assert torch.allclose(keys.var(-1, unbiased=False), torch.ones(keys.shape[:2]), atol=1e-3)
+    assert sorted(normed.token_norms) == ["bev", "image"]
+    assert sorted(CMT(modalities="lidar", token_norm=True, **TINY).network.token_norms) == ["bev"]
+    torch.manual_seed(0)
+    plain = CMT(modalities="fusion", **TINY).network.eval()  # the default: official, no LayerNorm
+    assert len(plain.token_norms) == 0
+    raw, _ = plain.tokens(batch["images"], batch["points"], batch["point_mask"], batch["lidar2img"])
+    assert not torch.allclose(raw.var(-1, unbiased=False), torch.ones(raw.shape[:2]), atol=1e-2)
+
+
+def test_stage_artifact_saved_before_token_norm_existed_loads_as_its_default(tmp_path) -> None:
+    from modules.cmt import CMTFromStage
+
+    model = CMT(modalities="fusion", **TINY)
+    path = model.save_stage_artifact(tmp_path)
+    artifact = torch.load(path, weights_only=False)
+    del artifact["hparams"]["token_norm"]  # as written by the code before the option
+    torch.save(artifact, path)
+    loaded = CMTFromStage(checkpoint=str(path), modalities="fusion", **TINY)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.network.state_dict().values(), model.network.state_dict().values()))
+    with pytest.raises(ValueError, match="token_norm"):
+        CMTFromStage(checkpoint=str(path), modalities="fusion", token_norm=True, **TINY)
+
+
+def test_decoder_reading_counts_attention_on_bev_tokens_and_scales() -> None:
+    from modules.cmt.diagnostics import decoder_reading, rms
+
+    batch = _two_scenes()
+    torch.manual_seed(0)
+    readings = {modalities: decoder_reading(CMT(modalities=modalities, **TINY).network, batch)
+                for modalities in ("lidar", "camera", "fusion")}
+    # one modality's queries put all (LiDAR) or none (camera) of their attention on BEV tokens
+    assert readings["lidar"]["bev_share"] == pytest.approx([1.0, 1.0])
+    assert readings["camera"]["bev_share"] == pytest.approx([0.0, 0.0], abs=1e-7)
+    assert readings["lidar"]["image_pe"] is None and readings["camera"]["bev_pe"] is None
+    fusion = readings["fusion"]
+    assert fusion["num_bev_tokens"] == 16 * 16  # 0.5 m pillars over 32 m at stride 4
+    assert all(0.0 < share < 1.0 for share in fusion["bev_share"])
+    # the scales are those of the network's own keys
+    network = CMT(modalities="fusion", **TINY).network.eval()
+    with torch.no_grad():
+        keys, key_pos = network.tokens(batch["images"], batch["points"], batch["point_mask"], batch["lidar2img"])
+    reading = decoder_reading(network, batch)
+    assert reading["bev_content"] == pytest.approx(rms(keys[:, :256])) and reading["image_pe"] == pytest.approx(rms(key_pos[:, 256:]))
+    assert rms(torch.tensor([3.0, 4.0])) == pytest.approx(math.sqrt(12.5))

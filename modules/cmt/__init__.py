@@ -57,6 +57,10 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
     where one zeroed sample would shift the batch and running statistics of every real one.
     Statistics come from the present samples; the zeroed ones are normalised with them (as at test
     time, when a sensor is removed and BN uses its running statistics).
+12. *LayerNorm of each modality's token content* before its PE is added (``token_norm=True``;
+    default False = official) [deviation]: with from-scratch backbones the keys' content stays near
+    0.6 RMS while the PEs grow to 3-5 RMS, so the cross-attention logits are set by position alone
+    (``python -m modules.cmt.diagnostics``). The cpu profile takes it by a val rule (spec comment).
 """
 
 from __future__ import annotations

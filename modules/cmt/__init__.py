@@ -27,7 +27,8 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
    no GridMask: the synthetic scenes are resampled, not augmented [scale-down]. Hence no "15e+5e".
 5. AdamW lr 2e-4, wd 0.01, one lr for all parts (no pretrained backbone to protect), grad clip 35 (the spec's trainer.gradient_clip_val),
    the cyclic schedule (rise to ``cyclic_peak`` x over the first 40% of steps, cosine to 1e-4 x)
-   with peak 4x instead of 8x (pitfall #48/#83: small batches blow up at 8x); no cyclic momentum.
+   with peak 4x instead of 8x (pitfall #48/#83: small batches blow up at 8x; the cpu profile's val
+   sweep takes 2x at batch 4, see its spec comment); no cyclic momentum.
 6. fp32 throughout; standard attention everywhere (DN needs masks). Device-agnostic matching/DN.
    Dropout 0.1 on the attention and FFN outputs (residual branches) but 0 on the attention weights
    (official 0.1): on CPU the attention-weight dropout is a noticeable share of a training step.
@@ -39,7 +40,6 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
 9. The CEM ablation (learned per-view 2D PE) is not implemented here (see the spec's methods).
 10. Convergence fixes, on by default, each switchable back to the official behaviour; re-checked on
     the val split by a committed sweep (each fix reverted alone; rule in ``benchmarks/specs/cmt.yaml``):
-
     a. *No self-attention in the first decoder layer* (``first_self_attention=False``) [bug fix]:
        the query content starts at zero, so that layer only adds a bias whose post-norm LayerNorm
        has a 1/sqrt(eps) Jacobian (exploding, clipped gradients; uniform first cross-attention).
@@ -50,13 +50,10 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
        the default, so the PEs have about unit RMS like the LayerNorm'd query content.
 11. *BatchNorm statistics of masked-modal training from the samples that kept the modality*
     (``bn_stats="present"``; ``"all"`` = plain BN over the whole batch) [deviation]. Official
-    ``ModalMask3D`` zeroes one sample's images or points before the backbones, as here (8), but
-    there the image backbone's BN is frozen (VoVNet ``norm_eval=True``, pretrained statistics) and
-    the LiDAR encoder's BN runs over active sparse voxels (a zeroed cloud is one voxel), so neither
-    sees statistics of the zeroed inputs. Our backbones train from scratch with dense BN at batch 4,
-    where one zeroed sample would shift the batch and running statistics of every real one.
-    Statistics come from the present samples; the zeroed ones are normalised with them (as at test
-    time, when a sensor is removed and BN uses its running statistics).
+    ``ModalMask3D`` zeroes inputs before the backbones, as here (8), but there the image BN is
+    frozen (pretrained VoVNet, ``norm_eval=True``) and the LiDAR BN runs over active sparse voxels,
+    so neither sees statistics of zeroed inputs; our dense from-scratch BN at batch 4 would. The
+    zeroed samples are normalised with the present ones' statistics (as at test time).
 12. *LayerNorm of each modality's token content* before its PE is added (``token_norm=True``;
     default False = official) [deviation]: with from-scratch backbones the keys' content stays near
     0.6 RMS while the PEs grow to 3-5 RMS, so the cross-attention logits are set by position alone

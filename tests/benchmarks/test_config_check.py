@@ -81,3 +81,21 @@ def test_the_cli_stops_a_stage_only_architecture_sweep_before_training(tmp_path:
     err = capsys.readouterr().err.strip()
     assert code == 2 and "stages.base.model.init_args.num_layers is 3 but model.init_args.num_layers is 6" in err
     assert "\n" not in err and not results.exists()
+
+
+def test_cmt_cpu_profile_gives_every_trained_network_the_val_chosen_settings() -> None:
+    """The CMT rules (issue 24's BEV PE, issue 27's keys' balance, cyclic peak and lengths, all in
+    benchmarks/specs/cmt.yaml) each give their outcome to every trained network: the fused stage,
+    CMT-C, CMT-L and the no-masking fusion train alike, so the claims compare like with like."""
+    plans = plan_runs(load_all_specs(), benchmarks=["cmt"], profile="cpu", methods=None, seeds=1, sets=[],
+                      cache_dir="/tmp/litbench-check")
+    trained = {plan.method: (plan.config["model"]["init_args"], plan.config["trainer"]) for plan in plans
+               if plan.method in ("cmt_c", "cmt_l", "cmt_no_modal_mask")}
+    for plan in plans:
+        for stage in plan.config["litbench"]["stages"]:
+            trained[f"{plan.method}/{stage['name']}"] = (stage["model"]["init_args"], stage["trainer"])
+    assert sorted(trained) == ["cmt/fused", "cmt_c", "cmt_l", "cmt_no_lidar/fused", "cmt_no_modal_mask"]
+    for name, (init_args, trainer) in trained.items():
+        chosen = {key: init_args.get(key) for key in ("bev_pe", "token_norm", "cyclic_peak")}
+        assert chosen == {"bev_pe": "official", "token_norm": True, "cyclic_peak": 2.0}, name
+        assert trainer["max_epochs"] == 8, name

@@ -55,9 +55,9 @@ Deviations from the official code (each deliberate; [inferred] = not stated by p
     so neither sees statistics of zeroed inputs; our dense from-scratch BN at batch 4 would. The
     zeroed samples are normalised with the present ones' statistics (as at test time).
 12. *LayerNorm of each modality's token content* before its PE is added (``token_norm=True``;
-    default False = official) [deviation]: with from-scratch backbones the keys' content stays near
-    0.6 RMS while the PEs grow to 3-5 RMS, so the cross-attention logits are set by position alone
-    (``python -m modules.cmt.diagnostics``). The cpu profile takes it by a val rule (spec comment).
+    default False = official) [deviation]: with from-scratch backbones the keys' content can stay
+    far smaller than the PEs, which leaves the cross-attention logits to position alone (measure it
+    with ``python -m modules.cmt.diagnostics``). The cpu profile takes it by a val rule (spec comment).
 """
 
 from __future__ import annotations
